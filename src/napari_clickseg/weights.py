@@ -1,0 +1,234 @@
+"""Self-describing weights: safetensors files whose metadata say how to rebuild the model.
+
+A weights file stores the state dict (fp16 or fp32) and one metadata entry,
+``napari_clickseg``, holding JSON with:
+
+- ``arch``: the registry name; ``kwargs``: the constructor kwargs,
+- ``normalization``: mean/std the model expects on images scaled to [0, 1],
+- ``training``: how the weights were made (config, data, iterations, wall time),
+- ``metrics``: scores per PROTOCOL.md, where measured,
+- ``trained``: False for a random initialisation (refused by ``load_weights``
+  unless ``allow_untrained``).
+
+Shipped weights live in the repository's ``weights/`` folder (installed as
+``napari_clickseg/_weights``); ``weights/manifest.json`` maps model names to
+files with their sha256, and names the ``default`` model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models.base import ClickSegModel
+
+META_KEY = "napari_clickseg"
+FORMAT_VERSION = 1
+ENV_WEIGHTS_DIR = "NAPARI_CLICKSEG_WEIGHTS"
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, corrupt, untrained or does not fit the model."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(
+    model: ClickSegModel,
+    path: str | os.PathLike,
+    *,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    trained: bool = True,
+    half: bool = True,
+) -> str:
+    """Write ``model`` to a safetensors file atomically; returns the file's sha256.
+
+    Args:
+        model: a registered model (``create_model`` sets its name and kwargs).
+        path: destination ``.safetensors`` file.
+        training: description of the training run.
+        metrics: evaluation scores.
+        trained: False marks a random initialisation.
+        half: store floating tensors as fp16 (halves the size).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    if not getattr(model, "arch_name", ""):
+        raise WeightsError("model has no registry name; build it with create_model()")
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point() and "running_var" not in k:
+            v = v.to(torch.float16)
+        state[k] = v.contiguous()
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "arch": model.arch_name,
+        "kwargs": model.arch_kwargs,
+        "normalization": {k: list(v) for k, v in model.normalization.items()},
+        "training": training or {},
+        "metrics": metrics or {},
+        "trained": bool(trained),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    os.replace(tmp, path)
+    return sha256_file(path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a weights file without loading tensors.
+
+    Raises:
+        WeightsError: missing, unreadable or not a napari-clickseg weights file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except Exception as e:  # safetensors raises several error types for corrupt files
+        raise WeightsError(f"cannot read weights file {path}: corrupt or not safetensors ({e})") from None
+    if raw is None:
+        raise WeightsError(f"{path} is a safetensors file but has no napari-clickseg metadata")
+    try:
+        meta = json.loads(raw)
+        meta["arch"], meta["kwargs"]  # noqa: B018
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise WeightsError(f"{path} has corrupt napari-clickseg metadata") from None
+    return meta
+
+
+def load_weights(
+    path: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    allow_untrained: bool = False,
+    expected_sha256: str | None = None,
+) -> tuple[ClickSegModel, dict[str, Any]]:
+    """Rebuild a model from a weights file (strict loading, fp32 parameters).
+
+    Args:
+        path: the ``.safetensors`` file.
+        arch: if given, the file must hold this architecture.
+        allow_untrained: accept files marked as random initialisation (tests).
+        expected_sha256: verify the file's hash (shipped weights).
+
+    Returns:
+        The model in eval mode and the metadata, with ``sha256`` and ``path`` added.
+
+    Raises:
+        WeightsError: on any problem, with a message naming the file.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    from .models import create_model
+
+    path = Path(path)
+    meta = read_metadata(path)
+    digest = sha256_file(path)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise WeightsError(f"{path} is corrupt: sha256 {digest} != expected {expected_sha256}")
+    if arch is not None and meta["arch"] != arch:
+        raise WeightsError(f"{path} holds weights for {meta['arch']!r}, not {arch!r}")
+    if not meta.get("trained", False) and not allow_untrained:
+        raise WeightsError(f"{path} holds untrained (random) weights; refusing to use them")
+    try:
+        model = create_model(meta["arch"], **meta["kwargs"])
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    try:
+        state = load_file(str(path))
+    except Exception as e:
+        raise WeightsError(f"cannot read tensors from {path}: {e}") from None
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{path} does not fit model {meta['arch']!r}: {e}") from None
+    for p in model.parameters():
+        if not torch.isfinite(p).all():
+            raise WeightsError(f"{path} contains non-finite parameters")
+    model.eval()
+    meta = dict(meta, sha256=digest, path=str(path))
+    return model, meta
+
+
+def weights_dir() -> Path:
+    """Folder of shipped weights: $NAPARI_CLICKSEG_WEIGHTS, the installed copy, or the repo's."""
+    env = os.environ.get(ENV_WEIGHTS_DIR)
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    installed = here / "_weights"
+    if (installed / "manifest.json").is_file():
+        return installed
+    return here.parents[1] / "weights"
+
+
+def shipped_manifest() -> dict[str, Any]:
+    """The manifest of shipped weights: ``{"default": name, "models": {name: {file, sha256}}}``."""
+    f = weights_dir() / "manifest.json"
+    if not f.is_file():
+        return {"default": None, "models": {}}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError:
+        raise WeightsError(f"corrupt weights manifest: {f}") from None
+
+
+def shipped_models() -> list[str]:
+    """Names of models with trained, shipped weights."""
+    return sorted(shipped_manifest().get("models", {}))
+
+
+def resolve_weights(name_or_path: str | os.PathLike) -> tuple[Path, str | None]:
+    """Map "default", a model name or a file path to (file, expected sha256 or None).
+
+    Raises:
+        WeightsError: if no trained weights exist for the name or the file is missing.
+    """
+    s = str(name_or_path)
+    manifest = shipped_manifest()
+    models = manifest.get("models", {})
+    if s == "default":
+        s = manifest.get("default") or ""
+        if not s:
+            raise WeightsError("no default weights are shipped yet")
+    if s in models:
+        entry = models[s]
+        return weights_dir() / entry["file"], entry.get("sha256")
+    p = Path(s)
+    if p.suffix == ".safetensors" or p.exists() or os.sep in s:
+        if not p.is_file():
+            raise WeightsError(f"weights file not found: {p}")
+        return p, None
+    from .models import list_models
+
+    if s in list_models():
+        raise WeightsError(
+            f"no trained weights are shipped for model {s!r}; shipped: {sorted(models) or 'none'}"
+        )
+    raise WeightsError(
+        f"{s!r} is neither a shipped model ({sorted(models) or 'none'}), 'default', nor a weights file"
+    )
