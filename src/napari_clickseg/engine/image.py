@@ -1,0 +1,111 @@
+"""Image validation and normalisation shared by the engine, training and evaluation.
+
+Every image, whatever its dtype, bit depth or channel count, becomes a float32
+(H, W, 3) array in [0, 1]:
+
+- values are scaled by robust percentiles (0.5 and 99.5) taken jointly over all
+  channels, so uint16 and float data keep their full dynamic range and dim
+  fluorescence is stretched (never a silent uint8 cast that clips);
+- gray images are repeated to three channels; two channels become
+  (c0, c1, mean); RGBA uint8 drops alpha; other images with more than three
+  channels are projected on their first three principal components.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["prepare_image", "standardize", "validate_image"]
+
+PERCENTILES = (0.5, 99.5)
+_MAX_SAMPLES = 1 << 20
+
+
+def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+    """Check a 2D image and return it as (H, W, C) (a view where possible).
+
+    Args:
+        image: (H, W) or (H, W, C); with ``channel_axis`` the channels may sit elsewhere.
+        channel_axis: axis holding channels for 3D input (default: last).
+
+    Raises:
+        ValueError: wrong ndim, too small, unsupported dtype, NaN or inf values.
+    """
+    if not isinstance(image, np.ndarray):
+        try:
+            image = np.asarray(image)
+        except Exception:
+            raise ValueError(f"image must be an array, got {type(image).__name__}") from None
+    if image.dtype == bool:
+        image = image.astype(np.uint8)
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"unsupported image dtype {image.dtype}; use an integer or float type")
+    if image.ndim == 2:
+        image = image[..., None]
+    elif image.ndim == 3:
+        if channel_axis is not None:
+            image = np.moveaxis(image, channel_axis, -1)
+    else:
+        raise ValueError(
+            f"image must be 2D: (H, W) or (H, W, C); got shape {image.shape}. "
+            "For stacks, pass one plane."
+        )
+    h, w, c = image.shape
+    if h < 2 or w < 2:
+        raise ValueError(f"image is too small: {h}x{w} pixels (need at least 2x2)")
+    if c < 1 or c > 64:
+        raise ValueError(f"image has {c} channels; expected 1 to 64 (is the channel axis right?)")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    return image
+
+
+def _scale(x: np.ndarray) -> np.ndarray:
+    """Robust joint percentile scaling to [0, 1]."""
+    flat = x.reshape(-1)
+    step = max(1, flat.size // _MAX_SAMPLES)
+    sample = flat[::step].astype(np.float64)
+    lo, hi = np.percentile(sample, PERCENTILES)
+    if hi <= lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    if hi <= lo:
+        return np.zeros(x.shape, dtype=np.float32)
+    out = (x.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _pca3(x: np.ndarray) -> np.ndarray:
+    """Project (H, W, C) on its first three principal components, each scaled to [0, 1]."""
+    h, w, c = x.shape
+    flat = x.reshape(-1, c).astype(np.float32)
+    step = max(1, flat.shape[0] // _MAX_SAMPLES)
+    sample = flat[::step]
+    mean = sample.mean(0)
+    _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
+    proj = (flat - mean) @ vt[:3].T
+    proj = proj.reshape(h, w, 3)
+    return np.stack([_scale(proj[..., i]) for i in range(3)], -1)
+
+
+def prepare_image(image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+    """Validate and normalise an image to float32 (H, W, 3) in [0, 1] (see module docstring)."""
+    x = validate_image(image, channel_axis)
+    c = x.shape[-1]
+    if c == 4 and x.dtype == np.uint8:
+        x, c = x[..., :3], 3
+    if c == 1:
+        s = _scale(x[..., 0])
+        return np.repeat(s[..., None], 3, axis=-1)
+    if c == 2:
+        s = _scale(x)
+        return np.concatenate([s, s.mean(-1, keepdims=True)], -1)
+    if c == 3:
+        return _scale(x)
+    return _pca3(x)
+
+
+def standardize(image01: np.ndarray, normalization: dict) -> np.ndarray:
+    """Apply a model's mean/std to a prepared (H, W, 3) image; returns (3, H, W) float32."""
+    mean = np.asarray(normalization["mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(normalization["std"], dtype=np.float32)[:, None, None]
+    return (np.moveaxis(image01, -1, 0) - mean) / std
