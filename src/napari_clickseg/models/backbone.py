@@ -33,7 +33,9 @@ _BN = {"eps": 1e-3, "momentum": 0.01}
 class MBConv(nn.Module):
     """Inverted residual block without SE (lukemelas attribute names)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int, expand: int, dilation: int = 1
+    ) -> None:
         super().__init__()
         mid = cin * expand
         self.has_expand = expand != 1
@@ -41,7 +43,8 @@ class MBConv(nn.Module):
             self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(mid, **_BN)
         self._depthwise_conv = nn.Conv2d(
-            mid, mid, kernel, stride, padding=kernel // 2, groups=mid, bias=False
+            mid, mid, kernel, stride, padding=dilation * (kernel // 2), dilation=dilation,
+            groups=mid, bias=False,
         )
         self._bn1 = nn.BatchNorm2d(mid, **_BN)
         self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
@@ -66,20 +69,29 @@ class EfficientNetLite0(nn.Module):
             weight when ImageNet weights are loaded.
         depth: number of pyramid levels returned (1..5), deepest last; blocks
             beyond the last level are not built.
+        output_stride: 32, or 16 to run the last stage dilated at stride 16
+            (DeepLab style); the fifth feature then has stride 16.
     """
 
-    def __init__(self, in_channels: int = 3, depth: int = 5) -> None:
+    def __init__(self, in_channels: int = 3, depth: int = 5, output_stride: int = 32) -> None:
         super().__init__()
         if not 1 <= depth <= 5:
             raise ValueError(f"depth must be in 1..5, got {depth}")
+        if output_stride not in (16, 32):
+            raise ValueError(f"output_stride must be 16 or 32, got {output_stride}")
         self.in_channels = in_channels
         self.depth = depth
         self._conv_stem = nn.Conv2d(in_channels, 32, 3, 2, padding=1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         blocks = []
-        for repeats, k, s, e, cin, cout in _STAGES:
+        for si, (repeats, k, s, e, cin, cout) in enumerate(_STAGES):
+            dil = 1
+            if output_stride == 16 and si >= 5:  # last two stages run dilated at stride 16
+                s, dil = 1, 2
             for i in range(repeats):
-                blocks.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e))
+                blocks.append(
+                    MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e, dilation=dil)
+                )
         self._blocks = nn.ModuleList(blocks[: _TAPS[depth - 1] + 1])
         self.act = nn.ReLU6(inplace=True)
         self.channels = FEATURE_CHANNELS[:depth]

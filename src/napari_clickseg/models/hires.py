@@ -1,1 +1,109 @@
-"""Placeholder until the architecture lands."""
+"""The "getting to 99%" network (Forte et al.): two streams, previous-mask feedback, guided filter.
+
+Kept from the paper:
+- an image stream that receives the image and the clicks;
+- an interaction stream that receives the previous mask and the clicks (late
+  feedback fusion): six convolutions with LeakyReLU, three of them strided;
+- fusion of both streams before pyramid pooling;
+- a U-Net decoder with skips from both streams up to full resolution;
+- a guided-filter output layer, so the mask edges follow image edges;
+- clicks as Gaussians at three scales (sigma 5, 10, 20).
+Scaled for CPU: the ResNet-50 image stream becomes EfficientNet-Lite0 (ImageNet
+init, click channels start at zero weight); decoder widths 96-16; the guided
+filter has a fixed radius and a learned gray guide.
+f-BRS modulates the fused features that enter the pyramid pooling.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .backbone import EfficientNetLite0
+from .base import ClickSegModel, ModelInputs, upsample_like
+from .blocks import ConvBNReLU, GuidedFilter, PyramidPooling
+from .registry import register_model
+
+
+class MaskInteractionStream(nn.Module):
+    """Six 3x3 convs with LeakyReLU on previous mask + clicks; strided 1st, 3rd, 5th."""
+
+    def __init__(self, cin: int, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+        super().__init__()
+        stages = []
+        for w in widths:
+            stages.append(
+                nn.Sequential(ConvBNReLU(cin, w, 3, stride=2, leaky=True), ConvBNReLU(w, w, 3, leaky=True))
+            )
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.channels = widths
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class DecoderStage(nn.Module):
+    """Upsample, concatenate skips, two 3x3 convs."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(ConvBNReLU(cin, cout, 3), ConvBNReLU(cout, cout, 3))
+
+    def forward(self, x: Tensor, skips: list[Tensor]) -> Tensor:
+        x = upsample_like(x, skips[0])
+        return self.convs(torch.cat([x, *skips], 1))
+
+
+@register_model("hires")
+class HighResFeedback(ClickSegModel):
+    """Image stream + previous-mask interaction stream, U-Net to full resolution, guided filter."""
+
+    inputs = ModelInputs(encoding="multiscale", prev_mask=True, first_click=False)
+
+    def __init__(self, head_width: int = 128, widths: tuple[int, ...] = (96, 64, 48, 32, 16)) -> None:
+        super().__init__()
+        k = self.inputs.click_channels
+        self.image_stream = EfficientNetLite0(in_channels=3 + k)
+        self.interaction_stream = MaskInteractionStream(1 + k)
+        ci, cu = self.image_stream.channels, self.interaction_stream.channels
+        self._x_channels = ci[4] + cu[2]
+        self.ppm = PyramidPooling(self._x_channels, head_width)
+        w16, w8, w4, w2, w1 = widths
+        self.up16 = DecoderStage(head_width + ci[3], w16)
+        self.up8 = DecoderStage(w16 + ci[2] + cu[2], w8)
+        self.up4 = DecoderStage(w8 + ci[1] + cu[1], w4)
+        self.up2 = DecoderStage(w4 + ci[0] + cu[0], w2)
+        self.up1 = DecoderStage(w2 + 3 + 1, w1)
+        self.head = nn.Conv2d(w1, 1, 1)
+        self.guided_filter = GuidedFilter(3)
+
+    @property
+    def fbrs_channels(self) -> int:
+        return self._x_channels
+
+    def encode(
+        self, image: Tensor, image_feats: dict, click_maps: Tensor, prev_mask: Tensor
+    ) -> dict[str, Tensor]:
+        img = self.image_stream(torch.cat([image, click_maps], 1))
+        inter = self.interaction_stream(torch.cat([prev_mask, click_maps], 1))
+        pooled = F.adaptive_avg_pool2d(inter[2], img[4].shape[-2:])
+        enc = {"x": torch.cat([img[4], pooled], 1), "prev_mask": prev_mask}
+        enc.update({f"img{i}": img[i] for i in range(4)})
+        enc.update({f"int{i}": inter[i] for i in range(3)})
+        return enc
+
+    def decode(self, enc: dict[str, Tensor], image: Tensor) -> dict[str, Tensor]:
+        y = self.ppm(enc["x"])
+        y = self.up16(y, [enc["img3"]])
+        y = self.up8(y, [enc["img2"], enc["int2"]])
+        y = self.up4(y, [enc["img1"], enc["int1"]])
+        y = self.up2(y, [enc["img0"], enc["int0"]])
+        y = self.up1(y, [image, enc["prev_mask"]])
+        coarse = self.head(y)
+        return {"logits": self.guided_filter(coarse, image), "coarse_logits": coarse}
