@@ -19,6 +19,7 @@ __all__ = ["prepare_image", "standardize", "validate_image"]
 
 PERCENTILES = (0.5, 99.5)
 _MAX_SAMPLES = 1 << 20
+_F32_SAFE = 1e30
 
 
 def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
@@ -70,6 +71,9 @@ def _scale(x: np.ndarray) -> np.ndarray:
         lo, hi = float(sample.min()), float(sample.max())
     if hi <= lo:
         return np.zeros(x.shape, dtype=np.float32)
+    if max(abs(lo), abs(hi), hi - lo) > _F32_SAFE:  # float64 data beyond float32's range
+        wide = (np.asarray(x, dtype=np.float64) - lo) / (hi - lo)
+        return np.clip(wide, 0.0, 1.0).astype(np.float32)
     out = (x.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
     return np.clip(out, 0.0, 1.0, out=out)
 
@@ -77,7 +81,13 @@ def _scale(x: np.ndarray) -> np.ndarray:
 def _pca3(x: np.ndarray) -> np.ndarray:
     """Project (H, W, C) on its first three principal components, each scaled to [0, 1]."""
     h, w, c = x.shape
-    flat = x.reshape(-1, c).astype(np.float32)
+    src = x.reshape(-1, c)
+    # a global scale (which PCA ignores) keeps float32 values and their squares finite
+    peak = float(np.abs(src).max()) if src.dtype.kind == "f" else 0.0
+    if peak > 1e6:
+        flat = (src / peak).astype(np.float32)
+    else:
+        flat = src.astype(np.float32)
     step = max(1, flat.shape[0] // _MAX_SAMPLES)
     sample = flat[::step]
     mean = sample.mean(0)

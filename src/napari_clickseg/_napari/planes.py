@@ -1,0 +1,267 @@
+"""Where the 2D plane being segmented lies in an nD image, labels array and points layer.
+
+Pure numpy, no napari: the widget turns the viewer's state (displayed dims,
+current point, the layer's rgb flag and the chosen channel axis) into these
+objects, and everything else (session, tests) works on arrays.
+
+Terms:
+
+- *layer axes*: the axes of the image layer as napari counts them (``layer.ndim``;
+  the RGB(A) axis of an rgb layer is not one of them, a user-chosen channel axis is).
+- *spatial axes*: the layer axes without the channel axis. Labels arrays have the
+  spatial shape.
+- a ``Plane`` names the two displayed spatial axes (rows, cols) and the index of
+  every other spatial axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..clicks import Click
+
+__all__ = ["ImageGeometry", "Plane"]
+
+
+@dataclass(frozen=True)
+class Plane:
+    """A 2D plane of an nD spatial array.
+
+    Attributes:
+        displayed: the spatial axes shown as (rows, cols); may be in either order.
+        index: ``(axis, position)`` for every other spatial axis, sorted by axis.
+    """
+
+    displayed: tuple[int, int]
+    index: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def full_2d(cls) -> Plane:
+        """The plane of a 2D array."""
+        return cls((0, 1), ())
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial axes of the arrays this plane lies in."""
+        return 2 + len(self.index)
+
+    def key(self) -> tuple[int, ...]:
+        """Indices of the non-displayed axes, in axis order (for messages and caches)."""
+        return tuple(i for _, i in self.index)
+
+    def view(self, array: np.ndarray) -> np.ndarray:
+        """The (rows, cols) view of ``array`` at this plane (writes go through).
+
+        Raises:
+            ValueError: if ``array`` does not have the plane's number of axes or an index
+                lies outside it.
+        """
+        if array.ndim != self.ndim:
+            raise ValueError(f"plane of a {self.ndim}D array used on a {array.ndim}D array")
+        idx: list[Any] = [slice(None)] * array.ndim
+        for axis, pos in self.index:
+            if not 0 <= pos < array.shape[axis]:
+                raise ValueError(f"slice {pos} of axis {axis} lies outside shape {array.shape}")
+            idx[axis] = pos
+        v = array[tuple(idx)]
+        return v.T if self.displayed[0] > self.displayed[1] else v
+
+    def shape_in(self, shape: Sequence[int]) -> tuple[int, int]:
+        """(rows, cols) of this plane in an array of ``shape``."""
+        return int(shape[self.displayed[0]]), int(shape[self.displayed[1]])
+
+    def describe(self) -> str:
+        """Short human-readable description, e.g. ``axis 0 = 3``."""
+        if not self.index:
+            return "2D"
+        return ", ".join(f"axis {a} = {i}" for a, i in self.index)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"displayed": list(self.displayed), "index": [list(p) for p in self.index]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Plane:
+        try:
+            displayed = tuple(int(a) for a in d["displayed"])
+            index = tuple(sorted((int(a), int(i)) for a, i in d.get("index", [])))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"not a plane description: {d!r}") from None
+        if len(displayed) != 2 or displayed[0] == displayed[1]:
+            raise ValueError(f"a plane needs two distinct displayed axes, got {displayed}")
+        return cls(displayed, index)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """How an image layer's data maps to spatial labels and to click layers.
+
+    Attributes:
+        data_shape: shape of the layer's data (with the RGB axis for rgb layers).
+        rgb: the layer is rgb (channels are the last data axis, not a layer axis).
+        channel_axis: a layer axis holding channels (non-rgb multichannel data), or None.
+    """
+
+    data_shape: tuple[int, ...]
+    rgb: bool = False
+    channel_axis: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rgb and self.channel_axis is not None:
+            raise ValueError("an rgb layer has its channels in the rgb axis; choose no channel axis")
+        if self.channel_axis is not None and not 0 <= self.channel_axis < self.layer_ndim:
+            raise ValueError(f"channel axis {self.channel_axis} outside the layer's {self.layer_ndim} axes")
+        if len(self.spatial_shape) < 2:
+            raise ValueError(f"image of shape {self.data_shape} has fewer than two spatial axes")
+
+    @property
+    def layer_ndim(self) -> int:
+        return len(self.data_shape) - int(self.rgb)
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        """Layer axes that are spatial (all but the channel axis)."""
+        return tuple(a for a in range(self.layer_ndim) if a != self.channel_axis)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of the labels arrays."""
+        return tuple(self.data_shape[a] for a in self.spatial_axes)
+
+    @property
+    def n_channels(self) -> int:
+        if self.rgb:
+            return int(self.data_shape[-1])
+        return 1 if self.channel_axis is None else int(self.data_shape[self.channel_axis])
+
+    def to_spatial_axis(self, layer_axis: int) -> int:
+        return self.spatial_axes.index(layer_axis)
+
+    # --- the plane on screen ---------------------------------------------------------------
+
+    def plane_at(self, displayed_layer_axes: Sequence[int], data_position: Sequence[float]) -> Plane:
+        """The plane shown when the layer's ``displayed_layer_axes`` are on screen.
+
+        Args:
+            displayed_layer_axes: the two layer axes shown as (rows, cols).
+            data_position: the viewer's current point in the layer's data coordinates.
+
+        Raises:
+            ValueError: if not exactly two axes are displayed or one is the channel axis.
+        """
+        disp = tuple(int(a) for a in displayed_layer_axes)
+        if len(disp) != 2:
+            raise ValueError(
+                f"{len(disp)} axes of the image are displayed; switch the viewer to 2D to click"
+            )
+        if self.channel_axis in disp:
+            raise ValueError(
+                f"the channel axis ({self.channel_axis}) is displayed; choose another channel axis "
+                "or change the displayed dimensions"
+            )
+        index = []
+        for a in self.spatial_axes:
+            if a in disp:
+                continue
+            n = self.data_shape[a]
+            pos = int(np.clip(np.round(float(data_position[a])), 0, n - 1))
+            index.append((self.to_spatial_axis(a), pos))
+        return Plane((self.to_spatial_axis(disp[0]), self.to_spatial_axis(disp[1])), tuple(index))
+
+    def plane_image(self, data: Any, plane: Plane) -> tuple[np.ndarray, int | None]:
+        """The image of ``plane``: ``(array, channel_axis)`` ready for ``Predictor.set_image``.
+
+        The array is (rows, cols) or (rows, cols, channels) at raw dtype; for numpy data
+        it is a view (no copy).
+        """
+        idx: list[Any] = [slice(None)] * len(self.data_shape)
+        for s_axis, pos in plane.index:
+            idx[self.spatial_axes[s_axis]] = pos
+        if self.channel_axis is not None:
+            idx[self.channel_axis] = slice(None)
+        sub = np.asarray(data[tuple(idx)])
+        # remaining axes, in data order: the two displayed axes, the channel axis, the rgb axis
+        remaining = [a for a in range(len(self.data_shape)) if isinstance(idx[a], slice)]
+        rows, cols = (self.spatial_axes[a] for a in plane.displayed)
+        order = [remaining.index(rows), remaining.index(cols)]
+        if self.channel_axis is not None:
+            order.append(remaining.index(self.channel_axis))
+        if self.rgb:
+            order.append(remaining.index(len(self.data_shape) - 1))
+        sub = np.transpose(sub, order)
+        return sub, (None if sub.ndim == 2 else 2)
+
+    # --- clicks <-> points -----------------------------------------------------------------
+
+    def clicks_from_points(
+        self, coords: np.ndarray, positive: Sequence[bool], orders: Sequence[float], plane: Plane
+    ) -> tuple[list[Click], int]:
+        """Clicks of the points lying on ``plane``, sorted by order.
+
+        Args:
+            coords: (N, layer_ndim) point coordinates in the image layer's data space (the
+                channel coordinate is ignored).
+            positive: sign of each point.
+            orders: click order of each point.
+            plane: the object's plane.
+
+        Returns:
+            The clicks and how many points lay on other planes (ignored).
+        """
+        coords = np.asarray(coords, dtype=float).reshape(-1, self.layer_ndim)
+        rows_ax, cols_ax = (self.spatial_axes[a] for a in plane.displayed)
+        picked, off_plane = [], 0
+        for p, pos, order in zip(coords, positive, orders):
+            on = all(
+                int(np.round(p[self.spatial_axes[s]])) == i for s, i in plane.index
+            )
+            if not on:
+                off_plane += 1
+                continue
+            picked.append((float(order), Click(float(p[rows_ax]), float(p[cols_ax]), bool(pos))))
+        picked.sort(key=lambda t: t[0])
+        clicks = [Click(c.row, c.col, c.positive, i) for i, (_, c) in enumerate(picked)]
+        return clicks, off_plane
+
+    def points_from_clicks(self, clicks: Sequence[Click], plane: Plane) -> np.ndarray:
+        """(N, layer_ndim) coordinates of ``clicks`` on ``plane`` (channel coordinate 0)."""
+        out = np.zeros((len(clicks), self.layer_ndim), dtype=float)
+        rows_ax, cols_ax = (self.spatial_axes[a] for a in plane.displayed)
+        for k, c in enumerate(clicks):
+            for s, i in plane.index:
+                out[k, self.spatial_axes[s]] = i
+            out[k, rows_ax] = c.row
+            out[k, cols_ax] = c.col
+        return out
+
+    def annotation_transform(
+        self, scale: Sequence[float], translate: Sequence[float]
+    ) -> tuple[list[float], list[float]]:
+        """Scale and translate for labels and points layers over this image.
+
+        Without a channel axis they are the image layer's. With one, the annotation layers
+        keep that axis with size 1, stretched over all channels, so they show whichever
+        channel the slider is on.
+        """
+        scale, translate = [float(s) for s in scale], [float(t) for t in translate]
+        c = self.channel_axis
+        if c is not None:
+            n = self.data_shape[c]
+            translate[c] = translate[c] + (n - 1) / 2 * scale[c]
+            scale[c] = scale[c] * n
+        return scale, translate
+
+    def layer_labels_view(self, labels: np.ndarray) -> np.ndarray:
+        """The spatial ``labels`` as napari's Labels layer data (a view; writes go through)."""
+        if self.channel_axis is None:
+            return labels
+        return np.expand_dims(labels, self.channel_axis)
+
+    def labels_from_layer(self, layer_data: np.ndarray) -> np.ndarray:
+        """Inverse of ``layer_labels_view``."""
+        if self.channel_axis is None:
+            return layer_data
+        return layer_data[(slice(None),) * self.channel_axis + (0,)]

@@ -1,0 +1,496 @@
+"""The annotation session: clicks, undo/redo, commit/reopen/delete, provenance, save/load.
+
+Pure Python and numpy (no napari, no Qt), so it is tested without a viewer and the
+dock widget only maps layers and events onto it.
+
+One session annotates one spatial labels array (2D, 3D, time stacks...). The
+*current object* is a list of clicks on one 2D ``Plane`` of that array, possibly a
+re-opened committed object (``editing``). Every change of the current object is
+undoable; a commit writes the object's mask into the labels under the next free id
+(or the re-opened id), without touching pixels of other objects unless asked, and
+keeps its provenance (clicks, plane, model, weights sha256, settings).
+
+Annotations are saved as ``<name>.tif`` (the labels) plus ``<name>.json`` (format
+``napari-clickseg-annotations`` version 1, the provenance of every object).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..clicks import Click, as_clicks
+from .planes import Plane
+
+__all__ = ["AnnotationSession", "CommitResult", "ObjectRecord", "SessionError"]
+
+FORMAT = "napari-clickseg-annotations"
+FORMAT_VERSION = 1
+MAX_UNDO = 1000
+
+
+class SessionError(ValueError):
+    """An operation on the session cannot be done (the message says why)."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """Provenance of one committed object.
+
+    Attributes:
+        id: label value in the labels array.
+        clicks: the clicks that produced it (empty for objects without provenance).
+        plane: the 2D plane it was segmented on (None if unknown).
+        model: model description (name, arch, weights sha256, trained...).
+        settings: prediction settings (refinement, post-processing, threshold...).
+        area: pixels written at the last commit.
+        created, modified: ISO timestamps (UTC).
+        revision: 1 at the first commit, +1 per re-commit after re-opening.
+    """
+
+    id: int
+    clicks: tuple[Click, ...] = ()
+    plane: Plane | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    area: int = 0
+    created: str = ""
+    modified: str = ""
+    revision: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "clicks": [
+                {"row": c.row, "col": c.col, "positive": c.positive} for c in self.clicks
+            ],
+            "plane": None if self.plane is None else self.plane.to_json(),
+            "model": self.model,
+            "settings": self.settings,
+            "area": self.area,
+            "created": self.created,
+            "modified": self.modified,
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ObjectRecord:
+        try:
+            clicks = as_clicks((c["row"], c["col"], c["positive"]) for c in d.get("clicks", []))
+            plane = None if d.get("plane") is None else Plane.from_json(d["plane"])
+            return cls(
+                id=int(d["id"]),
+                clicks=tuple(clicks),
+                plane=plane,
+                model=dict(d.get("model") or {}),
+                settings=dict(d.get("settings") or {}),
+                area=int(d.get("area", 0)),
+                created=str(d.get("created", "")),
+                modified=str(d.get("modified", "")),
+                revision=int(d.get("revision", 1)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SessionError(f"corrupt object record {d!r}: {e}") from None
+
+
+@dataclass(frozen=True)
+class _State:
+    clicks: tuple[Click, ...]
+    plane: Plane | None
+    editing: int | None
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a commit did.
+
+    Attributes:
+        id: the object's label.
+        written: pixels now carrying ``id`` on the plane.
+        kept: pixels of the mask left to other objects (not overwritten).
+        overwritten: pixels taken from other objects (only with ``overwrite``).
+    """
+
+    id: int
+    written: int
+    kept: int
+    overwritten: int
+
+
+class AnnotationSession:
+    """Clicks and committed objects of one labels array (see module docstring).
+
+    Args:
+        labels: the spatial labels array, modified in place (integer dtype, >= 2D).
+    """
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self._labels = self._check_labels(labels)
+        self.records: dict[int, ObjectRecord] = {}
+        self._state = _State((), None, None)
+        self._undo: list[_State] = []
+        self._redo: list[_State] = []
+
+    # --- state ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_labels(labels: np.ndarray) -> np.ndarray:
+        if not isinstance(labels, np.ndarray):
+            raise SessionError(f"labels must be a numpy array, got {type(labels).__name__}")
+        if labels.ndim < 2:
+            raise SessionError(f"labels must have at least 2 dimensions, got shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise SessionError(f"labels must have an integer dtype, got {labels.dtype}")
+        return labels
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The labels array (the same object the session writes into)."""
+        return self._labels
+
+    def attach(self, labels: np.ndarray) -> None:
+        """Use another array of the same shape (e.g. after the layer's data was replaced)."""
+        labels = self._check_labels(labels)
+        if labels.shape != self._labels.shape:
+            raise SessionError(f"labels of shape {labels.shape} do not fit {self._labels.shape}")
+        self._labels = labels
+
+    @property
+    def clicks(self) -> tuple[Click, ...]:
+        """Clicks of the current object, in order."""
+        return self._state.clicks
+
+    @property
+    def plane(self) -> Plane | None:
+        """Plane of the current object (None before the first click)."""
+        return self._state.plane
+
+    @property
+    def editing(self) -> int | None:
+        """Id of the re-opened object being edited, or None for a new object."""
+        return self._state.editing
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def _push(self, new: _State) -> bool:
+        if new == self._state:
+            return False
+        self._undo.append(self._state)
+        del self._undo[:-MAX_UNDO]
+        self._redo.clear()
+        self._state = new
+        return True
+
+    def _check_plane(self, plane: Plane) -> None:
+        if plane.ndim != self._labels.ndim:
+            raise SessionError(
+                f"plane of a {plane.ndim}D array does not fit labels of shape {self._labels.shape}"
+            )
+        plane.view(self._labels)  # validates the indices
+
+    # --- clicks --------------------------------------------------------------------------
+
+    def set_clicks(self, clicks: Sequence[Click], plane: Plane | None = None) -> bool:
+        """Replace the clicks of the current object (one undo step); True if anything changed.
+
+        Args:
+            clicks: the new clicks (orders are renumbered from their position).
+            plane: their plane; required when the current object has none yet.
+        """
+        clicks = tuple(as_clicks(clicks))
+        plane = plane if plane is not None else self.plane
+        if plane is None:
+            if clicks:
+                raise SessionError("the first click needs a plane")
+        else:
+            self._check_plane(plane)
+        if not clicks and self.editing is None:
+            plane = None
+        return self._push(replace(self._state, clicks=clicks, plane=plane))
+
+    def add_click(self, row: float, col: float, positive: bool, plane: Plane | None = None) -> bool:
+        """Append one click (one undo step).
+
+        Raises:
+            SessionError: if ``plane`` differs from the current object's plane.
+        """
+        if self.plane is not None and plane is not None and plane != self.plane:
+            raise SessionError(
+                f"the current object lies on another slice ({self.plane.describe()}); "
+                "commit or clear it before clicking here"
+            )
+        return self.set_clicks([*self.clicks, Click(row, col, positive)], plane)
+
+    def undo(self) -> bool:
+        """Go back one change of the current object; False if there is none."""
+        if not self._undo:
+            return False
+        self._redo.append(self._state)
+        self._state = self._undo.pop()
+        return True
+
+    def redo(self) -> bool:
+        """Re-apply the last undone change; False if there is none."""
+        if not self._redo:
+            return False
+        self._undo.append(self._state)
+        self._state = self._redo.pop()
+        return True
+
+    def clear(self) -> bool:
+        """Drop the current object (its clicks; a re-opened object stays as committed)."""
+        return self._push(_State((), None, None))
+
+    # --- objects -------------------------------------------------------------------------
+
+    def object_ids(self) -> list[int]:
+        """Ids present in the labels array or in the provenance, sorted."""
+        present = {int(i) for i in np.unique(self._labels) if i != 0}
+        return sorted(present | set(self.records))
+
+    def next_id(self) -> int:
+        """The next free label: one more than the largest id in the labels or the records."""
+        top = int(self._labels.max(initial=0))
+        if self.records:
+            top = max(top, max(self.records))
+        new = top + 1
+        if new > np.iinfo(self._labels.dtype).max:
+            raise SessionError(
+                f"labels of dtype {self._labels.dtype} cannot hold another object (id {new}); "
+                "convert the labels layer to a larger integer type"
+            )
+        return new
+
+    def current_id(self) -> int:
+        """The id the current object will get when committed."""
+        return self.editing if self.editing is not None else self.next_id()
+
+    def commit(
+        self,
+        mask: np.ndarray,
+        *,
+        model: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> CommitResult:
+        """Write the current object's ``mask`` into the labels and start a new object.
+
+        Pixels of other objects are kept unless ``overwrite``; a re-opened object is
+        replaced on its plane and keeps its id. Undo/redo history restarts.
+
+        Args:
+            mask: boolean (rows, cols) mask on the current plane.
+            model: model provenance (name, arch, weights_sha256, ...).
+            settings: prediction settings to record.
+            overwrite: take pixels from other objects.
+
+        Raises:
+            SessionError: no current object, wrong mask shape, empty result.
+        """
+        plane = self.plane
+        if plane is None:
+            raise SessionError("nothing to commit: click on an object first")
+        view = plane.view(self._labels)
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != view.shape:
+            raise SessionError(f"mask of shape {mask.shape} does not fit the plane {view.shape}")
+        oid = self.current_id()
+        others = (view != 0) & (view != oid)
+        take = mask if overwrite else mask & ~others
+        written = int(take.sum())
+        if written == 0:
+            raise SessionError(
+                "nothing to commit: the current object is empty"
+                + ("" if overwrite or not mask.any() else " (all its pixels belong to other objects)")
+            )
+        kept = 0 if overwrite else int((mask & others).sum())
+        overwritten = int((mask & others).sum()) if overwrite else 0
+        view[(view == oid) & ~take] = 0
+        view[take] = oid
+        now = _now()
+        old = self.records.get(oid)
+        self.records[oid] = ObjectRecord(
+            id=oid,
+            clicks=self.clicks,
+            plane=plane,
+            model=dict(model or {}),
+            settings=dict(settings or {}),
+            area=written,
+            created=old.created if old and old.created else now,
+            modified=now,
+            revision=old.revision + 1 if old else 1,
+        )
+        self._state = _State((), None, None)
+        self._undo.clear()
+        self._redo.clear()
+        return CommitResult(oid, written, kept, overwritten)
+
+    def reopen(self, oid: int, plane: Plane | None = None) -> ObjectRecord | None:
+        """Make committed object ``oid`` the current object, with its clicks (one undo step).
+
+        Args:
+            oid: the object's id.
+            plane: plane to edit it on when its provenance has none (painted or loaded
+                objects); ignored otherwise.
+
+        Returns:
+            Its provenance record, or None for an object without one (no clicks come back).
+
+        Raises:
+            SessionError: unknown id, or no plane for an object without provenance.
+        """
+        oid = int(oid)
+        record = self.records.get(oid)
+        if record is None and not np.any(self._labels == oid):
+            raise SessionError(f"there is no object {oid}")
+        if record is not None and record.plane is not None:
+            plane = record.plane
+        if plane is None:
+            raise SessionError(f"object {oid} has no recorded slice; show its slice and re-open")
+        self._check_plane(plane)
+        clicks = record.clicks if record is not None else ()
+        self._push(_State(tuple(clicks), plane, oid))
+        return record
+
+    def delete(self, oid: int) -> int:
+        """Remove object ``oid`` from the labels and the provenance; returns pixels cleared.
+
+        Raises:
+            SessionError: if there is no such object.
+        """
+        oid = int(oid)
+        hit = self._labels == oid
+        n = int(hit.sum())
+        if n == 0 and oid not in self.records:
+            raise SessionError(f"there is no object {oid}")
+        self._labels[hit] = 0
+        self.records.pop(oid, None)
+        if self.editing == oid:
+            self._state = replace(self._state, editing=None)
+            self._undo.clear()
+            self._redo.clear()
+        return n
+
+    def object_mask(self, oid: int, plane: Plane) -> np.ndarray:
+        """Boolean mask of ``oid`` on ``plane``."""
+        return plane.view(self._labels) == oid
+
+    # --- save / load ---------------------------------------------------------------------
+
+    def to_json(self, image: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The provenance document saved beside the labels."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "napari_clickseg": __version__,
+            "saved": _now(),
+            "labels_shape": list(self._labels.shape),
+            "labels_dtype": str(self._labels.dtype),
+            "image": image or {},
+            "objects": [self.records[k].to_json() for k in sorted(self.records)],
+        }
+
+    @staticmethod
+    def paths(path: str | os.PathLike) -> tuple[Path, Path]:
+        """(labels tif, provenance json) for ``path`` (with or without the .tif suffix)."""
+        p = Path(path)
+        if p.suffix.lower() in (".tif", ".tiff", ".json"):
+            p = p.with_suffix("")
+        return p.with_name(p.name + ".tif"), p.with_name(p.name + ".json")
+
+    def save(self, path: str | os.PathLike, image: dict[str, Any] | None = None) -> tuple[Path, Path]:
+        """Write the labels (tif) and the provenance (json); returns both paths.
+
+        Files are written to temporary names first and then renamed, so a failed save
+        never leaves a half-written file under the final name.
+        """
+        import tifffile
+
+        tif, js = self.paths(path)
+        tif.parent.mkdir(parents=True, exist_ok=True)
+        tmp_tif = tif.with_name(tif.name + ".tmp")
+        tmp_js = js.with_name(js.name + ".tmp")
+        try:
+            tifffile.imwrite(tmp_tif, self._labels, compression="zlib")
+            tmp_js.write_text(json.dumps(self.to_json(image), indent=1))
+            os.replace(tmp_tif, tif)
+            os.replace(tmp_js, js)
+        finally:
+            for t in (tmp_tif, tmp_js):
+                if t.exists():
+                    t.unlink()
+        return tif, js
+
+    def load(self, path: str | os.PathLike) -> list[str]:
+        """Replace labels and provenance by a saved annotation; returns warnings.
+
+        The current object is dropped. The labels are copied into the session's array
+        when its dtype holds them, else the session gets a new array (read ``labels``).
+
+        Raises:
+            SessionError: missing or unreadable files, or a shape that does not fit.
+        """
+        import tifffile
+
+        tif, js = self.paths(path)
+        if not tif.is_file():
+            raise SessionError(f"labels file not found: {tif}")
+        try:
+            data = tifffile.imread(tif)
+        except Exception as e:
+            raise SessionError(f"cannot read labels file {tif}: {e}") from None
+        if data.shape != self._labels.shape:
+            raise SessionError(
+                f"{tif} holds labels of shape {data.shape}; this image needs {self._labels.shape}"
+            )
+        if not np.issubdtype(data.dtype, np.integer):
+            raise SessionError(f"{tif} does not hold integer labels (dtype {data.dtype})")
+        if data.size and (data.min() < 0):
+            raise SessionError(f"{tif} holds negative labels")
+        warnings: list[str] = []
+        records: dict[int, ObjectRecord] = {}
+        if js.is_file():
+            try:
+                doc = json.loads(js.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise SessionError(f"cannot read provenance file {js}: {e}") from None
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+                raise SessionError(f"{js} is not a napari-clickseg annotation file")
+            if int(doc.get("version", 0)) > FORMAT_VERSION:
+                raise SessionError(f"{js} was written by a newer napari-clickseg (format {doc['version']})")
+            for d in doc.get("objects", []):
+                r = ObjectRecord.from_json(d)
+                if r.plane is not None and r.plane.ndim != data.ndim:
+                    warnings.append(f"object {r.id}: recorded plane does not fit the labels; dropped it")
+                    r = replace(r, plane=None, clicks=())
+                records[r.id] = r
+        else:
+            warnings.append(f"no provenance file {js.name}; objects have no recorded clicks")
+        top = int(data.max(initial=0))
+        if top <= np.iinfo(self._labels.dtype).max:
+            self._labels[...] = data
+        else:
+            self._labels = data.copy()
+        self.records = records
+        self._state = _State((), None, None)
+        self._undo.clear()
+        self._redo.clear()
+        return warnings

@@ -1,0 +1,1028 @@
+"""The dock widget: maps napari layers, mouse clicks and keys onto the session and the engine.
+
+All state lives in ``AnnotationSession`` (clicks, undo, objects, provenance) and all
+model work goes through ``adapter.run_prediction``; this module only reads and writes
+layers. Keys (bound on the viewer and the image/click layers):
+
+- click: positive point; Shift/Ctrl-click or right click: negative; ``T`` toggles
+  the sign of plain clicks
+- ``C``: commit the current object; ``Escape``: clear it
+- ``Control-Z`` / ``Control-Shift-Z``: undo / redo the last click change
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    Label,
+    PushButton,
+    SpinBox,
+)
+
+from ..clicks import Click
+from .adapter import (
+    LOAD_FILE,
+    REFINEMENTS,
+    EngineHandle,
+    ModelChoice,
+    PredictionRequest,
+    PredictionResult,
+    allow_untrained_from_env,
+    available_choices,
+    load_model,
+    run_prediction,
+)
+from .planes import ImageGeometry, Plane
+from .session import AnnotationSession, SessionError
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["ClickSegWidget", "LAYER_NAMES"]
+
+ENV_SYNC = "NAPARI_CLICKSEG_SYNC"
+LAYER_NAMES = {
+    "positive": "positive clicks",
+    "negative": "negative clicks",
+    "preview": "current object",
+    "committed": "committed objects",
+}
+POSITIVE_COLOR = "#00e000"
+NEGATIVE_COLOR = "#ff2080"
+PREVIEW_COLOR = "#ffd000"
+NO_MODEL = "(no trained weights shipped: load a file)"
+SESSION_KEY = "napari_clickseg_session"
+KEYS = {
+    "commit": "C",
+    "clear": "Escape",
+    "undo": "Control-Z",
+    "redo": "Control-Shift-Z",
+    "toggle": "T",
+}
+_DATA_DONE = ("added", "removed", "changed")
+
+
+def _unwrap(obj: Any) -> Any:
+    """The object behind napari's PublicOnlyProxy (plugins receive proxied viewers)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is not None and _unwrap(a) is _unwrap(b)
+
+
+def _in_viewer(layer: Any, viewer: Any) -> bool:
+    return layer is not None and any(_same(layer, la) for la in viewer.layers)
+
+
+class ClickSegWidget(Container):
+    """Click-based segmentation dock (see module docstring).
+
+    Args:
+        napari_viewer: the viewer (npe2 passes it).
+        allow_untrained: offer random-initialised models, labelled UNTRAINED (tests,
+            debugging); default from ``NAPARI_CLICKSEG_ALLOW_UNTRAINED``.
+        synchronous: predict in the GUI thread instead of a worker (tests, debugging);
+            default from ``NAPARI_CLICKSEG_SYNC``.
+        untrained_kwargs: constructor kwargs of untrained models.
+        predictor_kwargs: passed to the engine's ``Predictor`` (device, dtype,
+            target_size, ...); default: the engine's choices.
+        models: extra models for the dropdown, ``{name: ClickSegModel or factory}``
+            (a model trained in a notebook, a test stub); listed as "custom: name".
+    """
+
+    def __init__(
+        self,
+        napari_viewer: napari.viewer.Viewer,
+        *,
+        allow_untrained: bool | None = None,
+        synchronous: bool | None = None,
+        untrained_kwargs: dict | None = None,
+        predictor_kwargs: dict | None = None,
+        models: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.allow_untrained = allow_untrained_from_env() if allow_untrained is None else allow_untrained
+        self.synchronous = (
+            os.environ.get(ENV_SYNC, "") in ("1", "true", "yes") if synchronous is None else synchronous
+        )
+        self._untrained_kwargs = untrained_kwargs or {}
+        self._predictor_kwargs = dict(predictor_kwargs or {})
+        self._custom_models = dict(models or {})
+
+        # state
+        self.image_layer: Any = None
+        self.geometry: ImageGeometry | None = None
+        self.session: AnnotationSession | None = None
+        self.layers: dict[str, Any] = {}
+        self.handle: EngineHandle | None = None
+        self._choices: dict[str, ModelChoice] = {}
+        self._files: list[str] = []
+        self._generation = 0
+        self._result: PredictionResult | None = None
+        self._preview_plane: Plane | None = None
+        self._worker: Any = None
+        self._pending: PredictionRequest | None = None
+        self._syncing = False
+        self._order = 0
+        self._image_cache: tuple[Any, tuple[np.ndarray, int | None]] | None = None
+        self._model_label: str | None = None
+        self.last_status = ""
+
+        self._build()
+        self._connect()
+        self._refresh_model_choices()
+        self._select_initial_model()
+        self._bind_to(self._default_image())
+
+    # --- construction --------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self.channel_combo = ComboBox(label="channels", choices=self._channel_choices)
+        self.model_combo = ComboBox(label="model", choices=self._model_choice_list)
+        self.device_label = Label(label="device", value="-")
+        self.refinement_combo = ComboBox(label="refinement", choices=list(REFINEMENTS), value="off")
+        self.integrity_check = CheckBox(text="structural integrity", value=True)
+        self.graphcut_check = CheckBox(text="graph cut", value=False)
+        self.threshold_slider = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
+        self.negative_check = CheckBox(text=f"plain clicks are negative ({KEYS['toggle']})", value=False)
+        self.overwrite_check = CheckBox(text="commit may overwrite other objects", value=False)
+        self.time_label = Label(label="time per click", value="-")
+        self.commit_button = PushButton(text=f"Commit object ({KEYS['commit']})")
+        self.undo_button = PushButton(text="Undo (Ctrl+Z)")
+        self.redo_button = PushButton(text="Redo (Ctrl+Shift+Z)")
+        self.clear_button = PushButton(text="Clear (Esc)")
+        self.object_spin = SpinBox(label="object id", min=0, max=2**31 - 1, value=0)
+        self.reopen_button = PushButton(text="Re-open")
+        self.delete_button = PushButton(text="Delete")
+        self.save_button = PushButton(text="Save annotations...")
+        self.load_button = PushButton(text="Load annotations...")
+        self.status_label = Label(value="")
+        edit_row = Container(
+            widgets=[self.undo_button, self.redo_button, self.clear_button], layout="horizontal", labels=False
+        )
+        object_row = Container(
+            widgets=[self.object_spin, self.reopen_button, self.delete_button], layout="horizontal", labels=False
+        )
+        file_row = Container(widgets=[self.save_button, self.load_button], layout="horizontal", labels=False)
+        for row in (edit_row, object_row, file_row):
+            row.margins = (0, 0, 0, 0)
+        self.extend(
+            [
+                self.image_combo,
+                self.channel_combo,
+                self.model_combo,
+                self.device_label,
+                self.refinement_combo,
+                self.integrity_check,
+                self.graphcut_check,
+                self.threshold_slider,
+                self.negative_check,
+                self.overwrite_check,
+                self.time_label,
+                self.commit_button,
+                edit_row,
+                object_row,
+                file_row,
+                self.status_label,
+            ]
+        )
+        self.status_label.native.setWordWrap(True)
+        self.tooltip = (
+            "Click: positive point. Shift/Ctrl-click or right click: negative point. "
+            "C: commit, Esc: clear, Ctrl+Z / Ctrl+Shift+Z: undo / redo."
+        )
+
+    def _connect(self) -> None:
+        v = self.viewer
+        v.layers.events.inserted.connect(self._on_layers_changed)
+        v.layers.events.removed.connect(self._on_layer_removed)
+        v.mouse_drag_callbacks.append(self._on_mouse)
+        for name, key in KEYS.items():
+            v.bind_key(key, self._key_action(name), overwrite=True)
+        self.image_combo.changed.connect(self._on_image_changed)
+        self.channel_combo.changed.connect(self._on_channel_changed)
+        self.model_combo.changed.connect(self._on_model_changed)
+        for w in (self.refinement_combo, self.integrity_check, self.graphcut_check):
+            w.changed.connect(lambda *_: self.request_prediction())
+        self.threshold_slider.changed.connect(lambda *_: self._show_preview())
+        self.commit_button.changed.connect(lambda *_: self.commit())
+        self.undo_button.changed.connect(lambda *_: self.undo())
+        self.redo_button.changed.connect(lambda *_: self.redo())
+        self.clear_button.changed.connect(lambda *_: self.clear())
+        self.reopen_button.changed.connect(lambda *_: self.reopen(self.object_spin.value))
+        self.delete_button.changed.connect(lambda *_: self.delete(self.object_spin.value))
+        self.save_button.changed.connect(lambda *_: self._save_dialog())
+        self.load_button.changed.connect(lambda *_: self._load_dialog())
+        self.native.destroyed.connect(self._disconnect_viewer)
+
+    def _disconnect_viewer(self, *_: Any) -> None:
+        v = self.viewer
+        try:
+            if self._on_mouse in v.mouse_drag_callbacks:
+                v.mouse_drag_callbacks.remove(self._on_mouse)
+            for key in KEYS.values():
+                v.bind_key(key, None)
+            v.layers.events.inserted.disconnect(self._on_layers_changed)
+            v.layers.events.removed.disconnect(self._on_layer_removed)
+        except (RuntimeError, ValueError):  # viewer already gone
+            pass
+
+    def _key_action(self, name: str):
+        def action(_target: Any) -> None:
+            if name == "toggle":
+                self.negative_check.value = not self.negative_check.value
+            else:
+                getattr(self, name)()
+
+        action.__name__ = f"clickseg_{name}"
+        action.__doc__ = f"napari-clickseg: {name}"
+        return action
+
+    # --- status --------------------------------------------------------------------------
+
+    def _status(self, msg: str) -> None:
+        self.last_status = msg
+        self.status_label.value = msg
+        self.viewer.status = f"clickseg: {msg}" if msg else ""
+
+    # --- image binding -------------------------------------------------------------------
+
+    def _image_choices(self, _w: Any = None) -> list[Any]:
+        from napari.layers import Image
+
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _channel_choices(self, _w: Any = None) -> list[Any]:
+        layer = self.image_layer
+        out: list[Any] = [("from layer (rgb or none)", "auto")]
+        if layer is not None and not layer.rgb:
+            out += [(f"axis {a} (size {layer.data.shape[a]})", a) for a in range(layer.ndim)]
+        return out
+
+    def _default_image(self) -> Any:
+        from napari.layers import Image
+
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
+            return active
+        images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        return images[-1] if images else None
+
+    def _on_layers_changed(self, *_: Any) -> None:
+        self.image_combo.reset_choices()
+        if self.image_layer is None:
+            layer = self._default_image()
+            if layer is not None:
+                self._bind_to(layer)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        removed = event.value
+        if _same(removed, self.image_layer):
+            self._unbind()
+        else:
+            for k, layer in list(self.layers.items()):
+                if _same(layer, removed):
+                    del self.layers[k]
+        self.image_combo.reset_choices()
+
+    def _on_image_changed(self, layer: Any) -> None:
+        if not _same(layer, self.image_layer) and not self._syncing:
+            self._bind_to(layer)
+
+    def _on_channel_changed(self, value: Any) -> None:
+        if self.image_layer is not None and not self._syncing:
+            self._bind_to(self.image_layer, channel=value)
+
+    def _unbind(self) -> None:
+        self._cancel_pending()
+        self.image_layer = None
+        self.geometry = None
+        self.session = None
+        self._image_cache = None
+        self._result = None
+        self._preview_plane = None
+
+    def bind(self, layer: Any, channel_axis: int | str | None = "auto") -> None:
+        """Segment ``layer`` (an Image layer), with ``channel_axis`` a layer axis or "auto"."""
+        self._bind_to(layer, channel=channel_axis)
+
+    def _bind_to(self, layer: Any, channel: Any = "auto") -> None:
+        if layer is None:
+            self._unbind()
+            return
+        channel_axis = None if channel in ("auto", None) else int(channel)
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        try:
+            geometry = ImageGeometry(tuple(data.shape), bool(layer.rgb), channel_axis)
+        except ValueError as e:
+            self._status(f"cannot segment {layer.name!r}: {e}")
+            return
+        if self.session is not None and self.session.clicks:
+            self.clear()
+        old_committed = self.layers.get("committed")
+        self.image_layer = layer
+        self.geometry = geometry
+        self._image_cache = None
+        self._result = None
+        self._preview_plane = None
+        self._syncing = True
+        try:
+            self.image_combo.reset_choices()
+            self.image_combo.value = layer
+            self.channel_combo.reset_choices()
+            self.channel_combo.value = "auto" if channel_axis is None else channel_axis
+        finally:
+            self._syncing = False
+        self._make_layers(old_committed)
+        self.viewer.layers.selection.active = layer
+        self._status(
+            f"bound to {layer.name!r} ({' x '.join(map(str, geometry.spatial_shape))}"
+            f"{', %d channels' % geometry.n_channels if geometry.n_channels > 1 else ''}): click on an object"
+        )
+
+    def _make_layers(self, old_committed: Any) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        g, img, v = self.geometry, self.image_layer, self.viewer
+        assert g is not None
+        scale, translate = g.annotation_transform(img.scale, img.translate)
+        common = {"scale": scale, "translate": translate}
+        for key in ("positive", "negative", "preview"):
+            old = self.layers.pop(key, None)
+            if _in_viewer(old, v):
+                v.layers.remove(old)
+        size = max(3.0, min(g.spatial_shape[-2:]) / 50)
+        for key, color in (("positive", POSITIVE_COLOR), ("negative", NEGATIVE_COLOR)):
+            pts = v.add_points(
+                np.empty((0, g.layer_ndim)),
+                ndim=g.layer_ndim,
+                name=LAYER_NAMES[key],
+                face_color=color,
+                border_color="white",
+                border_width=0.15,
+                size=size,
+                features={"order": np.empty(0, dtype=float)},
+                feature_defaults={"order": -1.0},
+                **common,
+            )
+            pts.events.data.connect(self._on_points_data)
+            self.layers[key] = pts
+        preview = np.zeros(g.spatial_shape, dtype=np.uint8)
+        self.layers["preview"] = v.add_labels(
+            g.layer_labels_view(preview),
+            name=LAYER_NAMES["preview"],
+            opacity=0.55,
+            colormap=DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}),
+            **common,
+        )
+        self._preview_array = preview
+        committed = self._find_committed(old_committed)
+        if committed is None:
+            if _in_viewer(old_committed, v):
+                old_committed.name = f"{LAYER_NAMES['committed']} ({old_committed.metadata.get('clickseg_image', 'old')})"
+            labels = np.zeros(g.spatial_shape, dtype=np.uint32)
+            committed = v.add_labels(
+                g.layer_labels_view(labels), name=LAYER_NAMES["committed"], opacity=0.5, **common
+            )
+            self.session = AnnotationSession(labels)
+            committed.metadata[SESSION_KEY] = self.session
+            committed.events.selected_label.connect(self._on_selected_label)
+        else:
+            self.session = committed.metadata.get(SESSION_KEY) or AnnotationSession(
+                g.labels_from_layer(committed.data)
+            )
+            committed.metadata[SESSION_KEY] = self.session
+            self.session.attach(g.labels_from_layer(committed.data))
+        committed.metadata["clickseg_image"] = self.image_layer.name
+        self.layers["committed"] = committed
+        # keys work whichever of our layers is selected (Ctrl+Z on the labels layer stays napari's)
+        for layer in (img, self.layers["positive"], self.layers["negative"], self.layers["preview"]):
+            for name, key in KEYS.items():
+                layer.bind_key(key, self._key_action(name), overwrite=True)
+
+    def _find_committed(self, old: Any) -> Any:
+        """An existing committed-objects layer fitting the current image, if any."""
+        from napari.layers import Labels
+
+        g = self.geometry
+        assert g is not None
+        candidates = [old] + [la for la in self.viewer.layers if la.name == LAYER_NAMES["committed"]]
+        for layer in candidates:
+            if isinstance(_unwrap(layer), Labels) and _in_viewer(layer, self.viewer):
+                try:
+                    spatial = g.labels_from_layer(layer.data)
+                except (IndexError, TypeError):
+                    continue
+                if spatial.shape == g.spatial_shape and layer.ndim == g.layer_ndim:
+                    return layer
+        return None
+
+    def _on_selected_label(self, event: Any) -> None:
+        layer = self.layers.get("committed")
+        if layer is not None and layer.selected_label > 0:
+            self.object_spin.value = int(layer.selected_label)
+
+    # --- the plane on screen -------------------------------------------------------------
+
+    def current_plane(self) -> Plane:
+        """The 2D plane of the image shown now (viewer's current point, layer's transform).
+
+        Raises:
+            ValueError: the viewer shows 3D, or the displayed axes include the channel axis.
+        """
+        if self.image_layer is None or self.geometry is None:
+            raise ValueError("no image layer: add or select an image")
+        img, dims = self.image_layer, self.viewer.dims
+        offset = dims.ndim - img.ndim
+        disp = [d - offset for d in dims.displayed if d >= offset]
+        pos = img.world_to_data(dims.point)
+        return self.geometry.plane_at(disp, pos)
+
+    def _plane_image(self, plane: Plane) -> tuple[tuple[Any, ...], np.ndarray, int | None]:
+        img, g = self.image_layer, self.geometry
+        assert g is not None
+        data = img.data[0] if getattr(img, "multiscale", False) else img.data
+        key = (id(_unwrap(img)), id(data), g.channel_axis, plane)
+        if self._image_cache is None or self._image_cache[0] != key:
+            self._image_cache = (key, g.plane_image(data, plane))
+        image, ch = self._image_cache[1]
+        return key, image, ch
+
+    # --- clicks --------------------------------------------------------------------------
+
+    def _on_mouse(self, viewer: Any, event: Any):
+        """Press-release without drag adds a click; a drag pans as usual."""
+        if self.image_layer is None or event.button not in (1, 2) or viewer.dims.ndisplay != 2:
+            return
+        active = viewer.layers.selection.active
+        if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
+            return
+        start_pos = np.asarray(event.position, dtype=float)
+        start_px = np.asarray(getattr(event, "pos", (0, 0)), dtype=float)
+        names = {str(getattr(m, "name", m)) for m in (event.modifiers or ())}
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            px = np.asarray(getattr(event, "pos", start_px), dtype=float)
+            if np.hypot(*(px - start_px)) > 4:
+                dragged = True
+            yield
+        if dragged:
+            return
+        negative = event.button == 2 or bool(names & {"Shift", "Control", "Meta"})
+        if self.negative_check.value and event.button == 1 and not names:
+            negative = True
+        self.add_click_world(start_pos, positive=not negative)
+
+    def add_click_world(self, world_position: Any, positive: bool = True) -> bool:
+        """Add a click at a viewer (world) position on the plane shown; False if refused."""
+        if self.image_layer is None or self.geometry is None or self.session is None:
+            self._status("no image layer: add or select an image")
+            return False
+        try:
+            plane = self.current_plane()
+        except ValueError as e:
+            self._status(str(e))
+            return False
+        pos = self.image_layer.world_to_data(
+            np.asarray(world_position, dtype=float)[-self.image_layer.ndim :]
+            if len(world_position) >= self.image_layer.ndim
+            else world_position
+        )
+        rows_ax, cols_ax = (self.geometry.spatial_axes[a] for a in plane.displayed)
+        return self.add_click(float(pos[rows_ax]), float(pos[cols_ax]), positive, plane)
+
+    def add_click(self, row: float, col: float, positive: bool = True, plane: Plane | None = None) -> bool:
+        """Add a click at (row, col) of ``plane`` (default: the plane shown); False if refused."""
+        if self.geometry is None or self.session is None:
+            self._status("no image layer: add or select an image")
+            return False
+        if plane is None:
+            try:
+                plane = self.current_plane()
+            except ValueError as e:
+                self._status(str(e))
+                return False
+        h, w = plane.shape_in(self.geometry.spatial_shape)
+        if not (-0.5 <= row < h - 0.5 and -0.5 <= col < w - 0.5):
+            self._status("click outside the image: ignored")
+            return False
+        if self.session.plane is not None and plane != self.session.plane:
+            self._status(
+                f"the current object is on another slice ({self.session.plane.describe()}): "
+                "commit (C) or clear (Esc) it first"
+            )
+            return False
+        layer = self._points_layer(positive)
+        coords = self.geometry.points_from_clicks([Click(row, col, positive)], plane)
+        self._order += 1
+        self._syncing = True
+        try:
+            layer.add(coords)
+            feats = layer.features
+            feats.loc[feats.index[-1], "order"] = float(self._order)
+            layer.selected_data = set()
+        finally:
+            self._syncing = False
+        self._sync_from_layers(plane)
+        return True
+
+    def _points_layer(self, positive: bool) -> Any:
+        key = "positive" if positive else "negative"
+        if key not in self.layers:
+            self._make_layers(self.layers.get("committed"))
+        return self.layers[key]
+
+    def _on_points_data(self, event: Any) -> None:
+        if self._syncing:
+            return
+        action = str(getattr(event, "action", "changed"))
+        if action in _DATA_DONE:
+            self._sync_from_layers()
+
+    def _read_points(self) -> tuple[np.ndarray, list[bool], list[float]]:
+        coords, signs, orders = [], [], []
+        for key, positive in (("positive", True), ("negative", False)):
+            layer = self.layers.get(key)
+            if layer is None or len(layer.data) == 0:
+                continue
+            feats = layer.features
+            if "order" not in feats or len(feats) != len(layer.data):
+                order = np.full(len(layer.data), -1.0)
+            else:
+                order = feats["order"].to_numpy(dtype=float, na_value=-1.0)
+            new = order < 0
+            if new.any():  # points added by hand: give them the next orders
+                order = order.copy()
+                order[new] = self._order + 1 + np.arange(int(new.sum()))
+                self._order += int(new.sum())
+                if "order" in feats and len(feats) == len(layer.data):
+                    feats["order"] = order
+            coords.append(np.asarray(layer.data, dtype=float))
+            signs += [positive] * len(layer.data)
+            orders += list(order)
+        if not coords:
+            return np.empty((0, self.geometry.layer_ndim if self.geometry else 2)), [], []
+        return np.concatenate(coords), signs, orders
+
+    def _sync_from_layers(self, plane: Plane | None = None) -> None:
+        """Points layers -> session clicks -> prediction."""
+        if self.session is None or self.geometry is None:
+            return
+        coords, signs, orders = self._read_points()
+        if plane is None:
+            plane = self.session.plane
+        if plane is None and len(coords):
+            try:
+                plane = self.current_plane()
+            except ValueError as e:
+                self._status(str(e))
+                return
+        if plane is None:
+            changed = self.session.set_clicks([])
+        else:
+            clicks, off = self.geometry.clicks_from_points(coords, signs, orders, plane)
+            h, w = plane.shape_in(self.geometry.spatial_shape)
+            inside = [c for c in clicks if -0.5 <= c.row < h - 0.5 and -0.5 <= c.col < w - 0.5]
+            if off or len(inside) < len(clicks):
+                self._status(
+                    f"ignored {off + len(clicks) - len(inside)} point(s) off the current object's "
+                    f"slice ({plane.describe()}) or outside the image"
+                )
+            changed = self.session.set_clicks(inside, plane)
+        if changed:
+            self.request_prediction()
+
+    def _sync_to_layers(self) -> None:
+        """Session clicks -> points layers (without re-entering the layer handlers)."""
+        if self.session is None or self.geometry is None:
+            return
+        clicks, plane = self.session.clicks, self.session.plane
+        self._syncing = True
+        try:
+            for key, positive in (("positive", True), ("negative", False)):
+                layer = self._points_layer(positive)
+                mine = [c for c in clicks if c.positive == positive]
+                coords = (
+                    self.geometry.points_from_clicks(mine, plane)
+                    if plane is not None and mine
+                    else np.empty((0, self.geometry.layer_ndim))
+                )
+                layer.selected_data = set()
+                layer.data = coords
+                layer.features = {"order": np.array([float(c.order) for c in mine], dtype=float)}
+        finally:
+            self._syncing = False
+        self._order = len(clicks)
+
+    # --- prediction ----------------------------------------------------------------------
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "brs": REFINEMENTS[self.refinement_combo.value],
+            "structural_integrity": bool(self.integrity_check.value),
+            "graph_cut": bool(self.graphcut_check.value),
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """Settings recorded with each committed object."""
+        g = self.geometry
+        return {
+            **self._options(),
+            "threshold": float(self.threshold_slider.value),
+            "overwrite": bool(self.overwrite_check.value),
+            "image": None if self.image_layer is None else self.image_layer.name,
+            "channel_axis": None if g is None else g.channel_axis,
+            "rgb": None if g is None else g.rgb,
+        }
+
+    def _make_request(self) -> PredictionRequest | None:
+        s = self.session
+        if s is None or not s.clicks or s.plane is None or self.handle is None:
+            return None
+        key, image, ch = self._plane_image(s.plane)
+        return PredictionRequest(
+            self._generation, self.handle, key, image, ch, tuple(s.clicks), self._options()
+        )
+
+    def request_prediction(self) -> None:
+        """Predict the current object from its clicks (newer requests supersede older ones)."""
+        self._generation += 1
+        try:
+            req = self._make_request()
+        except (ValueError, IndexError) as e:
+            self._status(f"cannot read the image: {e}")
+            req = None
+        if req is None:
+            self._pending = None
+            self._result = PredictionResult(self._generation, None)
+            self._show_preview()
+            if self.handle is None and self.session is not None and self.session.clicks:
+                self._status("no model loaded: choose one or load a weights file")
+            return
+        if self.synchronous:
+            self._on_result(run_prediction(req))
+        elif self._worker is not None:
+            self._pending = req  # replaces any older pending request
+        else:
+            self._start_worker(req)
+
+    def _start_worker(self, req: PredictionRequest) -> None:
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(run_prediction, req, _start_thread=False)
+        worker.returned.connect(self._on_result)
+        worker.finished.connect(self._on_worker_finished)
+        self._worker = worker
+        worker.start()
+
+    def _on_worker_finished(self) -> None:
+        self._worker = None
+        req, self._pending = self._pending, None
+        if req is not None and req.generation == self._generation:
+            self._start_worker(req)
+
+    def _cancel_pending(self) -> None:
+        self._pending = None
+        self._generation += 1
+
+    @property
+    def busy(self) -> bool:
+        """A prediction is running or waiting."""
+        return self._worker is not None or self._pending is not None
+
+    def _on_result(self, res: PredictionResult) -> None:
+        if res.generation != self._generation:
+            return  # superseded by a newer click
+        self._result = res
+        if res.error:
+            self._status(f"prediction failed: {res.error}")
+        elif res.prob is not None:
+            extra = f" (+{res.set_image_seconds * 1000:.0f} ms image features)" if res.set_image_seconds else ""
+            self.time_label.value = f"{(res.seconds - res.set_image_seconds) * 1000:.0f} ms{extra}"
+        self._show_preview()
+
+    def current_mask(self) -> np.ndarray | None:
+        """Binary mask of the latest prediction at the threshold, or None."""
+        res = self._result
+        if res is None or res.prob is None or res.generation != self._generation:
+            return None
+        return res.prob >= float(self.threshold_slider.value)
+
+    def _show_preview(self) -> None:
+        layer = self.layers.get("preview")
+        if layer is None:
+            return
+        arr = self._preview_array
+        if self._preview_plane is not None:
+            try:
+                self._preview_plane.view(arr)[...] = 0
+            except ValueError:
+                arr[...] = 0
+            self._preview_plane = None
+        mask = self.current_mask()
+        plane = self.session.plane if self.session is not None else None
+        if mask is not None and plane is not None:
+            view = plane.view(arr)
+            if view.shape == mask.shape:
+                view[mask] = 1
+                self._preview_plane = plane
+        layer.refresh()
+
+    # --- objects -------------------------------------------------------------------------
+
+    def _after_session_change(self, predict: bool = True) -> None:
+        self._sync_to_layers()
+        if predict:
+            self.request_prediction()
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        s = self.session
+        self.undo_button.enabled = bool(s and s.can_undo)
+        self.redo_button.enabled = bool(s and s.can_redo)
+
+    def undo(self) -> bool:
+        """Undo the last change of the current object's clicks."""
+        if self.session is None or not self.session.undo():
+            self._status("nothing to undo")
+            return False
+        self._after_session_change()
+        self._status(f"undo: {len(self.session.clicks)} click(s)")
+        return True
+
+    def redo(self) -> bool:
+        """Redo the last undone change."""
+        if self.session is None or not self.session.redo():
+            self._status("nothing to redo")
+            return False
+        self._after_session_change()
+        self._status(f"redo: {len(self.session.clicks)} click(s)")
+        return True
+
+    def clear(self) -> bool:
+        """Drop the current object's clicks and preview (undoable)."""
+        if self.session is None or not self.session.clear():
+            return False
+        self._after_session_change()
+        self._status("cleared the current object (Ctrl+Z brings it back)")
+        return True
+
+    def commit(self) -> int | None:
+        """Write the current object into the committed labels; returns its id or None."""
+        s = self.session
+        if s is None or s.plane is None or not s.clicks:
+            self._status("nothing to commit: click on an object first")
+            return None
+        if self.current_mask() is None:  # the latest prediction is not in yet: compute it now
+            req = self._make_request()
+            if req is None:
+                self._status("no model loaded: choose one or load a weights file")
+                return None
+            self._pending = None
+            self._on_result(run_prediction(req))
+        mask = self.current_mask()
+        if mask is None:
+            self._status("nothing to commit: the prediction failed")
+            return None
+        model = dict(self.handle.provenance) if self.handle is not None else {}
+        try:
+            res = s.commit(mask, model=model, settings=self.settings(), overwrite=self.overwrite_check.value)
+        except SessionError as e:
+            self._status(str(e))
+            return None
+        self._generation += 1
+        self._result = None
+        self._after_session_change(predict=False)
+        self._show_preview()
+        self._refresh_committed()
+        self.object_spin.value = res.id
+        note = f"; {res.kept} px left to other objects" if res.kept else ""
+        note += f"; took {res.overwritten} px from other objects" if res.overwritten else ""
+        self._status(f"committed object {res.id} ({res.written} px{note})")
+        return res.id
+
+    def reopen(self, oid: int) -> bool:
+        """Make committed object ``oid`` the current object again, with its clicks."""
+        s = self.session
+        if s is None:
+            return False
+        if s.clicks and s.editing != oid:
+            s.clear()
+        try:
+            plane = self.current_plane()
+        except ValueError:
+            plane = None
+        try:
+            record = s.reopen(int(oid), plane)
+        except SessionError as e:
+            self._status(str(e))
+            return False
+        self._show_plane(s.plane)
+        self._after_session_change()
+        n = len(s.clicks)
+        self._status(
+            f"re-opened object {oid} with {n} click(s); correct it and commit (C) to replace it"
+            if record is not None
+            else f"re-opened object {oid} (no recorded clicks): click to re-segment it, then commit"
+        )
+        return True
+
+    def delete(self, oid: int) -> bool:
+        """Delete committed object ``oid``."""
+        s = self.session
+        if s is None:
+            return False
+        try:
+            n = s.delete(int(oid))
+        except SessionError as e:
+            self._status(str(e))
+            return False
+        self._refresh_committed()
+        self._update_buttons()
+        self._status(f"deleted object {oid} ({n} px)")
+        return True
+
+    def _refresh_committed(self) -> None:
+        layer = self.layers.get("committed")
+        if layer is not None:
+            layer.refresh()
+
+    def _show_plane(self, plane: Plane | None) -> None:
+        """Move the viewer's sliders to ``plane``."""
+        if plane is None or not plane.index or self.geometry is None:
+            return
+        img, g = self.image_layer, self.geometry
+        pos = np.asarray(img.world_to_data(self.viewer.dims.point), dtype=float)
+        for s_axis, idx in plane.index:
+            pos[g.spatial_axes[s_axis]] = idx
+        world = img.data_to_world(pos)
+        offset = self.viewer.dims.ndim - img.ndim
+        for a, val in enumerate(world):
+            if a not in (g.spatial_axes[d] for d in plane.displayed):
+                self.viewer.dims.set_point(a + offset, val)
+
+    # --- models --------------------------------------------------------------------------
+
+    def _refresh_model_choices(self) -> None:
+        choices = available_choices(
+            self.allow_untrained, self._files, self._untrained_kwargs, self._custom_models
+        )
+        self._choices = {c.label: c for c in choices}
+        self._syncing = True
+        try:
+            self.model_combo.reset_choices()
+            if self._model_label in self._choices:
+                self.model_combo.value = self._model_label
+        finally:
+            self._syncing = False
+
+    def _model_choice_list(self, _w: Any = None) -> list[str]:
+        return [*(list(self._choices) or [NO_MODEL]), LOAD_FILE]
+
+    def _select_initial_model(self) -> None:
+        from ..weights import WeightsError, shipped_manifest
+
+        if not self._choices:
+            self._status("no trained weights are shipped: load a weights file (model dropdown)")
+            return
+        try:
+            default = shipped_manifest().get("default")
+        except WeightsError:
+            default = None
+        label = default if default in self._choices else next(iter(self._choices))
+        self.select_model(label)
+
+    def model_labels(self) -> list[str]:
+        """Labels of the models in the dropdown (without the load-file entry)."""
+        return list(self._choices)
+
+    def select_model(self, label: str) -> bool:
+        """Switch to the model with dropdown label ``label``; keeps the clicks and re-predicts."""
+        from ..weights import WeightsError
+
+        choice = self._choices.get(label)
+        if choice is None:
+            self._status(f"unknown model {label!r}")
+            return False
+        try:
+            handle = load_model(choice, **self._predictor_kwargs)
+        except (WeightsError, ValueError, RuntimeError, OSError) as e:
+            self._status(f"cannot load {label}: {e}")
+            self._set_model_value(self._model_label)
+            return False
+        self.handle = handle
+        self._model_label = label
+        self._set_model_value(label)
+        self.device_label.value = handle.describe()
+        untrained = choice.kind == "untrained"
+        self._status(f"model: {label}" + (" - UNTRAINED, predictions are meaningless" if untrained else ""))
+        self.request_prediction()
+        return True
+
+    def _set_model_value(self, label: str | None) -> None:
+        self._syncing = True
+        try:
+            self.model_combo.value = label if label in self._choices else self.model_combo.choices[0]
+        finally:
+            self._syncing = False
+
+    def _on_model_changed(self, value: str) -> None:
+        if self._syncing:
+            return
+        if value == LOAD_FILE:
+            path = self._ask_path("Load napari-clickseg weights", "Weights (*.safetensors)", save=False)
+            if path:
+                self.load_weights_file(path)
+            else:
+                self._set_model_value(self._model_label)
+            return
+        if value in self._choices:
+            self.select_model(value)
+        else:
+            self._set_model_value(self._model_label)
+
+    def load_weights_file(self, path: str | os.PathLike) -> bool:
+        """Add a weights file to the model list and switch to it."""
+        path = str(path)
+        if path not in self._files:
+            self._files.append(path)
+        self._refresh_model_choices()
+        label = next(c.label for c in self._choices.values() if c.kind == "file" and c.source == path)
+        ok = self.select_model(label)
+        if not ok:
+            self._files.remove(path)
+            self._refresh_model_choices()
+        return ok
+
+    # --- save / load ---------------------------------------------------------------------
+
+    def _ask_path(self, title: str, filt: str, save: bool) -> str:
+        from qtpy.QtWidgets import QFileDialog
+
+        fn = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+        path, _ = fn(self.native, title, "", filt)
+        return path
+
+    def _save_dialog(self) -> None:
+        path = self._ask_path("Save annotations (labels .tif + provenance .json)", "TIFF (*.tif)", True)
+        if path:
+            self.save_annotations(path)
+
+    def _load_dialog(self) -> None:
+        path = self._ask_path("Load annotations", "TIFF (*.tif *.tiff)", False)
+        if path:
+            self.load_annotations(path)
+
+    def save_annotations(self, path: str | os.PathLike) -> tuple[Any, Any] | None:
+        """Save the committed labels (tif) and their provenance (json)."""
+        if self.session is None or self.geometry is None:
+            self._status("nothing to save: no image")
+            return None
+        info = {
+            "name": self.image_layer.name,
+            "data_shape": list(self.geometry.data_shape),
+            "rgb": self.geometry.rgb,
+            "channel_axis": self.geometry.channel_axis,
+        }
+        try:
+            tif, js = self.session.save(path, image=info)
+        except OSError as e:
+            self._status(f"could not save: {e}")
+            return None
+        self._status(f"saved {len(self.session.records)} object(s) to {tif} and {js.name}")
+        return tif, js
+
+    def load_annotations(self, path: str | os.PathLike) -> bool:
+        """Replace the committed labels and provenance by saved ones (drops the current object)."""
+        s, g = self.session, self.geometry
+        if s is None or g is None:
+            self._status("load an image first")
+            return False
+        before = s.labels
+        try:
+            warnings = s.load(path)
+        except SessionError as e:
+            self._status(str(e))
+            return False
+        layer = self.layers["committed"]
+        if s.labels is not before:
+            layer.data = g.layer_labels_view(s.labels)
+        self._generation += 1
+        self._result = None
+        self._after_session_change(predict=False)
+        self._show_preview()
+        self._refresh_committed()
+        msg = f"loaded {len(s.object_ids())} object(s) from {path}"
+        self._status(msg + ("; " + "; ".join(warnings) if warnings else ""))
+        return True

@@ -1,0 +1,210 @@
+"""Folder datasets: ``DIR/images/`` plus ``DIR/labels/`` (instance maps) or ``DIR/masks/`` (binary).
+
+Images and ground truth are paired by file stem (``images/a.png`` with
+``labels/a.tif``). Every file is read, checked and cached in memory when the
+dataset is built, so a broken folder fails before training starts, with an
+error naming the file.
+
+- ``labels/``: instance maps, 0 = background, every other value one object;
+  each object of at least ``min_object_px`` pixels is one sample.
+- ``masks/``: one object per file; ``ignore_value`` (default 128, GrabCut's
+  unlabelled band) marks pixels excluded from losses and scores; every other
+  non-zero value is the object.
+
+Images are cached as the engine sees them: ``prepare_image`` (float (H, W, 3)
+in [0, 1], robust percentile scaling over the whole image), stored as float16.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..engine.image import prepare_image
+from .io import IMAGE_SUFFIXES, DataError, read_array
+
+__all__ = ["FolderDataset", "ObjectRef", "MIN_OBJECT_PX", "IGNORE_LABEL"]
+
+MIN_OBJECT_PX = 30
+#: value of ignored pixels in the cached target maps
+IGNORE_LABEL = -1
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One object: image index, its label value in the target map, bounding box and area."""
+
+    image: int
+    label: int
+    bbox: tuple[int, int, int, int]  # r0, c0, r1, c1 (exclusive)
+    area: int
+
+
+def _list_files(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.stem in files:
+            raise DataError(f"two files with the stem {p.stem!r} in {folder}: {files[p.stem].name}, {p.name}")
+        files[p.stem] = p
+    return files
+
+
+def _smallest_int(arr: np.ndarray) -> np.ndarray:
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    for dt in (np.int8, np.int16, np.int32, np.int64):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return arr.astype(dt, copy=False)
+    raise DataError("label values out of range")
+
+
+class FolderDataset:
+    """Images with instance labels or binary masks, validated and cached (see module docstring).
+
+    Attributes:
+        root: the dataset folder.
+        kind: ``"labels"`` or ``"masks"``.
+        names: image stems, in sorted order.
+        images: cached images, float16 (H, W, 3) in [0, 1].
+        targets: integer maps (H, W): object labels, 0 background, ``IGNORE_LABEL`` ignored.
+        objects: every object of at least ``min_object_px`` pixels.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        ignore_value: int | None = 128,
+        min_object_px: int = MIN_OBJECT_PX,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.ignore_value = ignore_value
+        self.min_object_px = int(min_object_px)
+        if not self.root.is_dir():
+            raise DataError(f"dataset folder not found: {self.root}")
+        img_dir = self.root / "images"
+        lab_dir, mask_dir = self.root / "labels", self.root / "masks"
+        if not img_dir.is_dir():
+            raise DataError(f"{self.root} has no images/ folder (expected DIR/images + DIR/labels or DIR/masks)")
+        if lab_dir.is_dir() and mask_dir.is_dir():
+            raise DataError(f"{self.root} has both labels/ and masks/; keep one")
+        if lab_dir.is_dir():
+            self.kind, gt_dir = "labels", lab_dir
+        elif mask_dir.is_dir():
+            self.kind, gt_dir = "masks", mask_dir
+        else:
+            raise DataError(f"{self.root} has no labels/ (instance maps) or masks/ (binary) folder")
+        images, gts = _list_files(img_dir), _list_files(gt_dir)
+        if not images:
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
+        missing = sorted(set(images) - set(gts))
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise DataError(
+                f"image {images[missing[0]]} has no {self.kind[:-1]} file in {gt_dir} (same stem){more}"
+            )
+        orphans = sorted(set(gts) - set(images))
+        if orphans:
+            raise DataError(f"{gts[orphans[0]]} has no matching image in {img_dir}")
+
+        self.names: list[str] = sorted(images)
+        self.images: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self.objects: list[ObjectRef] = []
+        self.skipped_small = 0
+        for i, stem in enumerate(self.names):
+            if progress is not None and i % 100 == 0:
+                progress(f"reading {self.root} {i}/{len(self.names)}")
+            img_path, gt_path = images[stem], gts[stem]
+            raw = read_array(img_path)
+            try:
+                img = prepare_image(raw)
+            except ValueError as e:
+                raise DataError(f"{img_path}: {e}") from None
+            gt = read_array(gt_path)
+            if gt.ndim == 3:
+                if gt.shape[-1] in (3, 4) and np.all(gt[..., :3] == gt[..., :1]):
+                    gt = gt[..., 0]  # gray saved as RGB(A)
+                else:
+                    raise DataError(f"{gt_path}: a {self.kind[:-1]} file must be single-channel, got shape {gt.shape}")
+            if gt.shape != img.shape[:2]:
+                raise DataError(
+                    f"shape mismatch: {img_path} is {img.shape[0]}x{img.shape[1]} but "
+                    f"{gt_path} is {gt.shape[0]}x{gt.shape[1]}"
+                )
+            if not np.issubdtype(gt.dtype, np.integer) and gt.dtype != bool:
+                if np.issubdtype(gt.dtype, np.floating) and np.all(np.mod(gt, 1) == 0):
+                    gt = gt.astype(np.int64)
+                else:
+                    raise DataError(f"{gt_path}: {self.kind} must hold integers, got {gt.dtype}")
+            target = self._target(gt, gt_path)
+            self.images.append(img.astype(np.float16))
+            self.targets.append(target)
+            self._add_objects(i, target)
+        if not self.objects:
+            raise DataError(f"{self.root}: no object of at least {self.min_object_px} pixels in any {self.kind[:-1]} file")
+
+    def _target(self, gt: np.ndarray, path: Path) -> np.ndarray:
+        gt = gt.astype(np.int64)
+        if self.kind == "masks":
+            ignore = gt == self.ignore_value if self.ignore_value is not None else np.zeros(gt.shape, bool)
+            t = (gt != 0).astype(np.int8)
+            t[ignore] = IGNORE_LABEL
+            return t
+        if gt.min() < 0:
+            raise DataError(f"{path}: negative label values")
+        return _smallest_int(gt)
+
+    def _add_objects(self, index: int, target: np.ndarray) -> None:
+        labels = target.copy()
+        labels[labels == IGNORE_LABEL] = 0
+        slices = ndimage.find_objects(labels.astype(np.int32, copy=False))
+        if not slices:
+            return
+        areas = np.bincount(labels.ravel().astype(np.int64), minlength=len(slices) + 1)
+        for lab0, sl in enumerate(slices):
+            if sl is None:
+                continue
+            lab = lab0 + 1
+            if areas[lab] < self.min_object_px:
+                self.skipped_small += 1
+                continue
+            bbox = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
+            self.objects.append(ObjectRef(index, lab, bbox, int(areas[lab])))
+
+    def __len__(self) -> int:
+        """Number of objects (samples)."""
+        return len(self.objects)
+
+    def object_masks(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image (H, W, 3) float16, object mask and ignore mask (H, W) bool of object ``k``."""
+        obj = self.objects[k]
+        t = self.targets[obj.image]
+        return self.images[obj.image], t == obj.label, t == IGNORE_LABEL
+
+    def describe(self) -> dict:
+        """Short description for training metadata."""
+        return {
+            "path": str(self.root),
+            "kind": self.kind,
+            "images": len(self.names),
+            "objects": len(self.objects),
+            "skipped_small_objects": self.skipped_small,
+        }
+
+
+def load_folders(
+    roots: Sequence[str | os.PathLike], **kwargs
+) -> list[FolderDataset]:
+    """Build and validate several folder datasets (errors name the folder or file)."""
+    if not roots:
+        raise DataError("no dataset folder given")
+    return [FolderDataset(r, **kwargs) for r in roots]

@@ -1,0 +1,57 @@
+"""Reading images and masks from disk (tif via tifffile, everything else via Pillow)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["IMAGE_SUFFIXES", "DataError", "read_array"]
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+class DataError(ValueError):
+    """A dataset folder or file is missing, unreadable or inconsistent (message names the file)."""
+
+
+def read_array(path: str | os.PathLike) -> np.ndarray:
+    """Read a 2D image file as an array: (H, W) or (H, W, C).
+
+    TIFF files are read with tifffile (any dtype, channels last or, for small
+    leading axes such as (C, H, W), moved last); other formats with Pillow
+    (palette images become their indices, 16-bit PNGs stay uint16).
+
+    Raises:
+        DataError: the file is missing or cannot be decoded, or is not 2D.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = np.asarray(tifffile.imread(str(path)))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                if im.mode == "P":
+                    # palette PNGs (e.g. VOC-style label maps): keep indices
+                    arr = np.asarray(im)
+                elif im.mode in ("I;16", "I;16B", "I;16L"):
+                    arr = np.asarray(im).astype(np.uint16)
+                elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                    arr = np.asarray(im.convert("RGB"))
+                else:
+                    arr = np.asarray(im)
+    except Exception as e:  # decoders raise many types
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and arr.shape[0] < arr.shape[-1] and arr.shape[0] <= 64 and arr.shape[-1] > 4:
+        arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
+    if arr.ndim not in (2, 3):
+        raise DataError(f"{path}: expected a 2D image, got an array of shape {arr.shape}")
+    return arr

@@ -1,0 +1,359 @@
+"""The Predictor: ``set_image`` once, then ``predict(clicks)`` after every click.
+
+State of one click prefix is its zoom box and the probability inside it (zero
+outside), so results are assembled without full-image work and undo is exact:
+a prefix already computed comes from the history; a list that extends a known
+prefix by one click costs one forward; any other list is replayed click by
+click from its longest known prefix, which gives the same result as a replay
+from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..clicks import Click, ClickLike, as_clicks, encode_clicks, validate_clicks
+from ..models.base import ClickSegModel
+from . import postprocess
+from .device import autocast, pick_device, pick_dtype
+from .image import prepare_image, standardize
+from .refine import BRS_MODES, refine
+from .zoom import Box, ZoomTransform, first_click_box, full_box, mask_bbox, object_box
+
+__all__ = ["Predictor"]
+
+_Key = tuple[tuple[float, float, bool], ...]
+
+
+@dataclass(frozen=True)
+class _State:
+    """Prediction after one click prefix: probability ``patch`` inside ``box``, 0 outside."""
+
+    box: Box
+    patch: np.ndarray
+    transform: ZoomTransform
+    refine_iterations: int = 0
+
+
+class _History:
+    """LRU map from (brs mode, click prefix) to ``_State``, bounded in entries and bytes."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._d: OrderedDict[tuple[str, _Key], _State] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[str, _Key]) -> _State | None:
+        s = self._d.get(key)
+        if s is not None:
+            self._d.move_to_end(key)
+        return s
+
+    def put(self, key: tuple[str, _Key], state: _State) -> None:
+        if key in self._d:
+            self._bytes -= self._d.pop(key).patch.nbytes
+        self._d[key] = state
+        self._bytes += state.patch.nbytes
+        while len(self._d) > 1 and (len(self._d) > self.max_entries or self._bytes > self.max_bytes):
+            _, old = self._d.popitem(last=False)
+            self._bytes -= old.patch.nbytes
+
+    def clear(self) -> None:
+        self._d.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+class Predictor:
+    """Interactive segmentation of one image with a ``ClickSegModel``.
+
+    Args:
+        model: any ``ClickSegModel`` (random-init, trained, custom).
+        device: "cpu", "cuda", "mps", a ``torch.device``, or None for the best available.
+        dtype: "auto", "float32" or "bfloat16" (autocast); see ``engine.device``.
+        zoom_in: RITM zoom-in (crop around the object after the first click).
+        target_size: long side of the zoom crop fed to the network.
+        min_crop_size: minimum side of the zoom box in image pixels.
+        first_window: the first click sees the whole image if its long side is at
+            most this, else a window of this size around the click.
+        expansion: zoom box = box of mask and clicks times this factor.
+        max_upscale: largest magnification of a zoom crop.
+        full_max_side: without zoom-in, images are downscaled to this long side.
+        brs_max_evals, brs_time_cap: caps of BRS / f-BRS (evaluations, seconds).
+        normalization: image mean/std (default: the model's).
+        weights_meta: metadata of the weights file (set by ``from_pretrained``).
+        max_history, max_history_bytes: bounds of the per-prefix history.
+    """
+
+    def __init__(
+        self,
+        model: ClickSegModel,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str = "auto",
+        zoom_in: bool = True,
+        target_size: int = 448,
+        min_crop_size: int = 224,
+        first_window: int = 640,
+        expansion: float = 1.4,
+        max_upscale: float = 2.0,
+        full_max_side: int = 1024,
+        brs_max_evals: int = 20,
+        brs_time_cap: float = 10.0,
+        normalization: dict | None = None,
+        weights_meta: dict | None = None,
+        max_history: int = 256,
+        max_history_bytes: int = 512 << 20,
+        feature_cache_size: int = 4,
+    ) -> None:
+        if not isinstance(model, ClickSegModel):
+            raise ValueError(f"model must be a ClickSegModel, got {type(model).__name__}")
+        if target_size < 32 or min_crop_size < 1 or first_window < 32:
+            raise ValueError("target_size and first_window must be >= 32, min_crop_size >= 1")
+        if expansion < 1.0 or max_upscale <= 0:
+            raise ValueError("expansion must be >= 1 and max_upscale > 0")
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self._channels_last = self.device.type == "cpu"
+        model.to(self.device)
+        if self._channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.zoom_in = bool(zoom_in)
+        self.target_size, self.min_crop_size = int(target_size), int(min_crop_size)
+        self.first_window, self.expansion = int(first_window), float(expansion)
+        self.max_upscale, self.full_max_side = float(max_upscale), int(full_max_side)
+        self.brs_max_evals, self.brs_time_cap = int(brs_max_evals), float(brs_time_cap)
+        self.normalization = dict(normalization or model.normalization)
+        self.weights_meta = dict(weights_meta or {})
+        self._history = _History(max_history, max_history_bytes)
+        self._features: OrderedDict[tuple, tuple[torch.Tensor, dict]] = OrderedDict()
+        self._feature_cache_size = max(1, int(feature_cache_size))
+        self._lock = threading.RLock()
+        self._image01: np.ndarray | None = None
+        self.last_stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike = "default", *, device: str | torch.device | None = None,
+        dtype: str = "auto", **kwargs: Any,
+    ) -> Predictor:
+        """A predictor with trained weights: a shipped model name, "default", or a file.
+
+        Raises:
+            WeightsError: no trained weights for the name, a missing or corrupt
+                file, or a file holding untrained (random) weights.
+        """
+        from ..weights import load_weights, resolve_weights
+
+        path, sha = resolve_weights(name_or_path)
+        model, meta = load_weights(path, expected_sha256=sha)
+        norm = meta.get("normalization") or None
+        return cls(model, device=device, dtype=dtype, normalization=norm, weights_meta=meta, **kwargs)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Provenance: arch, weights sha256, device, dtype, zoom-in settings, threads."""
+        return {
+            "arch": getattr(self.model, "arch_name", "") or type(self.model).__name__,
+            "arch_kwargs": dict(getattr(self.model, "arch_kwargs", {}) or {}),
+            "weights_sha256": self.weights_meta.get("sha256"),
+            "weights_path": self.weights_meta.get("path"),
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "zoom_in": self.zoom_in,
+            "target_size": self.target_size,
+            "threads": torch.get_num_threads(),
+        }
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image: np.ndarray, channel_axis: int | None = None) -> None:
+        """Validate, normalise and keep ``image``; clears the history and caches.
+
+        Raises:
+            ValueError: unsupported shape, dtype or values (see ``engine.image``).
+        """
+        image01 = prepare_image(image, channel_axis)
+        with self._lock:
+            self._image01 = image01
+            self.reset()
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(H, W) of the current image, None before ``set_image``."""
+        return None if self._image01 is None else tuple(self._image01.shape[:2])
+
+    def reset(self) -> None:
+        """Forget the click history and cached features (keeps the image)."""
+        with self._lock:
+            self._history.clear()
+            self._features.clear()
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self,
+        clicks: Iterable[ClickLike],
+        brs: str = "off",
+        structural_integrity: bool = True,
+        graph_cut: bool = False,
+    ) -> np.ndarray:
+        """Foreground probability after ``clicks``.
+
+        Args:
+            clicks: ``Click`` objects or (row, col, positive) tuples, in order.
+            brs: "off", "brs" or "fbrs" (test-time refinement at every click).
+            structural_integrity: drop foreground not 8-connected to a positive click.
+            graph_cut: refine the output with a min-cut (result is 0/1).
+
+        Returns:
+            A new float32 (H, W) array in [0, 1]. Post-processing shapes only the
+            returned map; the next click sees the raw prediction.
+
+        Raises:
+            ValueError: no image set, no clicks, clicks outside the image or not
+                finite, or an unknown ``brs`` mode.
+        """
+        if not isinstance(brs, str) or brs not in BRS_MODES:
+            raise ValueError(f"brs must be one of {BRS_MODES}, got {brs!r}")
+        if isinstance(clicks, (str, bytes)) or not isinstance(clicks, Iterable):
+            raise ValueError(f"clicks must be a sequence of (row, col, positive), got {type(clicks).__name__}")
+        clicks = as_clicks(clicks)
+        with self._lock:
+            if self._image01 is None:
+                raise ValueError("no image: call set_image(image) before predict(clicks)")
+            shape = self.image_shape
+            validate_clicks(clicks, shape)
+            t0 = time.perf_counter()
+            state, forwards, iters = self._state_for(clicks, brs)
+            out = np.zeros(shape, dtype=np.float32)  # calloc: untouched pages stay free
+            out[state.box.slices] = self._postprocess(state, clicks, structural_integrity, graph_cut)
+            self.last_stats = {
+                "forwards": forwards,
+                "from_history": forwards == 0,
+                "refine_iterations": iters,
+                "box": (state.box.y0, state.box.x0, state.box.y1, state.box.x1),
+                "crop_size": state.transform.padded,
+                "seconds": time.perf_counter() - t0,
+            }
+            return out
+
+    def _state_for(self, clicks: list[Click], brs: str) -> tuple[_State, int, int]:
+        key: _Key = tuple((c.row, c.col, c.positive) for c in clicks)
+        k = len(key)
+        while k > 0 and self._history.get((brs, key[:k])) is None:
+            k -= 1
+        state = self._history.get((brs, key[:k])) if k else None
+        forwards = iters = 0
+        for i in range(k + 1, len(key) + 1):
+            state = self._step(state, clicks[:i], brs)
+            self._history.put((brs, key[:i]), state)
+            forwards += 1
+            iters += state.refine_iterations
+        # touch the ancestors so undo stays cheap under LRU eviction
+        for i in range(1, len(key)):
+            self._history.get((brs, key[:i]))
+        assert state is not None
+        return state, forwards, iters
+
+    def _transform(self, parent: _State | None, clicks: list[Click]) -> ZoomTransform:
+        shape = self.image_shape
+        assert shape is not None
+        div = int(getattr(self.model, "size_divisor", 32))
+        if not self.zoom_in:
+            box = full_box(shape)
+            return ZoomTransform.make(box, min(1.0, self.full_max_side / max(shape)), div)
+        if parent is None:
+            return ZoomTransform.make(first_click_box(shape, clicks[-1], self.first_window), 1.0, div)
+        mbox = mask_bbox(parent.patch >= 0.5, (parent.box.y0, parent.box.x0))
+        box = object_box(shape, mbox, clicks, self.expansion, self.min_crop_size)
+        scale = min(self.target_size / max(box.height, box.width), self.max_upscale)
+        return ZoomTransform.make(box, scale, div)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+
+    def _image_features(self, tr: ZoomTransform) -> tuple[torch.Tensor, dict]:
+        hit = self._features.get(tr.key)
+        if hit is not None:
+            self._features.move_to_end(tr.key)
+            return hit
+        assert self._image01 is not None
+        region = standardize(self._image01[tr.box.slices], self.normalization)
+        image = tr.forward(torch.from_numpy(region)[None].to(self.device))
+        image = self._to_device(image)
+        feats: dict = {}
+        if self.model.caches_image_features:
+            with autocast(self.device, self.dtype):
+                feats = self.model.encode_image(image)
+        self._features[tr.key] = (image, feats)
+        while len(self._features) > self._feature_cache_size:
+            self._features.popitem(last=False)
+        return image, feats
+
+    @torch.no_grad()
+    def _step(self, parent: _State | None, clicks: list[Click], brs: str) -> _State:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._step_eval(parent, clicks, brs)
+        finally:
+            self.model.train(was_training)
+
+    def _step_eval(self, parent: _State | None, clicks: list[Click], brs: str) -> _State:
+        tr = self._transform(parent, clicks)
+        image, feats = self._image_features(tr)
+        inputs = self.model.inputs
+        maps = encode_clicks(tr.clicks(clicks), tr.padded, inputs.encoding, inputs.first_click)
+        maps_t = self._to_device(torch.from_numpy(maps)[None])
+        prev = torch.zeros((1, 1, *tr.padded), device=self.device)
+        if inputs.prev_mask and parent is not None:
+            overlap = parent.box.intersection(tr.box)
+            if overlap is not None:
+                region = np.zeros((tr.box.height, tr.box.width), dtype=np.float32)
+                region[overlap.y0 - tr.box.y0 : overlap.y1 - tr.box.y0, overlap.x0 - tr.box.x0 : overlap.x1 - tr.box.x0] = (
+                    parent.patch[overlap.y0 - parent.box.y0 : overlap.y1 - parent.box.y0,
+                                 overlap.x0 - parent.box.x0 : overlap.x1 - parent.box.x0]
+                )
+                prev = tr.forward(torch.from_numpy(region)[None, None].to(self.device))
+        prev = self._to_device(prev)
+        iters = 0
+        if brs == "off":
+            with autocast(self.device, self.dtype):
+                logits = self.model(image, maps_t, prev, feats)["logits"]
+        else:
+            res = refine(
+                brs, self.model, image, feats, maps_t, prev, tr.points(clicks),
+                [c.positive for c in clicks], max_evals=self.brs_max_evals,
+                time_cap=self.brs_time_cap, amp=lambda: autocast(self.device, self.dtype),
+            )
+            logits, iters = res.logits, res.iterations
+        prob = torch.sigmoid(tr.inverse(logits.float()))[0, 0]
+        patch = np.ascontiguousarray(prob.cpu().numpy(), dtype=np.float32)
+        return _State(tr.box, patch, tr, iters)
+
+    def _postprocess(
+        self, state: _State, clicks: list[Click], structural: bool, graph_cut: bool
+    ) -> np.ndarray:
+        patch = state.patch
+        if not (structural or graph_cut):
+            return patch
+        local = [c.shifted(state.box.y0, state.box.x0) for c in clicks]
+        if graph_cut:
+            assert self._image01 is not None
+            patch = postprocess.graph_cut(patch, self._image01[state.box.slices], local)
+        if structural:
+            patch = postprocess.structural_integrity(patch, local)
+        return patch

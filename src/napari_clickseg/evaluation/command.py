@@ -1,0 +1,108 @@
+"""``napari-clickseg evaluate``: robot-user evaluation (shared/PROTOCOL.md) of models on datasets.
+
+Example::
+
+    napari-clickseg evaluate --model default --model random_walker \\
+        --data shared/data/grabcut --data shared/data/dsb2018/val --max-objects 300 \\
+        --brs off --brs fbrs --out runs/eval
+
+Every model x BRS mode x dataset combination is one run. Writes
+``evaluation.json`` (all numbers, per-object curves and clicks, dataset path
+and split, weights file and sha256, settings), ``evaluation.md`` and
+``miou.png`` to ``--out``, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .runner import BRS_MODES
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the ``evaluate`` subcommand."""
+    p.add_argument(
+        "--model", action="append", metavar="NAME_OR_PATH",
+        help="shipped model name, 'default', a .safetensors weights file, or 'random_walker' "
+        "(the classical baseline); repeat to compare (default: default)",
+    )
+    p.add_argument(
+        "--data", action="append", required=True, metavar="DIR",
+        help="dataset folder with images/ and labels/ (instance maps) or masks/ (binary, 128 = "
+        "ignore); repeatable",
+    )
+    p.add_argument("--out", default="runs/evaluate", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--brs", action="append", choices=BRS_MODES,
+        help="test-time refinement; repeat to compare modes (default: off)",
+    )
+    p.add_argument("--structural-integrity", action="store_true",
+                   help="keep only foreground connected to a positive click")
+    p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=None,
+                   help="zoom in on the object (default: the predictor's own default)")
+    p.add_argument("--graph-cut", action="store_true", help="graph-cut post-processing")
+    p.add_argument("--max-clicks", type=int, default=20, help="clicks per object (default: 20)")
+    p.add_argument("--max-objects", type=int, default=None, metavar="N",
+                   help="evaluate a fixed random sample of N objects per dataset (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed for --max-objects (default: 0)")
+    p.add_argument(
+        "--stop-iou", type=float, default=None, metavar="IOU",
+        help="stop an object once its IoU reaches IOU and repeat that IoU for its remaining clicks "
+        "(saves time; mIoU after the stop is then an assumption). Default: never stop early",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--no-objects", action="store_true",
+                   help="leave per-object curves and clicks out of the JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every model x BRS mode x dataset and write the reports."""
+    from .report import markdown_table, write_reports
+    from .runner import evaluate, load_eval_set, load_predictor
+
+    models = args.model or ["default"]
+    modes = args.brs or ["off"]
+    if args.max_clicks < 1:
+        raise ValueError("--max-clicks must be >= 1")
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    sets = [
+        load_eval_set(d, max_objects=args.max_objects, seed=args.seed, progress=progress)
+        for d in args.data
+    ]
+    results = []
+    for name in models:
+        predictor = load_predictor(name, device=args.device, zoom_in=args.zoom_in)
+        for mode in modes:
+            if name == "random_walker" and mode != "off" and "off" in modes:
+                continue  # BRS does not apply to the baseline; its "off" run stands for it
+            for s in sets:
+                progress(f"evaluating {name} (brs={mode}) on {s.name}: {len(s.items)} objects")
+                r = evaluate(
+                    predictor,
+                    s,
+                    max_clicks=args.max_clicks,
+                    brs=mode,
+                    structural_integrity=args.structural_integrity,
+                    zoom_in=args.zoom_in,
+                    graph_cut=args.graph_cut,
+                    stop_iou=args.stop_iou,
+                    max_objects=args.max_objects,
+                    seed=args.seed,
+                    keep_objects=not args.no_objects,
+                    progress=progress,
+                )
+                r["model"]["requested"] = str(name)
+                if name == "random_walker":
+                    r["settings"]["brs"] = "off"
+                results.append(r)
+    paths = write_reports(results, args.out)
+    print(markdown_table(results))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0

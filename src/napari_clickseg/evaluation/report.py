@@ -1,0 +1,188 @@
+"""Evaluation reports: JSON (every number), a markdown table and a mIoU-per-click plot.
+
+``write_reports(results, out_dir)`` writes ``evaluation.json``, ``evaluation.md``
+and ``miou.png`` for a list of results of ``runner.evaluate`` (several models,
+settings and datasets; the plot has one panel per dataset and one curve per
+model/setting).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["jsonable", "markdown_table", "plot_miou", "run_label", "write_reports"]
+
+
+def jsonable(obj: Any) -> Any:
+    """Copy of ``obj`` that strict JSON accepts: NaN and infinities become None, numpy becomes Python."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)
+
+
+def _model_name(result: dict) -> str:
+    m = result.get("model", {})
+    name = m.get("arch") or m.get("requested") or "model"
+    w = m.get("weights_path")
+    if w:
+        stem = Path(str(w)).stem
+        if stem != name:
+            name = f"{name} ({stem})"
+    return str(name)
+
+
+def _settings_tag(result: dict) -> str:
+    s = result.get("settings", {})
+    tags = []
+    if s.get("brs", "off") != "off":
+        tags.append(str(s["brs"]).replace("fbrs", "f-BRS").replace("brs", "BRS"))
+    if s.get("structural_integrity"):
+        tags.append("SI")
+    if s.get("zoom_in"):
+        tags.append("zoom")
+    if s.get("graph_cut"):
+        tags.append("GC")
+    return "+".join(tags)
+
+
+def run_label(result: dict) -> str:
+    """Short label of a run: model name and non-default settings, e.g. ``early [f-BRS+zoom]``."""
+    tag = _settings_tag(result)
+    return f"{_model_name(result)} [{tag}]" if tag else _model_name(result)
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown_table(results: Sequence[dict]) -> str:
+    """One markdown row per run with the protocol's numbers, then the provenance of each run."""
+    if not results:
+        return "(no results)\n"
+    max_clicks = max(r["metrics"]["max_clicks"] for r in results)
+    ks = [k for k in ("1", "3", "5", "10", "20") if int(k) <= max_clicks]
+    head = (
+        ["model", "dataset", "objects", "NoC@85", "NoC@90", "NoF@90"]
+        + [f"mIoU@{k}" for k in ks]
+        + ["AuC", f">95%@{max_clicks}", f">99%@{max_clicks}", "s/click median", "s/click p90"]
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        m, d = r["metrics"], r["dataset"]
+        spc = m.get("seconds_per_click", {})
+        row = [
+            run_label(r),
+            f"{d.get('name')}",
+            f"{d.get('n_objects')}" + (f" of {d.get('n_objects_total')}" if d.get("sampled") else ""),
+            _f(m.get("noc85"), 2),
+            _f(m.get("noc90"), 2),
+            _f(m.get("nof90")),
+        ]
+        row += [_f(m.get("miou", {}).get(k)) for k in ks]
+        row += [
+            _f(m.get("auc")),
+            _f(m.get("above95")),
+            _f(m.get("above99")),
+            _f(spc.get("median")),
+            _f(spc.get("p90")),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("Runs:")
+    lines.append("")
+    for r in results:
+        mod, d, s = r.get("model", {}), r["dataset"], r.get("settings", {})
+        weights = mod.get("weights_path") or "none (random init or classical)"
+        sha = mod.get("weights_sha256") or "n/a"
+        sampled = (
+            f"{d.get('n_objects')} of {d.get('n_objects_total')} objects sampled with seed {d.get('sample_seed')}"
+            if d.get("sampled")
+            else f"all {d.get('n_objects')} objects"
+        )
+        stop = s.get("stop_iou")
+        stop_txt = (
+            f"; objects stop at IoU >= {stop} and repeat their last IoU" if stop is not None else ""
+        )
+        lines.append(
+            f"- **{run_label(r)}** on `{d.get('path') or d.get('name')}` (split {d.get('split')}, "
+            f"{sampled}, {d.get('n_images_used')} images): weights `{weights}` sha256 `{sha}`; "
+            f"device {mod.get('device', 'n/a')}, dtype {mod.get('dtype', 'n/a')}; "
+            f"BRS {s.get('brs')}, structural integrity {s.get('structural_integrity')}, "
+            f"zoom-in {s.get('zoom_in')}, graph cut {s.get('graph_cut')}, "
+            f"max clicks {s.get('max_clicks')}{stop_txt}."
+        )
+    lines.append("")
+    lines.append(
+        "NoC@t: mean clicks to reach IoU t (max clicks if never); NoF@90: objects never reaching 0.90; "
+        "AuC: mean of the mIoU curve over clicks 1..max; >95%/>99%: share of objects above that IoU "
+        "after the last click; s/click: wall time of one predict call (image features cached)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
+    """mIoU against clicks, one panel per dataset, one curve per run (AuC in the legend)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import pyplot as plt
+
+    datasets: list[str] = []
+    for r in results:
+        if r["dataset"]["name"] not in datasets:
+            datasets.append(r["dataset"]["name"])
+    n = max(1, len(datasets))
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        for r in results:
+            if r["dataset"]["name"] != name:
+                continue
+            curve = [float("nan") if v is None else v for v in r["metrics"]["miou_curve"]]
+            xs = list(range(1, len(curve) + 1))
+            auc = r["metrics"].get("auc")
+            ax.plot(xs, curve, marker="o", markersize=3, label=f"{run_label(r)} (AuC {_f(auc)})")
+        d = next(r["dataset"] for r in results if r["dataset"]["name"] == name)
+        ax.set_title(f"{name} ({d.get('n_objects')} objects)")
+        ax.set_xlabel("clicks")
+        ax.set_ylabel("mean IoU")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_reports(
+    results: Sequence[dict], out_dir: str | os.PathLike, stem: str = "evaluation"
+) -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``miou.png`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md", "plot": out / "miou.png"}
+    paths["json"].write_text(json.dumps(jsonable({"runs": list(results)}), indent=1) + "\n")
+    paths["markdown"].write_text("# Robot-user evaluation\n\n" + markdown_table(results))
+    plot_miou(results, paths["plot"])
+    return paths

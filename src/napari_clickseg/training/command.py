@@ -1,0 +1,89 @@
+"""``napari-clickseg train``: fine-tune or train a model on folders of images and masks.
+
+Example::
+
+    napari-clickseg train --model early --data my_cells/ --val my_cells_val/ \\
+        --minutes 30 --out runs/cells
+
+Each ``--data`` / ``--val`` folder holds ``images/`` and either ``labels/``
+(instance maps) or ``masks/`` (binary, 255 = object, 128 = ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import TrainConfig
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Register the ``train`` options."""
+    p.description = __doc__.split("\n\n")[0]
+    p.add_argument("--model", default="early", help="architecture name (default: early)")
+    p.add_argument("--data", action="append", default=[], metavar="DIR",
+                   help="training folder (images/ + labels/ or masks/); repeat for several")
+    p.add_argument("--val", action="append", default=[], metavar="DIR",
+                   help="validation folder for choosing the best weights; repeat for several")
+    p.add_argument("--init", default="default",
+                   help="starting weights: default (shipped weights for the model), imagenet, scratch, "
+                        "or a .safetensors file (default: default)")
+    p.add_argument("--minutes", type=float, help="training time budget in minutes")
+    p.add_argument("--iterations", type=int, help="number of iterations (batches)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder for checkpoints, logs and weights")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop-size", type=int, default=320)
+    p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 from ImageNet, 1e-4 fine-tuning)")
+    p.add_argument("--loss", help="loss name (default: the model's)")
+    p.add_argument("--click-schedule", choices=["iterative", "click_by_click"],
+                   help="click simulation (default: click_by_click for hires, else iterative)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--threads", type=int, help="torch threads per process (default: all cores)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--val-every", type=int, default=200, help="validate every N iterations")
+    p.add_argument("--val-objects", type=int, default=64, help="validation objects (fixed seeded subset)")
+    p.add_argument("--config", metavar="JSON", help="a config.json to start from (command-line options win)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other TrainConfig field, value as JSON (e.g. --set max_iter_clicks=2)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build a ``TrainConfig`` from parsed arguments."""
+    base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    given = {
+        "model": args.model, "train_dirs": args.data or None, "val_dirs": args.val or None,
+        "init": args.init, "minutes": args.minutes, "iterations": args.iterations, "out": args.out,
+        "batch_size": args.batch_size, "crop_size": args.crop_size, "lr": args.lr, "loss": args.loss,
+        "click_schedule": args.click_schedule, "seed": args.seed, "device": args.device,
+        "bf16": args.bf16 or None, "threads": args.threads, "num_workers": args.workers,
+        "val_every": args.val_every, "val_objects": args.val_objects,
+    }
+    base.update({k: v for k, v in given.items() if v is not None})
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
+        try:
+            base[key] = json.loads(value)
+        except json.JSONDecodeError:
+            base[key] = value
+    return TrainConfig.from_dict(base)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``train`` from the command line; returns the exit code."""
+    from .trainer import train
+
+    cfg = config_from_args(args)
+    try:
+        train(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        print("stopped; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,561 @@
+"""The training loop: iterative click simulation, checkpoints, validation, logs, DDP.
+
+Run it with ``train(config)`` or ``napari-clickseg train``. Under ``torchrun``
+(``WORLD_SIZE`` > 1) it uses DistributedDataParallel (gloo on CPU, nccl on
+GPU); every rank draws its own samples and only rank 0 writes files.
+
+The output folder holds ``config.json``, ``checkpoint.pt`` (latest, atomic,
+``weights_only``-loadable), ``log.csv``, ``curves.png``, ``last.safetensors``
+and ``best.safetensors`` (best validation score). An existing run is never
+overwritten: pass ``resume=True`` to continue it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..clicks import encode_clicks
+from ..data.augment import AugmentConfig
+from ..data.folder import FolderDataset
+from ..models import create_model
+from ..robot import next_click
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .losses import get_loss
+from .samples import ClickSamples, GlobalIndexSampler
+from .sampling import ClickSamplingConfig, array_to_clicks
+from .validation import ValidationSet, validate
+
+__all__ = ["RunDirError", "train", "lr_factor"]
+
+LOG_FIELDS = [
+    "step", "elapsed_s", "lr", "loss", "samples_per_s",
+    "val_score", "val_iou@1", "val_iou@3", "val_iou@5", "val_noc@85", "val_noc@90",
+]
+
+
+class RunDirError(ValueError):
+    """The output folder holds a run that would be overwritten, or no run to resume."""
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler to stop cleanly (a checkpoint is written)."""
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine / step / constant over progress."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_iterations))
+    p = min(max(progress, 0.0), 1.0)
+    if cfg.lr_schedule == "cosine":
+        f = 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * p))
+    elif cfg.lr_schedule == "step":
+        f = 1.0 if p < 0.7 else (0.1 if p < 0.9 else 0.01)
+    else:
+        f = 1.0
+    return warm * f
+
+
+def _progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    ps = []
+    if cfg.iterations:
+        ps.append(step / cfg.iterations)
+    if cfg.minutes:
+        ps.append(elapsed / (60.0 * cfg.minutes))
+    return max(ps)
+
+
+def _hardware(device: torch.device, threads: int, world: int) -> dict[str, Any]:
+    hw = {
+        "device": device.type,
+        "processes": world,
+        "threads_per_process": threads,
+        "cpu_count": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    return hw
+
+
+def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> torch.nn.Module:
+    from ..weights import load_weights, resolve_weights
+
+    if cfg.init in ("imagenet", "scratch"):
+        model = create_model(cfg.model, **cfg.model_kwargs)
+        if cfg.init == "imagenet":
+            n = model.load_imagenet()
+            if n == 0:
+                raise ValueError(f"model {cfg.model!r} has no ImageNet-capable backbone; use --init scratch")
+            log(f"initialised {n} backbone(s) from ImageNet")
+        return model
+    target = cfg.model if cfg.init == "default" else cfg.init
+    path, sha = resolve_weights(target)
+    model, meta = load_weights(path, arch=cfg.model, expected_sha256=sha)
+    if cfg.model_kwargs and cfg.model_kwargs != meta["kwargs"]:
+        raise ValueError(
+            f"--init weights {path} were built with {meta['kwargs']}, not the requested {cfg.model_kwargs}"
+        )
+    log(f"initialised from {path} (sha256 {meta['sha256'][:12]})")
+    return model
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
+    os.replace(tmp, path)
+
+
+def _read_log(path: Path, upto_step: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["step"]) <= upto_step]
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        log("matplotlib is not installed: no curves.png")
+        return
+    tr = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss") not in ("", None)]
+    va = [(int(r["step"]), float(r["val_score"])) for r in rows if r.get("val_score") not in ("", None)]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    if tr:
+        ax[0].plot(*zip(*tr), lw=1)
+    ax[0].set(xlabel="iteration", ylabel="training loss", title="training")
+    if va:
+        ax[1].plot(*zip(*va), "o-")
+    ax[1].set(xlabel="iteration", ylabel="mean IoU@1..k (val crops)", title="validation (model selection)")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _fmt_time(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _to_clicks(batch_clicks: torch.Tensor) -> list[list]:
+    return [array_to_clicks(a) for a in batch_clicks.numpy()]
+
+
+def _encode(clicks: list[list], shape: tuple[int, int], inputs) -> torch.Tensor:
+    return torch.from_numpy(
+        np.stack([encode_clicks(cl, shape, inputs.encoding, inputs.first_click) for cl in clicks])
+    )
+
+
+def _robot_step(prob: torch.Tensor, masks: np.ndarray, ignores: np.ndarray, clicks: list[list]) -> None:
+    """Add the robot's next click for every sample (in place)."""
+    pred = (prob[:, 0] >= 0.5).cpu().numpy()
+    for b in range(len(clicks)):
+        c = next_click(masks[b], pred[b], ignores[b], order=len(clicks[b]))
+        if c is not None:
+            clicks[b].append(c)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train a model as ``cfg`` says; returns a summary (steps, elapsed, best validation).
+
+    Args:
+        cfg: the configuration (validated here).
+        resume: continue the run in ``cfg.out`` (its saved config is used; ``minutes``
+            and ``iterations`` may be raised to extend it).
+        log: progress printer (default: print to stderr from rank 0).
+        stop_after: stop (with a checkpoint) after this many steps in this call (tests).
+
+    Raises:
+        RunDirError: ``cfg.out`` holds a run and ``resume`` is False, or nothing to resume.
+        ValueError: bad configuration or data (the message names the file).
+    """
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    state: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise RunDirError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
+        saved = TrainConfig.load(out / "config.json")
+        saved.minutes = cfg.minutes if cfg.minutes is not None else saved.minutes
+        saved.iterations = cfg.iterations if cfg.iterations is not None else saved.iterations
+        cfg = saved
+        state = load_checkpoint(ckpt_path)
+    elif ckpt_path.exists() or any((out / n).exists() for n in ("best.safetensors", "last.safetensors")):
+        raise RunDirError(
+            f"{out} already holds a training run; use --resume to continue it or choose another --out"
+        )
+    cfg.validate()
+    cfg = cfg.resolved()
+
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
+    dist = _init_distributed(device)
+    if device.type == "cuda" and dist.world > 1:
+        device = torch.device("cuda", dist.local_rank)
+    if log is None:
+        def log(msg: str) -> None:
+            if dist.main:
+                print(msg, file=sys.stderr, flush=True)
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // dist.world)
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    # data first: a broken folder fails before anything is written
+    datasets = [
+        FolderDataset(d, ignore_value=cfg.ignore_value, min_object_px=cfg.min_object_px, progress=log)
+        for d in cfg.train_dirs
+    ]
+    val_sets = [
+        FolderDataset(d, ignore_value=cfg.ignore_value, min_object_px=cfg.min_object_px, progress=log)
+        for d in cfg.val_dirs
+    ]
+    for ds in datasets + val_sets:
+        desc = ds.describe()
+        log(f"{desc['path']}: {desc['images']} images, {desc['objects']} objects ({desc['kind']})")
+
+    model = _build_model(cfg, log).to(device)
+    inputs = model.inputs
+    normalization = {k: tuple(v) for k, v in model.normalization.items()}
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    backbone_ids = {id(p) for b in model.imagenet_backbones() for p in b.parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in backbone_ids], "lr_mult": 1.0},
+        {"params": [p for p in model.parameters() if id(p) in backbone_ids], "lr_mult": cfg.backbone_lr_mult},
+    ]
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = get_loss(cfg.loss, cfg.model)
+
+    step, elapsed_before, best = 0, 0.0, {"score": -1.0, "step": -1, "metrics": {}}
+    rows: list[dict[str, Any]] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        best = state.get("best", best)
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_to_tuple(state["rng"]["python"]))
+        rows = _read_log(out / "log.csv", step)
+        log(f"resuming {out} at iteration {step} ({_fmt_time(elapsed_before)} done)")
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+
+    train_model: torch.nn.Module = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    aug = AugmentConfig(crop_size=cfg.crop_size, object_scale=tuple(cfg.object_scale), max_upscale=cfg.max_upscale)
+    click_cfg = ClickSamplingConfig(max_positive=cfg.max_positive, max_negative=cfg.max_negative)
+    samples = ClickSamples(
+        datasets, aug, click_cfg, inputs.encoding, inputs.first_click, normalization, cfg.seed, cfg.balance
+    )
+    loader = torch.utils.data.DataLoader(
+        samples,
+        batch_size=cfg.batch_size,
+        sampler=GlobalIndexSampler(step, cfg.batch_size, dist.rank, dist.world),
+        num_workers=cfg.num_workers,
+        persistent_workers=False,
+        pin_memory=device.type == "cuda",
+    )
+    vset = None
+    if val_sets and dist.main:
+        vset = ValidationSet(val_sets, cfg.val_objects, aug, normalization, cfg.seed)
+        log(f"validation: {len(vset)} objects, {cfg.val_clicks} robot clicks each (model selection only)")
+
+    autocast_dtype = torch.bfloat16 if cfg.bf16 else None
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
+    data_desc = [ds.describe() for ds in datasets]
+    hardware = _hardware(device, threads, dist.world)
+
+    def training_meta(metrics_step: int) -> dict[str, Any]:
+        return {
+            "config": cfg.to_dict(),
+            "data": data_desc,
+            "val_data": [ds.describe() for ds in val_sets],
+            "iterations": metrics_step,
+            "samples_seen": metrics_step * cfg.batch_size * dist.world,
+            "wall_time_s": round(elapsed_now(), 1),
+            "hardware": hardware,
+        }
+
+    t_start = time.monotonic()
+
+    def elapsed_now() -> float:
+        return elapsed_before + time.monotonic() - t_start
+
+    def checkpoint() -> None:
+        if not dist.main:
+            return
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {"kind": cfg.lr_schedule, "factor": lr_factor(cfg, step, _progress(cfg, step, elapsed_now()))},
+            "step": step,
+            "elapsed": elapsed_now(),
+            "best": best,
+            "rng": {"torch": torch.get_rng_state(), "python": _to_list(random.getstate())},
+            "config": cfg.to_dict(),
+        })
+        _write_log(out / "log.csv", rows)
+        from ..weights import save_weights
+
+        save_weights(model, out / "last.safetensors", training=training_meta(step), metrics=best["metrics"])
+        _plot(out / "curves.png", rows, log)
+
+    last_val = {"step": -1}
+
+    def run_validation() -> None:
+        nonlocal best
+        if vset is None:
+            return
+        last_val["step"] = step
+        t0 = time.monotonic()
+        res = validate(model, vset, cfg.val_clicks, cfg.val_batch_size, device, autocast_dtype, cfg.channels_last)
+        model.train()
+        row = {"step": step, "elapsed_s": round(elapsed_now(), 1), "val_score": round(res["score"], 4)}
+        for k in ("iou@1", "iou@3", "iou@5", "noc@85", "noc@90"):
+            if k in res:
+                row[f"val_{k}"] = round(res[k], 4)
+        rows.append(row)
+        msg = " ".join(f"{k} {v:.3f}" for k, v in res.items() if k != "objects")
+        improved = res["score"] > best["score"]
+        log(f"[val] iteration {step}: {msg} ({time.monotonic() - t0:.0f} s){' *best*' if improved else ''}")
+        if improved:
+            metrics = {f"val_crops_{k}": v for k, v in res.items()}
+            metrics["note"] = (
+                f"model-selection scores: {int(res['objects'])} val objects on crops, "
+                f"{cfg.val_clicks} robot clicks; not PROTOCOL.md results"
+            )
+            best = {"score": res["score"], "step": step, "metrics": metrics}
+            from ..weights import save_weights
+
+            save_weights(model, out / "best.safetensors", training=training_meta(step), metrics=metrics)
+
+    def sync_progress() -> tuple[float, float]:
+        e = elapsed_now()
+        if dist.world > 1:
+            import torch.distributed as tdist
+
+            t = torch.tensor([e], dtype=torch.float64)
+            tdist.broadcast(t, 0)
+            e = float(t.item())
+        return e, _progress(cfg, step, e)
+
+    def on_term(signum, frame):  # noqa: ARG001
+        raise _Stop()
+
+    old_handler = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    model.train()
+    it = iter(loader)
+    last_ckpt = time.monotonic()
+    win_loss, win_n, win_t0, win_steps = 0.0, 0, time.monotonic(), 0
+    steps_this_call = 0
+    interrupted = False
+    log(
+        f"training {cfg.model} ({cfg.loss} loss, {cfg.click_schedule} clicks) on {device.type}"
+        f" x{dist.world}, {threads} threads, batch {cfg.batch_size}, crop {cfg.crop_size}"
+    )
+    try:
+        while True:
+            elapsed, progress = sync_progress()
+            if progress >= 1.0 or (stop_after is not None and steps_this_call >= stop_after):
+                break
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(cfg, step, progress)
+            batch = next(it)
+            loss_value = _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, device, amp, step, dist)
+            step += 1
+            steps_this_call += 1
+            win_loss += loss_value
+            win_n += 1
+            win_steps += 1
+            if step % cfg.log_every == 0 and dist.main:
+                dt = time.monotonic() - win_t0
+                sps = win_steps * cfg.batch_size * dist.world / max(dt, 1e-9)
+                e = elapsed_now()
+                p = _progress(cfg, step, e)
+                eta = (1 - p) / p * e if p > 0 else 0.0
+                rows.append({
+                    "step": step, "elapsed_s": round(e, 1), "lr": f"{optimizer.param_groups[0]['lr']:.3g}",
+                    "loss": round(win_loss / win_n, 5), "samples_per_s": round(sps, 3),
+                })
+                log(
+                    f"iteration {step} | loss {win_loss / win_n:.4f} | {sps:.2f} samples/s | "
+                    f"lr {optimizer.param_groups[0]['lr']:.2e} | elapsed {_fmt_time(e)} | eta {_fmt_time(eta)}"
+                )
+                win_loss, win_n, win_t0, win_steps = 0.0, 0, time.monotonic(), 0
+            if cfg.val_every and step % cfg.val_every == 0:
+                if dist.main:
+                    run_validation()
+                _barrier(dist)
+            if time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes:
+                checkpoint()
+                last_ckpt = time.monotonic()
+                _barrier(dist)
+    except (KeyboardInterrupt, _Stop):
+        interrupted = True
+        log(f"interrupted at iteration {step}: writing a checkpoint (continue with --resume)")
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    done = not interrupted and (stop_after is None or steps_this_call < stop_after)
+    if done and vset is not None and last_val["step"] != step:
+        run_validation()
+    checkpoint()
+    _barrier(dist)
+    summary = {
+        "steps": step,
+        "elapsed_s": elapsed_now(),
+        "best": best,
+        "finished": done,
+        "interrupted": interrupted,
+        "out": str(out),
+    }
+    if dist.main:
+        log(
+            f"{'finished' if done else 'stopped'} at iteration {step} after {_fmt_time(elapsed_now())}; "
+            f"best val score {best['score']:.4f} at iteration {best['step']}; files in {out}"
+        )
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+def _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, device, amp, step, dist) -> float:
+    """One optimisation step on a batch; returns the loss value."""
+    images = batch["image"].to(device, non_blocking=True)
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    gt = batch["mask"].to(device)[:, None].float()
+    ignore = batch["ignore"].to(device)[:, None]
+    masks_np, ign_np = batch["mask"].numpy(), batch["ignore"].numpy()
+    shape = tuple(images.shape[-2:])
+    rng = np.random.default_rng([cfg.seed, step, 1])
+    optimizer.zero_grad(set_to_none=True)
+    prev = torch.zeros((images.shape[0], 1, *shape), device=device)
+
+    if cfg.click_schedule == "click_by_click":
+        clicks = [cl[:1] for cl in _to_clicks(batch["clicks"])]  # the first click, then the robot
+        total = 0.0
+        n = cfg.click_steps
+        for k in range(n):
+            maps = _encode(clicks, shape, inputs).to(device)
+            sync = k == n - 1 or dist.world == 1
+            ctx = nullcontext() if sync else train_model.no_sync()
+            with ctx:
+                with amp():
+                    out = train_model(images, maps, prev.detach() if inputs.prev_mask else None)
+                loss = loss_fn(out, gt, ignore, clicks)
+                (loss / n).backward()
+            total += float(loss.detach()) / n
+            if k < n - 1:
+                prob = torch.sigmoid(out["logits"].detach().float())
+                prev = prob
+                _robot_step(prob, masks_np, ign_np, clicks)
+        optimizer.step()
+        return total
+
+    clicks = _to_clicks(batch["clicks"])
+    maps = batch["click_maps"].to(device)
+    n_extra = int(rng.integers(0, cfg.max_iter_clicks + 1))
+    if n_extra:
+        model.eval()
+        with torch.no_grad():
+            for _ in range(n_extra):
+                with amp():
+                    out = model(images, maps, prev if inputs.prev_mask else None)
+                prev = torch.sigmoid(out["logits"].float())
+                _robot_step(prev, masks_np, ign_np, clicks)
+                maps = _encode(clicks, shape, inputs).to(device)
+        model.train()
+    with amp():
+        out = train_model(images, maps, prev if inputs.prev_mask else None)
+    loss = loss_fn(out, gt, ignore, clicks)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss at iteration {step}; lower --lr or disable bf16")
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _barrier(dist: _Dist) -> None:
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _to_list(x):
+    return [_to_list(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x

@@ -1,0 +1,52 @@
+"""Shared test fixtures. Keep this file small: fixtures used by one module live there.
+
+Provides:
+    rng: a seeded ``numpy.random.Generator`` (seed 0), fresh per test.
+    shared_data: ``Path`` of the shared data folder (``../shared/data`` beside the repository,
+        or ``$NAPARI_CLICKSEG_SHARED_DATA``); skips when missing, fails under ``CI=true``.
+    Hypothesis profiles ``dev`` (default) and ``ci`` (chosen when ``CI`` is set): no deadline
+    (first calls into torch/scipy are slow), derandomized on CI so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+settings.register_profile(
+    "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=50
+)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=50,
+    derandomize=True,
+    print_blob=True,
+)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded random generator (seed 0)."""
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (DSB2018, PH2, COCO-MVal, GrabCut); see shared/data/README.md."""
+    env = os.environ.get("NAPARI_CLICKSEG_SHARED_DATA")
+    path = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    if not path.is_dir():
+        msg = f"shared data folder not found: {path}"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI must have ../shared beside the repository)")
+        pytest.skip(msg)
+    return path

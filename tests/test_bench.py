@@ -1,0 +1,93 @@
+"""``napari-clickseg bench``: smoke tests (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_clickseg import bench
+
+
+def test_sample_image_sizes_and_object(monkeypatch, tmp_path):
+    monkeypatch.setenv("NAPARI_CLICKSEG_SHARED_DATA", str(tmp_path / "none"))
+    for size in (96, 300):
+        image, gt, src = bench.sample_image(size)
+        assert image.shape[:2] == gt.shape == (size, size)
+        assert src == "synthetic blobs"
+        assert gt.sum() >= 30
+        # one connected object: mirror copies are not part of the mask
+        from scipy import ndimage
+
+        assert ndimage.label(gt)[1] == 1
+
+
+def test_memory_and_environment_readers():
+    assert bench.peak_rss_mb() > 10
+    env = bench.environment("cpu")
+    assert env["device"] == "cpu" and env["torch_threads"] >= 1 and env["cpu"]
+
+
+def test_markdown_survives_failed_cases():
+    report = {
+        "environment": {"device": "cpu", "cpu": "x", "cpu_count": 1, "torch": "t", "torch_threads": 1},
+        "settings": {"weights": "random init", "zoom_in": True, "n_clicks": 2, "repeats": 1,
+                     "brs_clicks": 1, "memory": "m"},
+        "image": {"source": "s", "object_px": 40},
+        "dtype_path": {},
+        "rows": [{"model": "early", "size": 128, "off": {"error": "boom"}, "fbrs": {"error": "boom"}}],
+        "training": {"samples_per_s": None, "note": "n/a: skipped"},
+    }
+    md = bench.markdown(report)
+    assert "early (boom)" in md and "n/a" in md
+
+
+def _run(args):
+    from napari_clickseg.cli import main
+
+    return main(["bench", *args])
+
+
+def test_bench_quick_in_process(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_CLICKSEG_SHARED_DATA", str(tmp_path / "none"))  # synthetic image
+    out = tmp_path / "b"
+    rc = _run([
+        "--quick", "--random-init", "--models", "early", "--sizes", "96", "--clicks", "2",
+        "--brs-modes", "", "--train-iters", "0", "--no-isolate", "--out", str(out), "-q",
+    ])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| early | 96 |" in printed
+    data = json.loads((out / "bench.json").read_text())
+    row = data["rows"][0]
+    assert "error" not in row["off"], row["off"].get("error")
+    assert row["off"]["first_click_s"]["n"] == 1 and row["off"]["later_click_s"]["n"] >= 0
+    assert row["random_walker"]["click_s"]["n"] >= 1
+    assert row["off"]["peak_rss_mb"] > 0
+    assert data["dtype_path"]["dtype"] in ("float32", "bfloat16")
+    assert data["environment"]["device"] == "cpu"
+    assert (out / "bench.md").read_text().startswith("# napari-clickseg bench")
+
+
+def test_bench_rejects_unknown_models(capsys):
+    assert _run(["--random-init", "--models", "nope", "-q"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_quick_isolated_with_fbrs_and_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_CLICKSEG_SHARED_DATA", str(tmp_path / "none"))
+    out = tmp_path / "b"
+    rc = _run([
+        "--quick", "--random-init", "--models", "early", "--sizes", "96", "--clicks", "2",
+        "--brs-clicks", "1", "--train-iters", "1", "--train-batch", "1", "--out", str(out), "-q",
+    ])
+    assert rc == 0
+    data = json.loads((out / "bench.json").read_text())
+    row = data["rows"][0]
+    assert "error" not in row["off"], row["off"].get("error")
+    assert row["off"]["rss_loaded_mb"] is None or row["off"]["peak_rss_mb"] >= row["off"]["rss_loaded_mb"]
+    assert "fbrs" in row
+    assert "samples_per_s" in data["training"]
+    assert isinstance(np.float64(row["off"]["peak_rss_mb"]), np.float64)

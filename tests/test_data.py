@@ -1,0 +1,145 @@
+"""Folder datasets (validation errors, labels and masks) and augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_clickseg.data.augment import AugmentConfig, object_crop
+from napari_clickseg.data.folder import IGNORE_LABEL, FolderDataset
+from napari_clickseg.data.io import DataError, read_array
+
+
+def _png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _disk(shape, centre, radius) -> np.ndarray:
+    rr, cc = np.ogrid[: shape[0], : shape[1]]
+    return (rr - centre[0]) ** 2 + (cc - centre[1]) ** 2 <= radius**2
+
+
+def make_labels_folder(root: Path, n: int = 2, shape=(64, 80), rng=None) -> Path:
+    """images/*.png (gray uint8) + labels/*.tif (uint16, two discs and a tiny object)."""
+    rng = rng or np.random.default_rng(0)
+    for i in range(n):
+        lab = np.zeros(shape, np.uint16)
+        lab[_disk(shape, (20, 20), 10)] = 3
+        lab[_disk(shape, (40, 55), 12)] = 7
+        lab[2:5, 70:73] = 9  # 9 px: below the 30 px minimum
+        img = (rng.random(shape) * 60 + (lab > 0) * 150).astype(np.uint8)
+        _png(root / "images" / f"im{i}.png", img)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(root / "labels" / f"im{i}.tif", lab)
+    return root
+
+
+def make_masks_folder(root: Path, n: int = 2, shape=(60, 60), rng=None) -> Path:
+    """images/*.png (RGB) + masks/*.png (255 object, 128 ignored band)."""
+    rng = rng or np.random.default_rng(1)
+    for i in range(n):
+        obj = _disk(shape, (30, 30), 15)
+        band = _disk(shape, (30, 30), 17) & ~obj
+        m = np.where(obj, 255, np.where(band, 128, 0)).astype(np.uint8)
+        img = (rng.random((*shape, 3)) * 80 + obj[..., None] * 120).astype(np.uint8)
+        _png(root / "images" / f"m{i}.png", img)
+        _png(root / "masks" / f"m{i}.png", m)
+    return root
+
+
+def test_labels_folder(tmp_path):
+    ds = FolderDataset(make_labels_folder(tmp_path))
+    assert ds.kind == "labels" and ds.names == ["im0", "im1"]
+    assert len(ds) == 4 and ds.skipped_small == 2  # two discs per image; tiny objects skipped
+    assert {o.label for o in ds.objects} == {3, 7}
+    img, mask, ignore = ds.object_masks(0)
+    assert img.shape == (64, 80, 3) and img.dtype == np.float16
+    assert 0.0 <= img.min() and img.max() <= 1.0
+    assert mask.sum() == ds.objects[0].area and not ignore.any()
+
+
+def test_masks_folder_ignore_band(tmp_path):
+    ds = FolderDataset(make_masks_folder(tmp_path))
+    assert ds.kind == "masks" and len(ds) == 2
+    _, mask, ignore = ds.object_masks(1)
+    assert ignore.any() and not (mask & ignore).any()
+    assert (ds.targets[0] == IGNORE_LABEL).sum() == ignore.sum()
+    # ignore value switched off: the band counts as object
+    ds2 = FolderDataset(tmp_path, ignore_value=None)
+    assert ds2.object_masks(0)[1].sum() == mask.sum() + ignore.sum()
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        FolderDataset(tmp_path / "nope")
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        FolderDataset(tmp_path / "empty")
+    with pytest.raises(DataError, match="no labels/"):
+        (tmp_path / "nogt" / "images").mkdir(parents=True)
+        FolderDataset(tmp_path / "nogt")
+
+    root = make_masks_folder(tmp_path / "missing")
+    (root / "masks" / "m1.png").unlink()
+    with pytest.raises(DataError, match="m1.png has no mask"):
+        FolderDataset(root)
+
+    root = make_masks_folder(tmp_path / "shape")
+    _png(root / "masks" / "m0.png", np.zeros((10, 12), np.uint8))
+    with pytest.raises(DataError, match=r"shape mismatch: .*m0.png is 60x60 .*m0.png is 10x12"):
+        FolderDataset(root)
+
+    root = make_masks_folder(tmp_path / "broken")
+    (root / "images" / "m0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cannot read .*m0.png"):
+        FolderDataset(root)
+
+    root = make_masks_folder(tmp_path / "allempty", n=1)
+    _png(root / "masks" / "m0.png", np.zeros((60, 60), np.uint8))
+    with pytest.raises(DataError, match="no object"):
+        FolderDataset(root)
+
+
+def test_read_array_formats(tmp_path):
+    a16 = (np.arange(20 * 30).reshape(20, 30) * 50).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", a16)
+    assert np.array_equal(read_array(tmp_path / "a.tif"), a16)
+    multi = np.random.default_rng(0).random((5, 20, 30)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "m.tif", multi)
+    assert read_array(tmp_path / "m.tif").shape == (20, 30, 5)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_augmentation_keeps_the_object(tmp_path, seed):
+    shape = (300, 400)
+    mask = _disk(shape, (20 + seed * 3, 380 - seed), 6 + seed)  # near the border, various sizes
+    ignore = _disk(shape, (20 + seed * 3, 380 - seed), 8 + seed) & ~mask
+    image = np.random.default_rng(seed).random((*shape, 3)).astype(np.float16)
+    rows, cols = np.nonzero(mask)
+    bbox = (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+    cfg = AugmentConfig(crop_size=64)
+    img, m, ign, oth = object_crop(image, mask, ignore, bbox, cfg, np.random.default_rng(seed))
+    assert img.shape == (64, 64, 3) and img.dtype == np.float32
+    assert m.shape == ign.shape == (64, 64) and m.dtype == bool and oth is None
+    assert m.sum() >= min(cfg.min_object_px, mask.sum())
+    assert 0.0 <= img.min() and img.max() <= 1.0
+    # object occupies a substantial part of the crop unless it would need > max_upscale zoom
+    assert m.sum() / m.size > 0.005
+
+
+def test_validation_crop_is_deterministic():
+    shape = (100, 100)
+    mask = _disk(shape, (50, 50), 10)
+    image = np.random.default_rng(0).random((*shape, 3)).astype(np.float32)
+    a = object_crop(image, mask, np.zeros(shape, bool), (40, 40, 61, 61), AugmentConfig(crop_size=64),
+                    np.random.default_rng(1), augment=False)
+    b = object_crop(image, mask, np.zeros(shape, bool), (40, 40, 61, 61), AugmentConfig(crop_size=64),
+                    np.random.default_rng(2), augment=False)
+    assert all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3]))
+    assert a[1][32, 32]  # centred

@@ -1,0 +1,344 @@
+"""Predictor: input errors, history (one forward per click, exact undo), zoom-in, caches, device."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_clickseg.clicks import Click
+from napari_clickseg.engine import Predictor
+from napari_clickseg.engine.device import pick_device, pick_dtype
+from napari_clickseg.engine.refine import _sample
+from napari_clickseg.engine.zoom import Box, ZoomTransform, first_click_box, object_box
+from napari_clickseg.models import ClickSegModel, ModelInputs, create_model
+from napari_clickseg.weights import WeightsError, save_weights
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # a loaded 2-core machine runs these small convolutions ~50x slower with 2 threads
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def early():
+    torch.manual_seed(0)
+    return create_model("early")
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (72, 90, 3), dtype=np.uint8)
+    img[20:50, 30:60] = 250
+    return img
+
+
+class Recorder(ClickSegModel):
+    """A tiny late-fusion model that records its calls (image cache, previous mask)."""
+
+    inputs = ModelInputs(encoding="gaussian", prev_mask=True)
+    caches_image_features = True
+    size_divisor = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.img = nn.Conv2d(3, 4, 3, padding=1)
+        self.mix = nn.Conv2d(4 + 2 + 1, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 1, 1)
+        self.image_calls = 0
+        self.prev_masks: list[torch.Tensor] = []
+
+    @property
+    def fbrs_channels(self) -> int:
+        return 4
+
+    def encode_image(self, image):
+        self.image_calls += 1
+        return {"f": torch.relu(self.img(image))}
+
+    def encode(self, image, image_feats, click_maps, prev_mask):
+        self.prev_masks.append(prev_mask.detach().clone())
+        return {"x": torch.tanh(self.mix(torch.cat([image_feats["f"], click_maps, prev_mask], 1)))}
+
+    def decode(self, enc, image):
+        return {"logits": 4 * self.head(enc["x"])}
+
+
+def replay(model, image, clicks, **kw):
+    p = Predictor(model, device="cpu", **kw)
+    p.set_image(image)
+    out = None
+    for i in range(1, len(clicks) + 1):
+        out = p.predict(clicks[:i])
+    return out
+
+
+# ----------------------------------------------------------------------------- errors
+def test_errors(early, image):
+    p = Predictor(early, device="cpu")
+    with pytest.raises(ValueError, match="set_image"):
+        p.predict([(5, 5, True)])
+    p.set_image(image)
+    with pytest.raises(ValueError, match="at least one click"):
+        p.predict([])
+    with pytest.raises(ValueError, match="outside the image"):
+        p.predict([(72, 5, True)])
+    with pytest.raises(ValueError, match="outside the image"):
+        p.predict([(5, -3, True)])
+    with pytest.raises(ValueError, match="non-finite"):
+        p.predict([(float("nan"), 5, True)])
+    with pytest.raises(ValueError, match="brs must be one of"):
+        p.predict([(5, 5, True)], brs="fast")
+    with pytest.raises(ValueError, match="clicks must be"):
+        p.predict(None)
+    with pytest.raises(ValueError, match="click 0"):
+        p.predict([(1, 2)])
+    with pytest.raises(ValueError):
+        p.set_image(np.zeros((4, 5, 6, 7)))
+    with pytest.raises(ValueError):
+        Predictor(nn.Conv2d(1, 1, 1))
+
+
+def test_output_and_info(early, image):
+    p = Predictor(early, device="cpu")
+    p.set_image(image)
+    prob = p.predict([(35, 45, True)])
+    assert prob.dtype == np.float32 and prob.shape == image.shape[:2]
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    info = p.info
+    for k in ("arch", "weights_sha256", "device", "dtype", "zoom_in", "threads"):
+        assert k in info
+    assert info["arch"] == "early" and info["device"] == "cpu" and info["dtype"] == "float32"
+
+
+def test_training_flag_restored(image):
+    m = Recorder().train()
+    p = Predictor(m, device="cpu")
+    p.set_image(image)
+    p.predict([(10, 10, True)])
+    assert m.training
+
+
+# ----------------------------------------------------------------------------- history
+def test_one_forward_per_click_and_exact_undo(early, image):
+    a, b, c, d = (35, 45, True), (5, 5, False), (60, 80, True), (40, 10, False)
+    p = Predictor(early, device="cpu")
+    p.set_image(image)
+    p.predict([a])
+    assert p.last_stats["forwards"] == 1
+    p.predict([a, b])
+    assert p.last_stats["forwards"] == 1
+    abc = p.predict([a, b, c])
+    assert p.last_stats["forwards"] == 1
+    ab = p.predict([a, b])  # undo: from history
+    assert p.last_stats["forwards"] == 0
+    np.testing.assert_array_equal(ab, replay(early, image, [a, b]))
+    abd = p.predict([a, b, d])  # branch: one forward from the kept prefix
+    assert p.last_stats["forwards"] == 1
+    np.testing.assert_array_equal(abd, replay(early, image, [a, b, d]))
+    np.testing.assert_array_equal(p.predict([a, b, c]), abc)
+    assert p.last_stats["forwards"] == 0
+    # a list sharing no prefix is replayed click by click
+    out = p.predict([d, a])
+    assert p.last_stats["forwards"] == 2
+    np.testing.assert_array_equal(out, replay(early, image, [d, a]))
+
+
+def test_history_is_bounded(early, image):
+    p = Predictor(early, device="cpu", max_history=3)
+    p.set_image(image)
+    clicks = [(10 + 5 * i, 10 + 5 * i, i % 2 == 0) for i in range(5)]
+    last = p.predict(clicks)
+    assert len(p._history) <= 3
+    p.predict(clicks[:1])  # evicted prefixes are recomputed exactly
+    np.testing.assert_array_equal(p.predict(clicks), last)
+
+
+def test_feature_cache_and_prev_mask(image):
+    torch.manual_seed(1)
+    m = Recorder()
+    p = Predictor(m, device="cpu", zoom_in=False)
+    p.set_image(image)
+    first = p.predict([(35, 45, True)], structural_integrity=False)
+    p.predict([(35, 45, True), (5, 5, False)])
+    p.predict([(35, 45, True), (5, 5, False), (60, 80, True)])
+    assert m.image_calls == 1  # same box and scale: features reused
+    assert float(m.prev_masks[0].abs().max()) == 0.0
+    h, w = image.shape[:2]
+    np.testing.assert_allclose(m.prev_masks[1][0, 0, :h, :w].numpy(), first, atol=1e-6)
+    p.set_image(image)  # a new image clears the cache
+    p.predict([(35, 45, True)])
+    assert m.image_calls == 2
+
+
+def test_threads(early, image):
+    p = Predictor(early, device="cpu")
+    p.set_image(image)
+    lists = [[(35, 45, True)], [(35, 45, True), (5, 5, False)], [(60, 80, True)]]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i):
+        results[i] = p.predict(lists[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, cl in enumerate(lists):
+        np.testing.assert_array_equal(results[i], replay(early, image, cl))
+
+
+# ----------------------------------------------------------------------------- zoom
+def test_zoom_boxes():
+    shape = (1000, 700)
+    b = first_click_box(shape, Click(990, 5, True), 640)
+    assert (b.height, b.width) == (640, 640) and b.y1 == 1000 and b.x0 == 0
+    assert first_click_box((600, 640), Click(3, 3, True), 640) == Box(0, 0, 600, 640)
+    mask = Box(100, 200, 150, 260)
+    clicks = [Click(120, 230, True), Click(300, 220, False)]
+    ob = object_box(shape, mask, clicks, 1.4, 224)
+    assert ob.y0 <= 100 and ob.y1 >= 301 and ob.x0 <= 200 and ob.x1 >= 260
+    assert ob.height >= int(201 * 1.4) and ob.width >= 224
+    assert 0 <= ob.y0 and ob.y1 <= 1000 and 0 <= ob.x0 and ob.x1 <= 700
+    tiny = object_box((50, 60), None, [Click(5, 5, True)], 1.4, 224)
+    assert tiny == Box(0, 0, 50, 60)
+
+
+@pytest.mark.parametrize("scale", [0.37, 1.0, 2.0])
+def test_transform_round_trip(scale):
+    box = Box(13, 27, 113, 187)
+    tr = ZoomTransform.make(box, scale, 32)
+    assert tr.padded[0] % 32 == 0 and tr.padded[1] % 32 == 0
+    clicks = [Click(13, 27, True), Click(112.0, 186.0, False), Click(50.5, 99.25, True)]
+    back = tr.inverse_clicks(tr.clicks(clicks))
+    for c, k in zip(clicks, back):
+        assert abs(c.row - k.row) < 1e-9 and abs(c.col - k.col) < 1e-9 and c.positive == k.positive
+    yy, xx = np.mgrid[0:100, 0:160].astype(np.float32)
+    smooth = np.sin(yy / 17.0) + np.cos(xx / 23.0)
+    crop = tr.forward_array(smooth)
+    assert crop.shape == tr.padded
+    np.testing.assert_array_equal(crop[tr.size[0]:], 0)
+    rt = tr.inverse_array(crop)
+    assert rt.shape == (box.height, box.width)
+    inner = (slice(3, -3), slice(3, -3))
+    assert np.abs(rt[inner] - smooth[inner]).max() < (0.02 if scale >= 1 else 0.08)
+    # bilinear sampling of the crop at a click's point is what inverse() gives its pixel
+    clicks = [Click(60, 100, True), Click(13.2, 27, True), Click(112, 186.4, False)]
+    pts = tr.points(clicks)
+    ys = torch.tensor([p[0] for p in pts])
+    xs = torch.tensor([p[1] for p in pts])
+    sampled = _sample(torch.from_numpy(crop)[None, None], ys, xs).numpy()
+    expected = [rt[round(c.row) - 13, round(c.col) - 27] for c in clicks]
+    np.testing.assert_allclose(sampled, expected, atol=1e-5)
+
+
+def test_large_image_crops_are_bounded(early):
+    rng = np.random.default_rng(3)
+    big = rng.integers(0, 65535, (1500, 2000), dtype=np.uint16)
+    p = Predictor(early, device="cpu", target_size=256, min_crop_size=128, first_window=320)
+    p.set_image(big)
+    prob = p.predict([(700, 1500, True)], structural_integrity=False)
+    assert prob.shape == big.shape
+    assert max(p.last_stats["crop_size"]) <= 320
+    y0, x0, y1, x1 = p.last_stats["box"]
+    assert prob[:y0].max(initial=0) == 0 and prob[:, x1:].max(initial=0) == 0
+    p.predict([(700, 1500, True), (900, 100, False)])
+    assert max(p.last_stats["crop_size"]) <= 256 + 31
+    y0, x0, y1, x1 = p.last_stats["box"]
+    assert y0 <= 700 < y1 and x0 <= 100 and 1500 < x1
+
+
+def test_no_zoom_uses_whole_image(early, image):
+    p = Predictor(early, device="cpu", zoom_in=False)
+    p.set_image(image)
+    p.predict([(35, 45, True), (5, 5, False)])
+    assert p.last_stats["box"] == (0, 0, *image.shape[:2])
+
+
+# ----------------------------------------------------------------------------- device, weights
+def test_device_and_dtype():
+    dev = pick_device(None)
+    assert dev.type in ("cuda", "mps", "cpu")
+    assert pick_device("cpu").type == "cpu"
+    with pytest.raises(ValueError):
+        pick_device("warp-drive")
+    with pytest.raises(ValueError, match="dtype"):
+        pick_dtype("float16", torch.device("cpu"))
+    assert pick_dtype("float32", torch.device("cpu")) == torch.float32
+    assert pick_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+
+
+def test_bfloat16_matches_float32(early, image):
+    try:
+        bf = Predictor(early, device="cpu", dtype="bfloat16")
+    except ValueError as e:
+        pytest.skip(f"bfloat16 unsupported: {e}")
+    small = image[:40, :48]
+    bf.set_image(small)
+    fp = Predictor(early, device="cpu", dtype="float32")
+    fp.set_image(small)
+    clicks = [(20, 20, True)]
+    a = bf.predict(clicks, structural_integrity=False)
+    b = fp.predict(clicks, structural_integrity=False)
+    assert bf.info["dtype"] == "bfloat16"
+    assert float(np.abs(a - b).mean()) < 0.05
+
+
+def test_from_pretrained_refuses_missing_and_untrained(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", str(tmp_path / "none"))
+    with pytest.raises(WeightsError, match="no trained weights"):
+        Predictor.from_pretrained("early", device="cpu")
+    with pytest.raises(WeightsError):
+        Predictor.from_pretrained("default", device="cpu")
+    with pytest.raises(WeightsError, match="not found"):
+        Predictor.from_pretrained(str(tmp_path / "missing.safetensors"), device="cpu")
+    f = tmp_path / "random.safetensors"
+    save_weights(create_model("early"), f, trained=False)
+    with pytest.raises(WeightsError, match="untrained"):
+        Predictor.from_pretrained(str(f), device="cpu")
+
+
+def test_from_pretrained_file(tmp_path):
+    f = tmp_path / "ok.safetensors"
+    sha = save_weights(create_model("early"), f, trained=True)  # test-only: random but marked trained
+    p = Predictor.from_pretrained(str(f), device="cpu")
+    assert p.info["weights_sha256"] == sha and p.info["arch"] == "early"
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_segment_command(tmp_path, capsys):
+    import tifffile
+
+    from napari_clickseg.cli import main
+
+    f = tmp_path / "w.safetensors"
+    save_weights(create_model("early"), f, trained=True)
+    img = np.zeros((60, 70), dtype=np.uint16)
+    img[10:40, 20:50] = 4000
+    src = tmp_path / "img.tif"
+    tifffile.imwrite(src, img)
+    out = tmp_path / "labels.tif"
+    args = ["segment", str(src), "--click", "25,35,+", "--click", "5,5,-", "--model", str(f),
+            "--device", "cpu", "-o", str(out), "--label", "7"]
+    assert main(args) == 0
+    labels = tifffile.imread(out)
+    assert labels.shape == img.shape and labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 7}
+    text = capsys.readouterr().out
+    assert "wrote" in text and "clicks    2" in text
+    assert main(args) == 2  # refuses to overwrite
+    assert "exists" in capsys.readouterr().err
+    assert main(["segment", str(src), "--click", "25;35", "--model", str(f), "-o", str(tmp_path / "x.tif")]) == 2
+    assert "bad click" in capsys.readouterr().err
+    assert main(["segment", str(src), "--click", "250,35,+", "--model", str(f), "-o", str(tmp_path / "y.tif")]) == 2
+    assert "outside the image" in capsys.readouterr().err
+    assert not (tmp_path / "y.tif").exists()

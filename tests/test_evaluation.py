@@ -1,0 +1,283 @@
+"""The robot-user evaluation runner, the random-walker baseline and the reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_clickseg.evaluation.runner import evaluate, load_eval_set
+
+
+def _disk(shape, center, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
+
+
+def _blobs(size=64, seed=0):
+    """A gray image with three bright disks, their instance labels and one 5 px speck."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((size, size), np.uint16)
+    for k, (c, r) in enumerate([((16, 18), 9), ((44, 20), 7), ((34, 47), 11)], start=1):
+        labels[_disk((size, size), c, r)] = k
+    labels[60:62, 60:63] = 4  # 6 px: below the 30 px minimum
+    image = 40 + 160 * (labels > 0) + rng.normal(0, 8, (size, size))
+    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+class OraclePredictor:
+    """Returns the ground truth: one click per object suffices."""
+
+    def __init__(self, gts):
+        self.gts = gts
+        self.calls = 0
+
+    def set_image(self, image):
+        self.image = image
+
+    def predict(self, clicks, brs="off", structural_integrity=False, graph_cut=False):
+        self.calls += 1
+        c = clicks[0]
+        for g in self.gts:
+            if g[int(c.row), int(c.col)]:
+                return g.astype(np.float32)
+        raise AssertionError("first click outside every object")
+
+
+class GrowingPredictor:
+    """Predicts the object inside a disk that grows by 3 px per click around the first click."""
+
+    info = {"arch": "growing"}
+
+    def __init__(self, gt):
+        self.gt = gt
+        self.kwargs = []
+
+    def set_image(self, image):
+        pass
+
+    def predict(self, clicks, brs="off", structural_integrity=False, graph_cut=False):
+        self.kwargs.append((brs, structural_integrity, graph_cut))
+        c = clicks[0]
+        return (self.gt & _disk(self.gt.shape, (c.row, c.col), 3 * len(clicks))).astype(np.float32)
+
+
+def _arrays():
+    image, labels = _blobs()
+    return image, labels, [(image, labels == k) for k in (1, 2, 3)]
+
+
+def test_oracle_needs_one_click_and_curves_are_filled():
+    image, labels, samples = _arrays()
+    oracle = OraclePredictor([s[1] for s in samples])
+    r = evaluate(oracle, samples, max_clicks=5)
+    m = r["metrics"]
+    assert r["dataset"]["n_objects"] == 3
+    assert m["noc85"] == 1 and m["noc90"] == 1 and m["nof90"] == 0
+    assert m["miou_curve"] == [1.0] * 5
+    assert m["auc"] == 1.0 and m["above99"] == 1.0
+    assert oracle.calls == 3  # no error left after click 1: the robot stops
+    assert all(o["stopped"] == "no_error" for o in r["objects"])
+    # the first click lands at the deepest object pixel (disk centres)
+    assert r["objects"][0]["clicks"][0][:2] == [16.0, 18.0]
+    assert m["seconds_per_click"]["n"] == 3
+
+
+def test_growing_predictor_curve_noc_and_options_passed():
+    image, labels, samples = _arrays()
+    gt = samples[2][1]  # radius 11
+    pred = GrowingPredictor(gt)
+    r = evaluate(pred, [(image, gt)], max_clicks=6, brs="fbrs", structural_integrity=True)
+    ious = r["objects"][0]["ious"]
+    # disk radius 3k covers the radius-11 object at click 4: no error left, the robot stops
+    assert len(ious) == 4 and r["objects"][0]["stopped"] == "no_error"
+    assert ious == sorted(ious) and ious[0] < 0.2 and ious[-1] == 1.0
+    assert len(r["metrics"]["miou_curve"]) == 6 and r["metrics"]["miou_curve"][-1] == 1.0
+    assert pred.kwargs[0] == ("fbrs", True, False)
+    assert r["settings"]["brs"] == "fbrs" and r["settings"]["structural_integrity"] is True
+    assert r["metrics"]["noc90"] == next(k + 1 for k, v in enumerate(ious) if v >= 0.9)
+    assert r["model"]["arch"] == "growing"
+
+
+def test_stop_iou_stops_early_and_fills_curve():
+    image, labels, samples = _arrays()
+    gt = samples[2][1]
+    full = evaluate(GrowingPredictor(gt), [(image, gt)], max_clicks=6)
+    pred = GrowingPredictor(gt)
+    r = evaluate(pred, [(image, gt)], max_clicks=6, stop_iou=0.5)
+    ious = r["objects"][0]["ious"]
+    assert ious[-1] >= 0.5 and all(v < 0.5 for v in ious[:-1])
+    assert len(pred.kwargs) == len(ious) < 6
+    assert r["objects"][0]["stopped"] == "stop_iou"
+    assert r["settings"]["stop_iou"] == 0.5
+    assert len(r["metrics"]["miou_curve"]) == 6
+    assert r["metrics"]["miou_curve"][-1] == pytest.approx(ious[-1])
+    # clicks before the stop are the same as in a full run
+    assert full["objects"][0]["ious"][: len(ious)] == ious
+
+
+def test_bad_options_raise():
+    image, labels, samples = _arrays()
+    with pytest.raises(ValueError, match="brs"):
+        evaluate(OraclePredictor([]), samples, brs="xyz")
+    with pytest.raises(ValueError, match="stop_iou"):
+        evaluate(OraclePredictor([]), samples, stop_iou=1.5)
+
+
+def test_random_walker_baseline_in_the_harness():
+    image, labels, samples = _arrays()
+    r = evaluate("random_walker", samples, max_clicks=3)
+    m = r["metrics"]
+    assert r["model"]["arch"] == "random_walker"
+    assert m["n_objects"] == 3 and len(m["miou_curve"]) == 3
+    # bright disks on a dark background: the baseline should find them well
+    assert m["miou"]["3"] > 0.7
+    assert 0 < m["seconds_per_click"]["n"] <= 9
+
+
+def test_random_walker_interface_and_crop_on_large_image():
+    from napari_clickseg.evaluation.baseline import RandomWalkerPredictor
+
+    big = np.zeros((1200, 1000), np.uint8)
+    gt = _disk(big.shape, (600, 500), 20)
+    big[gt] = 200
+    rw = RandomWalkerPredictor(max_side=128)
+    rw.set_image(big)
+    prob = rw.predict([(600, 500, True)])
+    assert prob.shape == big.shape and prob.dtype == np.float32
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    assert prob[600, 500] > 0.5
+    assert prob[0, 0] == 0.0  # outside the crop
+    from napari_clickseg.evaluation.metrics import iou
+
+    assert iou(prob >= 0.5, gt) > 0.6
+    # a negative click only: nothing to segment
+    assert rw.predict([(10, 10, False)]).max() == 0.0
+    with pytest.raises(ValueError):
+        RandomWalkerPredictor().predict([(1, 1, True)])  # no image
+
+
+def test_random_init_model_in_the_harness():
+    torch = pytest.importorskip("torch")
+    from napari_clickseg.engine import Predictor
+    from napari_clickseg.models import create_model
+
+    torch.manual_seed(0)
+    image, labels, samples = _arrays()
+    p = Predictor(create_model("early"), device="cpu")
+    r = evaluate(p, samples[:2], max_clicks=3)
+    assert r["metrics"]["n_objects"] == 2
+    assert len(r["metrics"]["miou_curve"]) == 3
+    assert all(0.0 <= v <= 1.0 for v in r["metrics"]["miou_curve"])
+    assert r["model"]["arch"] == "early" and r["model"]["device"] == "cpu"
+    assert r["settings"]["zoom_in"] is True
+    assert r["set_image_seconds"]["n"] == 2
+    # the model can also be passed directly
+    r2 = evaluate(create_model("early"), samples[:1], max_clicks=1, zoom_in=False)
+    assert r2["settings"]["zoom_in"] is False
+
+
+def _write_folder(root, with_masks=False):
+    from PIL import Image
+
+    image, labels = _blobs()
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(image).save(root / "images" / "a.png")
+    Image.fromarray(image[:, ::-1].copy()).save(root / "images" / "b.png")
+    if with_masks:
+        (root / "masks").mkdir()
+        for name, lab in (("a", labels), ("b", labels[:, ::-1])):
+            m = np.where(lab == 3, 255, 0).astype(np.uint8)
+            band = _disk(m.shape, (34, 47 if name == "a" else 16), 12) & ~_disk(m.shape, (34, 47 if name == "a" else 16), 10)
+            m[band] = 128
+            Image.fromarray(m).save(root / "masks" / f"{name}.png")
+    else:
+        import tifffile
+
+        (root / "labels").mkdir()
+        tifffile.imwrite(root / "labels" / "a.tif", labels)
+        tifffile.imwrite(root / "labels" / "b.tif", np.ascontiguousarray(labels[:, ::-1]))
+    return root
+
+
+def test_folder_dataset_objects_and_deterministic_sampling(tmp_path):
+    root = _write_folder(tmp_path / "toy" / "val")
+    s = load_eval_set(root)
+    d = s.describe()
+    assert d["n_objects_total"] == 6 and d["n_objects"] == 6
+    assert d["skipped_small_objects"] == 2  # the 6 px specks
+    assert d["split"] == "val" and d["name"] == "toy/val"
+    a = load_eval_set(root, max_objects=3, seed=1)
+    b = load_eval_set(root, max_objects=3, seed=1)
+    assert a.items == b.items and len(a.items) == 3
+    assert a.describe()["sampled"] is True and a.describe()["sample_seed"] == 1
+    # items stay grouped by image (each image is set once)
+    assert [i for i, _, _ in a.items] == sorted(i for i, _, _ in a.items)
+    # objects are whole-image masks, never crops
+    img = a.get_image(a.items[0][0])
+    gt, ignore = a.get_object(a.items[0][0], a.items[0][2])
+    assert gt.shape == img.shape[:2] == (64, 64)
+
+
+def test_masks_folder_ignore_band(tmp_path):
+    root = _write_folder(tmp_path / "toymasks", with_masks=True)
+    s = load_eval_set(root)
+    assert s.describe()["n_objects"] == 2 and s.describe()["split"] == "all"
+    gt, ignore = s.get_object(*s.items[0][::2])
+    assert ignore is not None and ignore.any() and not (gt & ignore).any()
+    r = evaluate("random_walker", s, max_clicks=2)
+    assert r["dataset"]["kind"] == "masks"
+
+
+def _strict_json(path):
+    def bad(x):
+        raise ValueError(f"non-standard JSON constant {x}")
+
+    return json.loads(path.read_text(), parse_constant=bad)
+
+
+def test_reports_written(tmp_path):
+    from napari_clickseg.evaluation.report import markdown_table, write_reports
+
+    image, labels, samples = _arrays()
+    runs = [
+        evaluate(OraclePredictor([s[1] for s in samples]), samples, max_clicks=4),
+        evaluate(GrowingPredictor(samples[2][1]), [samples[2]], max_clicks=4, brs="fbrs"),
+    ]
+    paths = write_reports(runs, tmp_path / "out")
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
+    data = _strict_json(paths["json"])
+    assert len(data["runs"]) == 2
+    assert data["runs"][1]["settings"]["brs"] == "fbrs"
+    md = markdown_table(runs)
+    assert "growing [f-BRS]" in md and "NoC@90" in md and "mIoU@3" in md
+
+
+def test_cli_evaluate_writes_reports(tmp_path, capsys):
+    from napari_clickseg.cli import main
+
+    root = _write_folder(tmp_path / "toy" / "val")
+    out = tmp_path / "eval"
+    rc = main([
+        "evaluate", "--model", "random_walker", "--data", str(root), "--max-clicks", "2",
+        "--max-objects", "3", "--out", str(out), "-q",
+    ])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "random_walker" in printed and "3 of 6" in printed
+    data = _strict_json(out / "evaluation.json")
+    run = data["runs"][0]
+    assert run["dataset"]["n_objects"] == 3 and run["dataset"]["path"].endswith("val")
+    assert run["model"]["requested"] == "random_walker"
+    assert run["settings"]["max_clicks"] == 2 and run["settings"]["max_objects"] == 3
+    assert (out / "evaluation.md").is_file() and (out / "miou.png").is_file()
+
+
+def test_cli_evaluate_errors_are_clean(tmp_path, capsys):
+    from napari_clickseg.cli import main
+
+    rc = main(["evaluate", "--model", "random_walker", "--data", str(tmp_path / "missing"), "-q"])
+    assert rc == 2
+    assert "error" in capsys.readouterr().err

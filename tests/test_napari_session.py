@@ -1,0 +1,246 @@
+"""The dock's pure-Python core: planes and the annotation session (no viewer, no Qt)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_clickseg._napari.planes import ImageGeometry, Plane
+from napari_clickseg._napari.session import AnnotationSession, SessionError
+from napari_clickseg.clicks import Click
+
+
+def disk(shape, center, r):
+    rr, cc = np.ogrid[: shape[0], : shape[1]]
+    return (rr - center[0]) ** 2 + (cc - center[1]) ** 2 <= r * r
+
+
+P2 = Plane.full_2d()
+
+
+# --- planes ---------------------------------------------------------------------------------
+
+
+def test_plane_view_writes_through_and_transposes():
+    a = np.zeros((3, 4, 5), np.uint16)
+    p = Plane((1, 2), ((0, 2),))
+    p.view(a)[1, 3] = 7
+    assert a[2, 1, 3] == 7
+    q = Plane((2, 1), ((0, 0),))  # transposed display: rows = axis 2
+    v = q.view(a)
+    assert v.shape == (5, 4)
+    v[4, 1] = 9
+    assert a[0, 1, 4] == 9
+    with pytest.raises(ValueError, match="outside"):
+        Plane((1, 2), ((0, 3),)).view(a)
+    assert Plane.from_json(p.to_json()) == p
+
+
+def test_geometry_gray_stack_plane_and_points():
+    g = ImageGeometry((4, 10, 12))
+    assert g.spatial_shape == (4, 10, 12)
+    plane = g.plane_at([1, 2], [2.4, 3.0, 3.0])
+    assert plane == Plane((1, 2), ((0, 2),))
+    data = np.arange(4 * 10 * 12).reshape(4, 10, 12)
+    img, ch = g.plane_image(data, plane)
+    assert ch is None and np.array_equal(img, data[2])
+    clicks = [Click(1.0, 2.0, True, 0), Click(5.0, 6.0, False, 1)]
+    pts = g.points_from_clicks(clicks, plane)
+    assert pts.tolist() == [[2, 1, 2], [2, 5, 6]]
+    back, off = g.clicks_from_points(
+        np.vstack([pts, [[0, 1, 1]]]), [True, False, True], [5, 7, 1], plane
+    )
+    assert off == 1 and back == clicks
+
+
+def test_geometry_click_order_follows_orders():
+    g = ImageGeometry((10, 10))
+    clicks, _ = g.clicks_from_points(np.array([[1, 1], [2, 2]]), [True, False], [9, 3], P2)
+    assert [c.positive for c in clicks] == [False, True]
+    assert [c.order for c in clicks] == [0, 1]
+
+
+def test_geometry_rgb_and_channel_axis():
+    rgb = ImageGeometry((6, 8, 3), rgb=True)
+    assert rgb.layer_ndim == 2 and rgb.spatial_shape == (6, 8) and rgb.n_channels == 3
+    img, ch = rgb.plane_image(np.zeros((6, 8, 3)), P2)
+    assert img.shape == (6, 8, 3) and ch == 2
+
+    # (Z, C, Y, X) with channels on axis 1
+    g = ImageGeometry((3, 2, 6, 8), channel_axis=1)
+    assert g.spatial_shape == (3, 6, 8) and g.n_channels == 2
+    plane = g.plane_at([2, 3], [1, 1, 0, 0])
+    assert plane == Plane((1, 2), ((0, 1),))
+    data = np.random.default_rng(0).random((3, 2, 6, 8))
+    img, ch = g.plane_image(data, plane)
+    assert img.shape == (6, 8, 2) and ch == 2
+    assert np.array_equal(img[..., 1], data[1, 1])
+    labels = np.zeros(g.spatial_shape, np.uint32)
+    layer_view = g.layer_labels_view(labels)
+    assert layer_view.shape == (3, 1, 6, 8)
+    layer_view[2, 0, 1, 1] = 5
+    assert labels[2, 1, 1] == 5
+    assert g.labels_from_layer(layer_view).shape == g.spatial_shape
+    scale, translate = g.annotation_transform([1, 1, 0.5, 0.5], [0, 0, 0, 0])
+    assert scale == [1, 2, 0.5, 0.5] and translate == [0, 0.5, 0, 0]
+    with pytest.raises(ValueError, match="channel axis"):
+        g.plane_at([1, 2], [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="2D"):
+        g.plane_at([0, 2, 3], [0, 0, 0, 0])
+
+
+def test_geometry_rejects_bad_setups():
+    with pytest.raises(ValueError, match="rgb"):
+        ImageGeometry((6, 8, 3), rgb=True, channel_axis=0)
+    with pytest.raises(ValueError, match="two spatial"):
+        ImageGeometry((3, 8), channel_axis=0)
+
+
+# --- session --------------------------------------------------------------------------------
+
+
+def test_clicks_undo_redo_clear():
+    s = AnnotationSession(np.zeros((20, 20), np.uint16))
+    assert s.plane is None and not s.can_undo
+    s.add_click(3, 3, True, P2)
+    s.add_click(5, 5, False)
+    assert [c.positive for c in s.clicks] == [True, False] and s.plane == P2
+    assert s.undo() and len(s.clicks) == 1
+    assert s.redo() and len(s.clicks) == 2
+    assert not s.redo()
+    assert s.clear() and s.clicks == () and s.plane is None
+    assert s.undo() and len(s.clicks) == 2  # clear is undoable
+    s.undo()
+    s.add_click(9, 9, True)  # a new change drops the redo branch
+    assert not s.can_redo and [c.row for c in s.clicks] == [3, 9]
+    assert not s.set_clicks(s.clicks)  # no change, no undo step
+
+
+def test_click_on_other_plane_is_refused():
+    s = AnnotationSession(np.zeros((3, 10, 10), np.uint16))
+    s.add_click(1, 1, True, Plane((1, 2), ((0, 0),)))
+    with pytest.raises(SessionError, match="another slice"):
+        s.add_click(1, 1, True, Plane((1, 2), ((0, 1),)))
+    with pytest.raises(SessionError, match="plane"):
+        AnnotationSession(np.zeros((3, 10, 10), np.uint16)).set_clicks([Click(1, 1, True)])
+
+
+def test_commit_never_overwrites_other_objects():
+    labels = np.zeros((40, 40), np.uint16)
+    s = AnnotationSession(labels)
+    a = disk(labels.shape, (15, 15), 8)
+    s.add_click(15, 15, True, P2)
+    r1 = s.commit(a, model={"name": "m"}, settings={"threshold": 0.5})
+    assert r1.id == 1 and r1.written == a.sum() and s.clicks == () and not s.can_undo
+    b = disk(labels.shape, (15, 25), 8)
+    s.add_click(15, 25, True, P2)
+    r2 = s.commit(b)
+    assert r2.id == 2 and r2.kept == (a & b).sum() > 0
+    assert (labels == 1).sum() == a.sum()  # object 1 lost nothing
+    assert np.array_equal(labels == 2, b & ~a)
+    s.add_click(15, 20, True, P2)
+    r3 = s.commit(a | b, overwrite=True)
+    assert r3.id == 3 and r3.overwritten == (a | b).sum() and not (labels == 1).any()
+    assert s.records[1].model == {"name": "m"} and s.records[1].settings == {"threshold": 0.5}
+    assert s.records[1].clicks == (Click(15, 15, True, 0),)
+
+
+def test_commit_errors():
+    s = AnnotationSession(np.zeros((10, 10), np.uint8))
+    with pytest.raises(SessionError, match="click"):
+        s.commit(np.ones((10, 10), bool))
+    s.add_click(2, 2, True, P2)
+    with pytest.raises(SessionError, match="empty"):
+        s.commit(np.zeros((10, 10), bool))
+    with pytest.raises(SessionError, match="shape"):
+        s.commit(np.ones((5, 5), bool))
+    s.labels[...] = 255
+    with pytest.raises(SessionError, match="dtype"):
+        s.commit(np.ones((10, 10), bool))
+
+
+def test_reopen_recommit_same_id_and_delete():
+    labels = np.zeros((3, 30, 30), np.uint32)
+    s = AnnotationSession(labels)
+    plane = Plane((1, 2), ((0, 1),))
+    s.add_click(10, 10, True, plane)
+    s.add_click(2, 2, False)
+    s.commit(disk((30, 30), (10, 10), 5))
+    s.add_click(20, 20, True, plane)
+    s.commit(disk((30, 30), (20, 20), 4))
+    rec = s.reopen(1)
+    assert rec is not None and s.editing == 1 and s.plane == plane
+    assert [c.positive for c in s.clicks] == [True, False]
+    s.add_click(14, 14, True)
+    smaller = disk((30, 30), (10, 10), 3)
+    r = s.commit(smaller)
+    assert r.id == 1 and s.records[1].revision == 2 and len(s.records[1].clicks) == 3
+    assert np.array_equal(labels[1] == 1, smaller) and (labels[1] == 2).sum() == disk((30, 30), (20, 20), 4).sum()
+    assert s.next_id() == 3
+    assert s.delete(2) > 0 and not (labels == 2).any() and 2 not in s.records
+    with pytest.raises(SessionError, match="no object"):
+        s.delete(2)
+    with pytest.raises(SessionError, match="no object"):
+        s.reopen(7)
+
+
+def test_reopen_painted_object_needs_plane_and_undo_restores():
+    labels = np.zeros((20, 20), np.uint16)
+    labels[2:6, 2:6] = 4  # painted by hand: no provenance
+    s = AnnotationSession(labels)
+    s.add_click(10, 10, True, P2)
+    assert s.reopen(4, P2) is None and s.editing == 4 and s.clicks == ()
+    assert s.undo() and s.editing is None and len(s.clicks) == 1
+    assert s.next_id() == 5
+
+
+def test_save_load_round_trip(tmp_path):
+    labels = np.zeros((2, 16, 16), np.uint16)
+    s = AnnotationSession(labels)
+    plane = Plane((1, 2), ((0, 1),))
+    s.add_click(5, 5, True, plane)
+    s.commit(disk((16, 16), (5, 5), 3), model={"name": "m", "weights_sha256": "ab" * 32})
+    tif, js = s.save(tmp_path / "ann", image={"name": "img"})
+    assert tif.name == "ann.tif" and js.name == "ann.json"
+    doc = json.loads(js.read_text())
+    assert doc["format"] == "napari-clickseg-annotations" and doc["objects"][0]["id"] == 1
+
+    t = AnnotationSession(np.zeros((2, 16, 16), np.uint16))
+    t.add_click(1, 1, True, plane)
+    assert t.load(tmp_path / "ann.tif") == []
+    assert np.array_equal(t.labels, labels) and t.clicks == ()
+    assert t.records[1].clicks == s.records[1].clicks and t.records[1].plane == plane
+    assert t.records[1].model["weights_sha256"] == "ab" * 32
+    t.reopen(1)
+    assert len(t.clicks) == 1
+
+    with pytest.raises(SessionError, match="shape"):
+        AnnotationSession(np.zeros((16, 16), np.uint16)).load(tif)
+    js.unlink()
+    u = AnnotationSession(np.zeros((2, 16, 16), np.uint16))
+    assert any("provenance" in w for w in u.load(tif)) and u.records == {}
+    with pytest.raises(SessionError, match="not found"):
+        u.load(tmp_path / "missing.tif")
+
+
+def test_load_into_small_dtype_replaces_array(tmp_path):
+    big = np.zeros((8, 8), np.uint32)
+    big[0, 0] = 70000
+    s = AnnotationSession(big)
+    s.save(tmp_path / "a")
+    t = AnnotationSession(np.zeros((8, 8), np.uint16))
+    t.load(tmp_path / "a.tif")
+    assert t.labels.dtype == np.uint32 and t.labels[0, 0] == 70000
+
+
+def test_corrupt_provenance_is_an_error(tmp_path):
+    s = AnnotationSession(np.zeros((8, 8), np.uint16))
+    tif, js = s.save(tmp_path / "a")
+    js.write_text("{not json")
+    with pytest.raises(SessionError, match="provenance"):
+        AnnotationSession(np.zeros((8, 8), np.uint16)).load(tif)
+    js.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(SessionError, match="not a napari-clickseg"):
+        AnnotationSession(np.zeros((8, 8), np.uint16)).load(tif)

@@ -1,0 +1,474 @@
+"""GUI tests: the real dock widget in a real viewer (napari's make_napari_viewer, under Xvfb).
+
+Fast by construction: small images, synchronous predictions (except the one test of the
+worker), and a stub model whose output is a disk around the positive clicks (cut by the
+negative ones), so every prediction is deterministic and non-empty. One test also runs the
+random-initialised registered models, which is what the dock offers when
+NAPARI_CLICKSEG_ALLOW_UNTRAINED=1.
+
+Set CLICKSEG_SCREENSHOT=1 to write docs/screenshot.png.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    pytest.skip("GUI tests need a display: install Xvfb (pytest-xvfb starts it)", allow_module_level=True)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from napari_clickseg._napari.planes import Plane  # noqa: E402
+from napari_clickseg._napari.sample_data import load_sample  # noqa: E402
+from napari_clickseg._napari.widget import KEYS, LAYER_NAMES, ClickSegWidget  # noqa: E402
+from napari_clickseg.models.base import ClickSegModel, ModelInputs  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"device": "cpu", "dtype": "float32", "target_size": 64, "min_crop_size": 32, "first_window": 128}
+
+
+class DiskModel(ClickSegModel):
+    """Test stub: foreground = within ``radius`` crop pixels of a positive click and nearer
+    to it than to any negative click. Not registered (stays out of the model registry)."""
+
+    inputs = ModelInputs(encoding="distance")
+
+    def __init__(self, radius: float = 6.0) -> None:
+        super().__init__()
+        self.radius = radius
+        self.gain = nn.Parameter(torch.ones(()))
+
+    @property
+    def fbrs_channels(self) -> int:
+        return 2
+
+    def encode(self, image, image_feats, click_maps, prev_mask):
+        return {"x": click_maps * self.gain}
+
+    def decode(self, enc, image):
+        pos, neg = enc["x"][:, :1] * 255, enc["x"][:, 1:2] * 255
+        return {"logits": torch.minimum(self.radius - pos, neg - pos)}
+
+
+@pytest.fixture
+def fluo() -> np.ndarray:
+    return load_sample("nuclei_fluorescence")[0][:64, :64]
+
+
+@pytest.fixture
+def open_dock(make_napari_viewer):
+    """open_dock(image, **layer_kwargs) -> (viewer, widget) with the disk stub model selected."""
+
+    def _open(image, sync=True, **layer_kwargs):
+        viewer = make_napari_viewer()
+        viewer.add_image(image, name="image", **layer_kwargs)
+        widget = ClickSegWidget(
+            viewer,
+            models={"disk": DiskModel},
+            allow_untrained=True,
+            synchronous=sync,
+            predictor_kwargs=FAST,
+        )
+        viewer.window.add_dock_widget(widget, name="Click segmentation")
+        return viewer, widget
+
+    return _open
+
+
+def unwrap(obj):
+    return getattr(obj, "__wrapped__", obj)
+
+
+def n_points(widget, key):
+    return len(widget.layers[key].data)
+
+
+class FakeMouse:
+    """The attributes napari's mouse callbacks read."""
+
+    def __init__(self, position, button=1, modifiers=(), pos=(100, 100)):
+        self.position, self.button, self.modifiers, self.pos = tuple(position), button, modifiers, pos
+        self.type = "mouse_press"
+        self.handled = False
+
+
+def mouse_click(viewer, position, button=1, modifiers=()):
+    """Press and release through napari's own callback dispatch."""
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    ev = FakeMouse(position, button, modifiers)
+    mouse_press_callbacks(viewer, ev)
+    ev.type = "mouse_release"
+    mouse_release_callbacks(viewer, ev)
+
+
+# --- opening the dock ---------------------------------------------------------------------------
+
+
+def test_dock_from_manifest_binds_to_image(make_napari_viewer, monkeypatch, fluo):
+    monkeypatch.setenv("NAPARI_CLICKSEG_ALLOW_UNTRAINED", "1")
+    monkeypatch.setenv("NAPARI_CLICKSEG_SYNC", "1")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(fluo, name="nuclei")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-clickseg", "Click segmentation")
+    assert isinstance(widget, ClickSegWidget)
+    # plugins get napari's PublicOnlyProxy of the viewer and its layers
+    assert unwrap(widget.image_layer) is layer and unwrap(widget.image_combo.value) is layer
+    names = [la.name for la in viewer.layers]
+    for n in LAYER_NAMES.values():
+        assert n in names
+    pos, neg = widget.layers["positive"], widget.layers["negative"]
+    assert pos.current_face_color != neg.current_face_color
+    # only untrained models are offered (no shipped weights in this test), clearly labelled
+    labels = widget.model_labels()
+    assert labels and all(lab.startswith("UNTRAINED") for lab in labels if "custom" not in lab)
+    assert "UNTRAINED" in widget.model_combo.value
+    assert "cpu" in widget.device_label.value or "cuda" in widget.device_label.value
+    # a plain click in the canvas through napari's mouse dispatch adds a positive point
+    mouse_click(viewer, (30.0, 30.0))
+    assert n_points(widget, "positive") == 1 and len(widget.session.clicks) == 1
+    assert widget._result is not None and widget._result.prob is not None
+    assert widget._result.prob.shape == (64, 64)
+    # shift-click and right click are negative
+    mouse_click(viewer, (10.0, 10.0), modifiers=("Shift",))
+    mouse_click(viewer, (50.0, 12.0), button=2)
+    assert n_points(widget, "negative") == 2
+    assert [c.positive for c in widget.session.clicks] == [True, False, False]
+    assert "ms" in widget.time_label.value
+
+
+def test_dock_without_models_says_so(make_napari_viewer, monkeypatch, fluo):
+    monkeypatch.delenv("NAPARI_CLICKSEG_ALLOW_UNTRAINED", raising=False)
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", "/nonexistent-weights-dir")
+    viewer = make_napari_viewer()
+    viewer.add_image(fluo)
+    widget = ClickSegWidget(viewer, synchronous=True)
+    assert widget.model_labels() == [] and widget.handle is None
+    assert "load" in widget.model_combo.value.lower()
+    assert widget.add_click(10, 10, True)
+    assert "no model" in widget.last_status
+    assert widget.commit() is None
+
+
+# --- clicking, predicting, committing --------------------------------------------------------------
+
+
+def test_points_predict_and_commit_two_objects_without_overlap_loss(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    assert w.add_click(20, 20, True)
+    preview = w.layers["preview"].data
+    first = preview.sum()
+    assert first > 0 and preview[20, 20] == 1
+    assert w.add_click(20, 24, False)  # a negative click cuts the disk
+    assert 0 < preview.sum() < first and preview[20, 24] == 0
+    oid = w.commit()
+    assert oid == 1 and w.session.clicks == ()
+    committed = w.layers["committed"].data
+    area1 = int((committed == 1).sum())
+    assert area1 > 0 and preview.sum() == 0
+    assert n_points(w, "positive") == 0 and n_points(w, "negative") == 0
+    # second object overlapping the first: the first keeps all its pixels
+    w.add_click(20, 28, True)
+    assert w.commit() == 2
+    assert int((committed == 1).sum()) == area1 and (committed == 2).sum() > 0
+    assert "left to other objects" in w.last_status
+    rec = w.session.records[2]
+    assert rec.model["name"] == "custom: disk" and rec.settings["threshold"] == 0.5
+    assert rec.settings["structural_integrity"] is True
+    # with the setting on, a commit may take pixels from others
+    w.overwrite_check.value = True
+    w.add_click(20, 20, True)
+    assert w.commit() == 3 and int((committed == 1).sum()) < area1
+
+
+def test_threshold_and_settings_repredict(open_dock, fluo):
+    _, w = open_dock(fluo)
+    w.add_click(30, 30, True)
+    gen = w._generation
+    w.graphcut_check.value = True
+    assert w._generation > gen and w._result.prob is not None
+    area = w.layers["preview"].data.sum()
+    w.threshold_slider.value = 0.95  # re-thresholds without a new prediction
+    assert w.layers["preview"].data.sum() <= area
+
+
+def test_undo_redo_clear_and_keys(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    for r, c, p in ((10, 10, True), (30, 30, True), (12, 30, False)):
+        w.add_click(r, c, p)
+    assert w.undo() and n_points(w, "negative") == 0 and n_points(w, "positive") == 2
+    assert w.redo() and n_points(w, "negative") == 1
+    assert w.clear() and n_points(w, "positive") == 0 and w.layers["preview"].data.sum() == 0
+    assert w.undo() and len(w.session.clicks) == 3 and w.layers["preview"].data.sum() > 0
+
+    from napari.utils.key_bindings import coerce_keybinding
+
+    def press(key):
+        viewer.keymap[coerce_keybinding(key)](viewer)
+
+    press(KEYS["undo"])
+    assert len(w.session.clicks) == 2
+    press(KEYS["redo"])
+    assert len(w.session.clicks) == 3
+    press(KEYS["clear"])
+    assert w.session.clicks == ()
+    press(KEYS["toggle"])
+    assert w.negative_check.value
+    mouse_click(viewer, (40.0, 40.0))
+    assert n_points(w, "negative") == 1
+    press(KEYS["toggle"])
+    mouse_click(viewer, (20.0, 20.0))
+    press(KEYS["commit"])
+    assert w.session.records and w.session.clicks == ()
+    # the image layer carries the bindings too (it is the active layer while clicking)
+    assert coerce_keybinding(KEYS["commit"]) in w.image_layer.keymap
+
+
+def test_editing_points_layers_by_hand(open_dock, fluo):
+    _, w = open_dock(fluo)
+    pos, neg = w.layers["positive"], w.layers["negative"]
+    pos.add([15.0, 15.0])  # as napari's add mode does
+    assert len(w.session.clicks) == 1 and w.layers["preview"].data[15, 15] == 1
+    neg.add([15.0, 19.0])
+    assert [c.positive for c in w.session.clicks] == [True, False]
+    pos.data = np.array([[40.0, 40.0]])  # moved
+    assert (w.session.clicks[0].row, w.session.clicks[0].positive) == (40, True)
+    assert w.layers["preview"].data[40, 40] == 1 and w.layers["preview"].data[15, 15] == 0
+    neg.selected_data = {0}
+    neg.remove_selected()
+    assert [c.positive for c in w.session.clicks] == [True]
+    assert w.undo() and len(w.session.clicks) == 2  # hand edits are undoable too
+    pos.add([500.0, 500.0])  # outside the image: ignored with a message
+    assert len(w.session.clicks) == 2 and "outside" in w.last_status
+
+
+def test_reopen_and_delete(open_dock, fluo):
+    _, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.add_click(20, 25, False)
+    oid = w.commit()
+    w.add_click(45, 45, True)
+    w.commit()
+    committed = w.layers["committed"].data
+    before = committed == oid
+    w.object_spin.value = oid
+    w.reopen_button.clicked.emit()
+    assert w.session.editing == oid
+    assert n_points(w, "positive") == 1 and n_points(w, "negative") == 1
+    w.add_click(20, 18, False)  # correct it
+    assert w.commit() == oid
+    after = committed == oid
+    assert after.sum() < before.sum() and w.session.records[oid].revision == 2
+    assert len(w.session.records[oid].clicks) == 3
+    # picking an object with napari's label picker fills the id box
+    w.layers["committed"].selected_label = 2
+    assert w.object_spin.value == 2
+    assert w.delete(2) and not (committed == 2).any() and 2 not in w.session.records
+    assert not w.delete(2) and "no object" in w.last_status
+
+
+def test_switch_model_keeps_clicks(open_dock, fluo):
+    _, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.add_click(40, 40, False)
+    disk_prob = w._result.prob.copy()
+    untrained = next(lab for lab in w.model_labels() if lab.startswith("UNTRAINED early"))
+    w.model_combo.value = untrained
+    assert w.handle.choice.label == untrained and len(w.session.clicks) == 2
+    assert w._result.prob is not None and not np.array_equal(w._result.prob, disk_prob)
+    assert w.handle.provenance["trained"] is False
+    w.refinement_combo.value = "f-BRS"  # refinement runs through the engine
+    assert w._result.error is None and w._result.prob is not None
+    w.refinement_combo.value = "off"
+    w.model_combo.value = "custom: disk"
+    assert np.array_equal(w._result.prob, disk_prob)
+
+
+def test_load_weights_file_errors_keep_current_model(open_dock, fluo, tmp_path):
+    _, w = open_dock(fluo)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a weights file")
+    assert not w.load_weights_file(bad)
+    assert "cannot load" in w.last_status and w.handle.choice.label == "custom: disk"
+    assert w.model_combo.value == "custom: disk"
+    # a random-init file is refused for use (files must hold trained weights)
+    from napari_clickseg.models import create_model
+    from napari_clickseg.weights import save_weights
+
+    f = tmp_path / "untrained.safetensors"
+    save_weights(create_model("early"), f, trained=False)
+    assert not w.load_weights_file(f) and "untrained" in w.last_status
+
+
+def test_trained_weights_file_is_selectable(open_dock, fluo, tmp_path):
+    from napari_clickseg.models import create_model
+    from napari_clickseg.weights import save_weights
+
+    f = tmp_path / "mine.safetensors"
+    sha = save_weights(create_model("early"), f, trained=True)
+    _, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    assert w.load_weights_file(f)
+    assert w.model_combo.value == "file: mine.safetensors"
+    assert w.handle.provenance["weights_sha256"] == sha
+    assert len(w.session.clicks) == 1 and w._result.prob is not None
+
+
+# --- images as users have them ---------------------------------------------------------------
+
+
+def test_3d_stack_segments_the_shown_slice(open_dock, fluo):
+    stack = np.stack([np.roll(fluo, 3 * z, axis=1) for z in range(5)]).astype(np.uint16) * 200
+    viewer, w = open_dock(stack, scale=(2.0, 1.0, 1.0))
+    viewer.dims.set_point(0, 6.0)  # world z = 6 -> slice 3 at z spacing 2
+    plane = w.current_plane()
+    assert plane == Plane((1, 2), ((0, 3),))
+    mouse_click(viewer, (6.0, 30.0, 30.0))
+    assert w.session.plane == plane
+    assert w.layers["positive"].data.tolist() == [[3.0, 30.0, 30.0]]
+    prev = w.layers["preview"].data
+    assert prev[3].sum() > 0 and prev[[0, 1, 2, 4]].sum() == 0
+    oid = w.commit()
+    lab = w.layers["committed"].data
+    assert lab.shape == stack.shape and (lab[3] == oid).sum() > 0 and (lab[[0, 1, 2, 4]] == oid).sum() == 0
+    # another slice, another object; clicking elsewhere while an object is open is refused
+    viewer.dims.set_point(0, 2.0)
+    w.add_click(10, 10, True)
+    viewer.dims.set_point(0, 8.0)
+    assert not w.add_click(10, 10, True) and "another slice" in w.last_status
+    viewer.dims.set_point(0, 2.0)
+    assert w.commit() == 2 and (lab[1] == 2).sum() > 0
+    # re-opening object 1 moves the viewer back to its slice
+    w.reopen(oid)
+    assert w.current_plane() == plane
+
+
+def test_rgb_image(open_dock):
+    he = load_sample("nuclei_he")[0][:64, :64]
+    _, w = open_dock(he, rgb=True)
+    assert w.geometry.rgb and w.geometry.spatial_shape == (64, 64)
+    w.add_click(30, 30, True)
+    _, image, ch = w._plane_image(w.session.plane)
+    assert image.shape == (64, 64, 3) and ch == 2
+    assert w.commit() == 1 and w.layers["committed"].data.shape == (64, 64)
+
+
+def test_multichannel_uint16_with_chosen_channel_axis(open_dock, fluo):
+    data = np.stack([fluo.astype(np.uint16) * 257, (255 - fluo).astype(np.uint16) * 100, fluo * 3])
+    viewer, w = open_dock(data)
+    w.channel_combo.value = 0  # the user says axis 0 holds channels
+    assert w.geometry.channel_axis == 0 and w.geometry.spatial_shape == (64, 64)
+    assert w.layers["committed"].data.shape == (1, 64, 64)
+    w.add_click(30, 30, True)
+    _, image, ch = w._plane_image(w.session.plane)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint16 and ch == 2
+    assert w.commit() == 1 and (w.session.labels == 1).sum() > 0
+    # the annotation layers show on every channel
+    viewer.dims.set_point(0, 2)
+    assert w.current_plane() == Plane((0, 1), ())
+    assert w.layers["committed"]._slice.image.raw.max() == 1
+
+
+def test_float_image(open_dock, fluo):
+    _, w = open_dock(fluo.astype(np.float32) / 1000.0)
+    w.add_click(30, 30, True)
+    assert w.commit() == 1
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def test_worker_newer_click_supersedes_older(open_dock, fluo, qtbot):
+    _, w = open_dock(fluo, sync=False)
+    w.add_click(20, 20, True)
+    w.add_click(40, 40, True)
+    w.add_click(30, 50, False)
+    assert w.busy
+    qtbot.waitUntil(lambda: not w.busy, timeout=60000)
+    assert w._result is not None and w._result.generation == w._generation
+    prev = w.layers["preview"].data
+    assert prev[20, 20] == 1 and prev[40, 40] == 1 and prev[30, 50] == 0
+    # commit while a prediction is pending computes it first
+    w.add_click(10, 50, True)
+    oid = w.commit()
+    qtbot.waitUntil(lambda: not w.busy, timeout=60000)
+    assert oid == 1 and w.layers["committed"].data[10, 50] == 1
+
+
+# --- save / load ------------------------------------------------------------------------------------
+
+
+def test_save_and_reload_annotations(open_dock, fluo, tmp_path):
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.commit()
+    w.add_click(45, 45, True)
+    w.add_click(45, 50, False)
+    w.commit()
+    saved = w.layers["committed"].data.copy()
+    tif, js = w.save_annotations(tmp_path / "nuclei")
+    assert tif.is_file() and js.is_file()
+    w.delete(1)
+    w.delete(2)
+    w.add_click(30, 30, True)  # an open object is dropped by loading
+    assert w.load_annotations(tif)
+    assert np.array_equal(w.layers["committed"].data, saved) and w.session.clicks == ()
+    assert n_points(w, "positive") == 0
+    assert len(w.session.records[2].clicks) == 2
+    # a fresh dock on a new viewer resumes the session from the files
+    viewer2, w2 = open_dock(fluo)
+    assert w2.load_annotations(tmp_path / "nuclei.tif")
+    assert w2.reopen(2) and n_points(w2, "negative") == 1
+    assert not w2.load_annotations(tmp_path / "missing.tif") and "not found" in w2.last_status
+
+
+# --- screenshot ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("CLICKSEG_SCREENSHOT"), reason="set CLICKSEG_SCREENSHOT=1")
+def test_screenshot(make_napari_viewer):
+    """docs/screenshot.png: the dock after a few clicks on the fluorescence sample.
+
+    Uses the default shipped model when weights are shipped, else the disk stub.
+    """
+    from napari_clickseg.weights import shipped_models
+
+    image, gt = load_sample("nuclei_fluorescence")
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1300, 800)
+    viewer.add_image(image, name="nuclei (fluorescence)", colormap="gray")
+    shipped = bool(shipped_models())
+    w = ClickSegWidget(
+        viewer,
+        models=None if shipped else {"disk stub": DiskModel},
+        synchronous=True,
+        predictor_kwargs={"device": "cpu"},
+    )
+    viewer.window.add_dock_widget(w, name="Click segmentation")
+    from napari_clickseg.robot import next_click
+
+    ids = [i for i in np.unique(gt) if i][:4]
+    for k, oid in enumerate(ids):
+        obj = gt == oid
+        pred = np.zeros_like(obj)
+        for _ in range(2):
+            c = next_click(obj, pred)
+            if c is None:
+                break
+            w.add_click(c.row, c.col, c.positive)
+            pred = w.current_mask()
+        if k < len(ids) - 1:
+            w.commit()
+    viewer.reset_view()
+    out = REPO / "docs" / "screenshot.png"
+    out.parent.mkdir(exist_ok=True)
+    viewer.screenshot(str(out), canvas_only=False)
+    assert out.stat().st_size > 10_000

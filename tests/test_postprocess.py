@@ -1,0 +1,90 @@
+"""Structural integrity against a brute-force flood fill; graph cut on a noisy disk."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+
+from napari_clickseg.clicks import Click
+from napari_clickseg.engine.postprocess import graph_cut, structural_integrity
+
+
+def brute_force(fg: np.ndarray, clicks: list[tuple[int, int, bool]]) -> np.ndarray:
+    """Pixels 8-connected through foreground to a positive click (breadth-first search)."""
+    h, w = fg.shape
+    keep = np.zeros_like(fg)
+    queue = deque((r, c) for r, c, pos in clicks if pos and fg[r, c])
+    for r, c in queue:
+        keep[r, c] = True
+    while queue:
+        r, c = queue.popleft()
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                y, x = r + dr, c + dc
+                if 0 <= y < h and 0 <= x < w and fg[y, x] and not keep[y, x]:
+                    keep[y, x] = True
+                    queue.append((y, x))
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_structural_integrity_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 20, 2)
+    prob = rng.random((h, w)).astype(np.float32) * rng.random()  * 1.6
+    clicks = [(int(rng.integers(h)), int(rng.integers(w)), bool(rng.random() < 0.7))
+              for _ in range(rng.integers(0, 5))]
+    out = structural_integrity(prob, clicks)
+    np.testing.assert_array_equal(out >= 0.5, brute_force(prob >= 0.5, clicks))
+    kept = out > 0
+    np.testing.assert_array_equal(out[kept], prob[kept])  # surviving values unchanged
+    assert out.dtype == np.float32 and prob is not out
+
+
+def test_structural_integrity_inputs():
+    prob = np.zeros((5, 5), np.float32)
+    prob[0, 0] = prob[4, 4] = prob[1, 1] = 0.9
+    out = structural_integrity(prob, [Click(0, 0, True), Click(4, 4, False)])
+    assert out[0, 0] == out[1, 1] == np.float32(0.9) and out[4, 4] == 0  # diagonal = connected
+    assert structural_integrity(prob, [(9, 9, True)]).max() == 0  # clicks off the map: ignored
+    with pytest.raises(ValueError):
+        structural_integrity(prob[None], [])
+    with pytest.raises(ValueError):
+        structural_integrity(prob, [], threshold=0)
+
+
+def disk_case(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64]
+    disk = (yy - 30) ** 2 + (xx - 34) ** 2 <= 15**2
+    image = np.where(disk, 0.8, 0.2)[..., None].repeat(3, -1) + rng.normal(0, 0.03, (64, 64, 3))
+    noisy = np.clip(np.where(disk, 0.7, 0.3) + rng.normal(0, 0.3, disk.shape), 0, 1).astype(np.float32)
+    return disk, np.clip(image, 0, 1), noisy
+
+
+def iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_graph_cut_cleans_a_noisy_disk():
+    disk, image, noisy = disk_case()
+    before = iou(noisy >= 0.5, disk)
+    out = graph_cut(noisy, image, [Click(30, 34, True)])
+    after = iou(out >= 0.5, disk)
+    assert out.dtype == np.float32 and set(np.unique(out)) <= {0.0, 1.0}
+    assert before < 0.8 and after > 0.95, (before, after)
+
+
+def test_graph_cut_respects_clicks_and_smoothness():
+    disk, image, noisy = disk_case(1)
+    flat = np.full(disk.shape, 0.3, np.float32)
+    out = graph_cut(flat, image, [Click(30, 34, True), Click(2, 2, False)])
+    assert out[30, 34] == 1 and out[2, 2] == 0
+    raw = graph_cut(noisy, image, smoothness=0.0)
+    np.testing.assert_array_equal(raw, (noisy >= 0.5).astype(np.float32) * (noisy != 0.5))
+    gray = graph_cut(noisy, image[..., 0])  # a 2D image works too
+    assert gray.shape == noisy.shape
+    with pytest.raises(ValueError, match="does not match"):
+        graph_cut(noisy, image[:10])

@@ -1,0 +1,117 @@
+"""BRS and f-BRS make a wrong click right, on a tiny hand-made model and through the Predictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_clickseg.clicks import Click, encode_clicks
+from napari_clickseg.engine import Predictor
+from napari_clickseg.engine.refine import brs, fbrs, refine
+from napari_clickseg.models import ClickSegModel, ModelInputs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Tiny(ClickSegModel):
+    """Two linear convolutions whose strong negative bias makes every pixel background."""
+
+    inputs = ModelInputs(encoding="gaussian")
+    size_divisor = 8
+
+    def __init__(self, bias: float = -3.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3 + 2, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 1, 3, padding=1)
+        nn.init.constant_(self.head.bias, bias)
+        with torch.no_grad():
+            self.conv.weight[:, 3:] *= 4  # responsive to the click maps
+
+    @property
+    def fbrs_channels(self) -> int:
+        return 8
+
+    def encode(self, image, image_feats, click_maps, prev_mask):
+        return {"x": self.conv(torch.cat([image, click_maps], 1))}
+
+    def decode(self, enc, image):
+        return {"logits": self.head(enc["x"])}
+
+
+def _inputs(model, clicks, shape=(48, 56)):
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, *shape)
+    maps = torch.from_numpy(encode_clicks(clicks, shape, model.inputs.encoding))[None]
+    prev = torch.zeros(1, 1, *shape)
+    points = [(int(c.row), int(c.col)) for c in clicks]
+    labels = [c.positive for c in clicks]
+    return image, maps, prev, points, labels
+
+
+@pytest.mark.parametrize("method", [brs, fbrs])
+def test_refinement_fixes_a_wrong_click(method):
+    model = Tiny().eval()
+    clicks = [Click(20, 30, True, 0), Click(5, 5, False, 1)]
+    image, maps, prev, points, labels = _inputs(model, clicks)
+    with torch.no_grad():
+        before = torch.sigmoid(model(image, maps, prev)["logits"])[0, 0]
+    assert before[20, 30] < 0.5  # the positive click is wrong before refinement
+    res = method(model, image, {}, maps, prev, points, labels, max_evals=20)
+    p = torch.sigmoid(res.logits)[0, 0]
+    print(f"{method.__name__}: satisfied after {res.iterations} evaluations, {res.seconds:.3f} s")
+    assert res.satisfied
+    assert 1 <= res.iterations <= 20
+    assert p[20, 30] >= 0.5 and p[5, 5] < 0.5
+    assert all(prm.grad is None for prm in model.parameters())  # weights untouched
+
+
+@pytest.mark.parametrize("mode", ["brs", "fbrs"])
+def test_satisfied_clicks_cost_no_iteration(mode):
+    model = Tiny(bias=3.0).eval()
+    clicks = [Click(20, 30, True, 0)]
+    image, maps, prev, points, labels = _inputs(model, clicks)
+    res = refine(mode, model, image, {}, maps, prev, points, labels)
+    assert res.satisfied and res.iterations == 0
+
+
+def test_caps_stop_an_impossible_refinement():
+    model = Tiny().eval()
+    nn.init.zeros_(model.head.weight)  # the output cannot depend on the clicks
+    clicks = [Click(20, 30, True, 0)]
+    image, maps, prev, points, labels = _inputs(model, clicks)
+    res = brs(model, image, {}, maps, prev, points, labels, max_evals=5)
+    assert not res.satisfied and res.iterations <= 5
+    res = fbrs(model, image, {}, maps, prev, points, labels, max_evals=50, time_cap=0.0)
+    assert not res.satisfied and res.iterations <= 1
+    with pytest.raises(ValueError, match="brs must be one of"):
+        refine("sgd", model, image, {}, maps, prev, points, labels)
+
+
+@pytest.mark.parametrize("mode", ["brs", "fbrs"])
+def test_predictor_refines_every_click(mode):
+    rng = np.random.default_rng(0)
+    img = rng.random((48, 56)).astype(np.float32)
+    p = Predictor(Tiny(), device="cpu")
+    p.set_image(img)
+    clicks = [(20, 30, True)]
+    off = p.predict(clicks, structural_integrity=False)
+    assert off[20, 30] < 0.5
+    on = p.predict(clicks, brs=mode, structural_integrity=False)
+    print(f"{mode} via Predictor: {p.last_stats['refine_iterations']} evaluations")
+    assert p.last_stats["forwards"] == 1 and p.last_stats["refine_iterations"] >= 1
+    assert on[20, 30] >= 0.5
+    # the history is kept per mode: switching back costs nothing
+    np.testing.assert_array_equal(p.predict(clicks, structural_integrity=False), off)
+    assert p.last_stats["forwards"] == 0
+    two = p.predict([*clicks, (40, 10, False)], brs=mode, structural_integrity=False)
+    assert p.last_stats["forwards"] == 1
+    assert two[20, 30] >= 0.5 and two[40, 10] < 0.5

@@ -1,0 +1,390 @@
+"""Self-describing weights files: round trip, strictness and every way a file can be bad."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from napari_clickseg.models import ClickSegModel, create_model
+from napari_clickseg.weights import (
+    ENV_WEIGHTS_DIR,
+    META_KEY,
+    WeightsError,
+    load_weights,
+    read_metadata,
+    resolve_weights,
+    save_weights,
+    sha256_file,
+    shipped_manifest,
+    shipped_models,
+    weights_dir,
+)
+
+ARCH = "early"
+KWARGS = {"decoder_width": 8}
+
+
+@pytest.fixture(scope="module")
+def model() -> ClickSegModel:
+    torch.manual_seed(0)
+    m = create_model(ARCH, **KWARGS)
+    # give BatchNorm non-trivial statistics so the round trip covers them
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def saved(model, tmp_path_factory):
+    """(path, sha256) of ``model`` saved as trained fp16 weights."""
+    path = tmp_path_factory.mktemp("w") / "early.safetensors"
+    digest = save_weights(model, path, training={"iterations": 3}, metrics={"noc90": 4.2})
+    return path, digest
+
+
+def inputs(model, b=1, size=64):
+    g = torch.Generator().manual_seed(1)
+    image = torch.randn(b, 3, size, size, generator=g)
+    clicks = torch.rand(b, model.inputs.click_channels, size, size, generator=g)
+    return image, clicks
+
+
+def logits(model, x):
+    with torch.no_grad():
+        return model(*x)["logits"]
+
+
+def rounded_to_fp16(model: ClickSegModel) -> ClickSegModel:
+    """A copy of ``model`` with weights rounded as ``save_weights(half=True)`` stores them."""
+    copy = create_model(model.arch_name, **model.arch_kwargs)
+    state = {
+        k: (v.half().float() if v.is_floating_point() and "running_var" not in k else v)
+        for k, v in model.state_dict().items()
+    }
+    copy.load_state_dict(state)
+    return copy.eval()
+
+
+def rewrite(src, dst, *, meta=None, state=None, drop_meta=False):
+    """Write a safetensors file from ``src`` with changed metadata or tensors."""
+    with safe_open(str(src), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        old = json.loads(f.metadata()[META_KEY])
+    if meta is not None:
+        old.update(meta)
+    if state is not None:
+        tensors = state(tensors)
+    save_file(tensors, str(dst), metadata=None if drop_meta else {META_KEY: json.dumps(old)})
+    return dst
+
+
+# ---------------------------------------------------------------- round trip
+
+
+def test_round_trip_fp16(model, saved):
+    path, digest = saved
+    loaded, meta = load_weights(path)
+    assert type(loaded) is type(model) and not loaded.training
+    assert loaded.arch_kwargs == KWARGS
+    x = inputs(model)
+    # bit-exact against the same weights rounded to fp16 ...
+    torch.testing.assert_close(logits(loaded, x), logits(rounded_to_fp16(model), x), rtol=1e-5, atol=1e-5)
+    # ... and close to the original fp32 model
+    ref = logits(model, x)
+    err = (logits(loaded, x) - ref).abs().max().item()
+    assert err <= 2e-2 * max(1.0, ref.abs().max().item())
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+
+
+def test_file_stores_fp16_and_metadata(model, saved):
+    path, digest = saved
+    assert digest == sha256_file(path)
+    assert not path.with_name(path.name + ".tmp").exists()
+    with safe_open(str(path), framework="pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    assert set(dtypes) == set(model.state_dict())
+    for k, dt in dtypes.items():
+        if k.endswith("num_batches_tracked"):
+            assert dt == "I64"
+        elif k.endswith("running_var"):
+            assert dt == "F32"
+        else:
+            assert dt == "F16", k
+    meta = read_metadata(path)
+    assert meta["arch"] == ARCH and meta["kwargs"] == KWARGS
+    assert meta["trained"] is True
+    assert meta["training"] == {"iterations": 3} and meta["metrics"] == {"noc90": 4.2}
+    assert meta["normalization"]["mean"] == pytest.approx(list(model.normalization["mean"]))
+    assert meta["normalization"]["std"] == pytest.approx(list(model.normalization["std"]))
+    _, loaded_meta = load_weights(path)
+    assert loaded_meta["sha256"] == digest and loaded_meta["path"] == str(path)
+
+
+def test_round_trip_fp32_is_exact(model, tmp_path):
+    path = tmp_path / "sub" / "dir" / "w.safetensors"  # parent folders are created
+    save_weights(model, path, half=False)
+    loaded, _ = load_weights(path)
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_save_overwrites_atomically(model, saved, tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"old")
+    save_weights(model, path)
+    assert read_metadata(path)["arch"] == ARCH
+    assert sorted(os.listdir(tmp_path)) == ["w.safetensors"]
+
+
+def test_save_needs_registry_name(tmp_path):
+    class Anonymous(ClickSegModel):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 1)
+
+    with pytest.raises(WeightsError, match="create_model"):
+        save_weights(Anonymous(), tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_untrained_is_refused_unless_allowed(model, tmp_path):
+    path = tmp_path / "init.safetensors"
+    save_weights(model, path, trained=False)
+    with pytest.raises(WeightsError, match="untrained"):
+        load_weights(path)
+    loaded, meta = load_weights(path, allow_untrained=True)
+    assert meta["trained"] is False and isinstance(loaded, ClickSegModel)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights(tmp_path / "nope.safetensors")
+    with pytest.raises(WeightsError, match="not found"):
+        read_metadata(tmp_path)  # a folder is not a file
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00" * 7, os.urandom(4096), b"\xff" * 8 + b"{}", b'{"__metadata__": 1}'],
+    ids=["empty", "short", "random", "huge-header", "json-text"],
+)
+def test_corrupt_bytes(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match="bad.safetensors"):
+        load_weights(path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_file(saved, tmp_path, keep):
+    src, _ = saved
+    data = src.read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(WeightsError, match="cut.safetensors"):
+        load_weights(path)
+
+
+def test_file_without_metadata(saved, tmp_path):
+    path = rewrite(saved[0], tmp_path / "plain.safetensors", drop_meta=True)
+    with pytest.raises(WeightsError, match="no napari-clickseg metadata"):
+        load_weights(path)
+
+
+@pytest.mark.parametrize("raw", ["not json", "[]", '{"arch": "early"}', '{"kwargs": {}}', "null"])
+def test_corrupt_metadata(saved, tmp_path, raw):
+    src, _ = saved
+    with safe_open(str(src), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    path = tmp_path / "meta.safetensors"
+    save_file(tensors, str(path), metadata={META_KEY: raw})
+    with pytest.raises(WeightsError, match="corrupt napari-clickseg metadata"):
+        load_weights(path)
+
+
+def test_wrong_arch(saved):
+    with pytest.raises(WeightsError, match="not 'fca'"):
+        load_weights(saved[0], arch="fca")
+    model, _ = load_weights(saved[0], arch=ARCH)
+    assert model.arch_name == ARCH
+
+
+def test_unknown_arch_in_file(saved, tmp_path):
+    path = rewrite(saved[0], tmp_path / "u.safetensors", meta={"arch": "no_such_model"})
+    with pytest.raises(WeightsError, match="unknown model 'no_such_model'"):
+        load_weights(path)
+
+
+def test_bad_kwargs_in_file(saved, tmp_path):
+    path = rewrite(saved[0], tmp_path / "k.safetensors", meta={"kwargs": {"bogus": 1}})
+    with pytest.raises(WeightsError, match="bad arguments"):
+        load_weights(path)
+
+
+def test_strict_loading_missing_key(saved, tmp_path):
+    def drop(t):
+        t.pop(sorted(t)[0])
+        return t
+
+    path = rewrite(saved[0], tmp_path / "m.safetensors", state=drop)
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_weights(path)
+
+
+def test_strict_loading_unexpected_key(saved, tmp_path):
+    def add(t):
+        t["extra.weight"] = torch.zeros(3)
+        return t
+
+    path = rewrite(saved[0], tmp_path / "x.safetensors", state=add)
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_weights(path)
+
+
+def test_strict_loading_shape_mismatch(saved, tmp_path):
+    # tensors of decoder_width=8, metadata claiming decoder_width=16
+    path = rewrite(saved[0], tmp_path / "s.safetensors", meta={"kwargs": {"decoder_width": 16}})
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_weights(path)
+
+
+def test_non_finite_parameters_are_refused(model, tmp_path):
+    bad = create_model(ARCH, **KWARGS)
+    bad.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        next(bad.parameters()).view(-1)[0] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_weights(bad, path)
+    with pytest.raises(WeightsError, match="non-finite"):
+        load_weights(path)
+
+
+def test_sha256_mismatch(saved):
+    path, digest = saved
+    load_weights(path, expected_sha256=digest)
+    with pytest.raises(WeightsError, match="sha256"):
+        load_weights(path, expected_sha256="0" * 64)
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    import hashlib
+
+    data = os.urandom(3 << 20)  # several read chunks
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- shipped weights and names
+
+
+@pytest.fixture
+def weights_folder(tmp_path, monkeypatch, saved):
+    """A temporary $NAPARI_CLICKSEG_WEIGHTS holding one shipped model."""
+    src, digest = saved
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    (folder / "early-v1.safetensors").write_bytes(src.read_bytes())
+    manifest = {"default": ARCH, "models": {ARCH: {"file": "early-v1.safetensors", "sha256": digest}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv(ENV_WEIGHTS_DIR, str(folder))
+    return folder, digest
+
+
+def test_weights_dir_env(weights_folder):
+    folder, _ = weights_folder
+    assert weights_dir() == folder
+    assert shipped_models() == [ARCH]
+    assert shipped_manifest()["default"] == ARCH
+
+
+def test_resolve_default_and_name(weights_folder):
+    folder, digest = weights_folder
+    assert resolve_weights("default") == (folder / "early-v1.safetensors", digest)
+    assert resolve_weights(ARCH) == (folder / "early-v1.safetensors", digest)
+    path, sha = resolve_weights("default")
+    model, meta = load_weights(path, expected_sha256=sha)
+    assert meta["sha256"] == digest and model.arch_name == ARCH
+
+
+def test_resolve_tampered_shipped_file_fails_on_load(weights_folder):
+    folder, _ = weights_folder
+    f = folder / "early-v1.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    path, sha = resolve_weights(ARCH)
+    with pytest.raises(WeightsError, match="sha256"):
+        load_weights(path, expected_sha256=sha)
+
+
+def test_resolve_path(weights_folder, saved, tmp_path):
+    path, _ = saved
+    assert resolve_weights(path) == (path, None)
+    assert resolve_weights(str(path)) == (path, None)
+    with pytest.raises(WeightsError, match="not found"):
+        resolve_weights(tmp_path / "missing.safetensors")
+    with pytest.raises(WeightsError, match="not found"):
+        resolve_weights(str(tmp_path / "missing" / "file.bin"))
+
+
+def test_resolve_unknown_name(weights_folder):
+    with pytest.raises(WeightsError, match="neither a shipped model") as e:
+        resolve_weights("no_such_thing")
+    assert ARCH in str(e.value)
+
+
+def test_resolve_registered_but_not_shipped(weights_folder):
+    with pytest.raises(WeightsError, match="no trained weights are shipped for model 'fca'"):
+        resolve_weights("fca")
+
+
+def test_no_manifest(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_WEIGHTS_DIR, str(tmp_path))
+    assert shipped_manifest() == {"default": None, "models": {}}
+    assert shipped_models() == []
+    with pytest.raises(WeightsError, match="no default weights"):
+        resolve_weights("default")
+    with pytest.raises(WeightsError, match="shipped: none"):
+        resolve_weights(ARCH)
+
+
+def test_corrupt_manifest(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_WEIGHTS_DIR, str(tmp_path))
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(WeightsError, match="corrupt weights manifest"):
+        resolve_weights("default")
+
+
+def test_repository_manifest_is_consistent(monkeypatch):
+    """Every shipped file exists, matches its sha256 and holds trained weights of its name."""
+    monkeypatch.delenv(ENV_WEIGHTS_DIR, raising=False)
+    manifest = shipped_manifest()
+    models = manifest.get("models", {})
+    if manifest.get("default") is not None:
+        assert manifest["default"] in models
+    for name, entry in models.items():
+        path = weights_dir() / entry["file"]
+        assert path.is_file(), f"{name}: {path} missing"
+        assert sha256_file(path) == entry["sha256"], f"{name}: sha256 differs from the manifest"
+        meta = read_metadata(path)
+        assert meta["arch"] == name, (name, meta["arch"])
+        assert meta.get("trained") is True
+
+
+def test_load_is_deterministic(saved):
+    a, _ = load_weights(saved[0])
+    b, _ = load_weights(saved[0])
+    x = inputs(a, b=2)
+    np.testing.assert_array_equal(logits(a, x).numpy(), logits(b, x).numpy())
