@@ -38,23 +38,32 @@ class AugmentConfig:
     min_object_px: int = 16
 
 
-def _window(arr: np.ndarray, r0: int, c0: int, side: int) -> np.ndarray:
-    """``arr[r0:r0+side, c0:c0+side]`` with zero padding outside the array."""
-    h, w = arr.shape[:2]
-    out = np.zeros((side, side, *arr.shape[2:]), dtype=arr.dtype)
-    rs, cs = max(r0, 0), max(c0, 0)
-    re, ce = min(r0 + side, h), min(c0 + side, w)
-    if re > rs and ce > cs:
-        out[rs - r0 : re - r0, cs - c0 : ce - c0] = arr[rs:re, cs:ce]
+def _crop_resize(layers: list[np.ndarray], top: int, left: int, side: int, size: int) -> np.ndarray:
+    """The square window (top, left, side) of (H, W, C_i) layers, resized to (size, size, sum C_i).
+
+    Only the part of the window inside the image is converted and resized (with
+    anti-aliasing); the rest stays zero. This keeps large windows around big
+    objects cheap.
+    """
+    h, w = layers[0].shape[:2]
+    channels = sum(a.shape[2] for a in layers)
+    out = np.zeros((size, size, channels), dtype=np.float32)
+    scale = size / side
+    rs, cs = max(top, 0), max(left, 0)
+    re, ce = min(top + side, h), min(left + side, w)
+    if re <= rs or ce <= cs:
+        return out
+    ts, tss = int(round((rs - top) * scale)), int(round((cs - left) * scale))
+    te, tse = int(round((re - top) * scale)), int(round((ce - left) * scale))
+    te, tse = min(max(te, ts + 1), size), min(max(tse, tss + 1), size)
+    if te <= ts or tse <= tss:
+        return out
+    region = np.concatenate([a[rs:re, cs:ce].astype(np.float32) for a in layers], axis=-1)
+    t = torch.from_numpy(np.ascontiguousarray(region.transpose(2, 0, 1)))[None]
+    if t.shape[-2:] != (te - ts, tse - tss):
+        t = F.interpolate(t, size=(te - ts, tse - tss), mode="bilinear", align_corners=False, antialias=True)
+    out[ts:te, tss:tse] = t[0].numpy().transpose(1, 2, 0)
     return out
-
-
-def _resize(stack: np.ndarray, size: int) -> np.ndarray:
-    """Resize (side, side, C) float to (size, size, C), bilinear with anti-aliasing."""
-    t = torch.from_numpy(np.ascontiguousarray(stack.transpose(2, 0, 1)))[None].float()
-    if t.shape[-1] != size:
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t[0].numpy().transpose(1, 2, 0)
 
 
 def _crop_geometry(
@@ -130,16 +139,10 @@ def object_crop(
     side = int(round(max(max(r1 - r0, c1 - c0) / 0.4, s / cfg.max_upscale, 8.0)))
     geometries.append((int(round((r0 + r1 - side) / 2)), int(round((c0 + c1 - side) / 2)), side))
     for top, left, side in geometries:
-        win = np.concatenate(
-            [
-                _window(image, top, left, side).astype(np.float32),
-                _window(mask[..., None], top, left, side).astype(np.float32),
-                _window(ignore[..., None], top, left, side).astype(np.float32),
-            ]
-            + ([_window(others[..., None], top, left, side).astype(np.float32)] if others is not None else []),
-            axis=-1,
-        )
-        out = _resize(win, s)
+        layers = [image, mask[..., None], ignore[..., None]]
+        if others is not None:
+            layers.append(others[..., None])
+        out = _crop_resize(layers, top, left, side, s)
         m = out[..., 3] > 0.5
         if m.sum() >= min(cfg.min_object_px, max(1, int(mask.sum()))):
             break
