@@ -474,10 +474,12 @@ def train(
         "out": str(out),
     }
     if dist.main:
-        log(
-            f"{'finished' if done else 'stopped'} at iteration {step} after {_fmt_time(elapsed_now())}; "
-            f"best val score {best['score']:.4f} at iteration {best['step']}; files in {out}"
+        best_msg = (
+            f"best val score {best['score']:.4f} at iteration {best['step']}"
+            if best["step"] >= 0 else "no validation (give --val DIR to keep best.safetensors)"
         )
+        log(f"{'finished' if done else 'stopped'} at iteration {step} after {_fmt_time(elapsed_now())}; "
+            f"{best_msg}; files in {out}")
     if interrupted:
         raise KeyboardInterrupt
     return summary

@@ -1,0 +1,178 @@
+"""Training: one-step smoke test, resume without loss, safe checkpoints, run-dir protection, DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from napari_clickseg.training.checkpoint import load_checkpoint
+from napari_clickseg.training.command import add_arguments, config_from_args
+from napari_clickseg.training.config import TrainConfig
+from napari_clickseg.training.trainer import RunDirError, train
+from napari_clickseg.weights import load_weights, read_metadata
+
+
+def _folder(root: Path, n: int = 3, size: int = 48, seed: int = 0) -> Path:
+    """n tiny RGB images with one bright disc each (masks/, 255 = object)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rr, cc = np.ogrid[:size, :size]
+    for i in range(n):
+        r, c, rad = rng.integers(14, size - 14, 2).tolist() + [int(rng.integers(6, 12))]
+        m = (rr - r) ** 2 + (cc - c) ** 2 <= rad**2
+        img = (rng.random((size, size, 3)) * 60 + m[..., None] * 150).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"s{i}.png")
+        Image.fromarray((m * 255).astype(np.uint8)).save(root / "masks" / f"s{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return _folder(tmp_path_factory.mktemp("data") / "train")
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        model="early", train_dirs=[str(data)], val_dirs=[str(data)], out=str(out), init="scratch",
+        iterations=2, batch_size=2, crop_size=64, threads=1, log_every=1, val_every=2,
+        val_objects=2, val_clicks=2, max_iter_clicks=1, model_kwargs={"decoder_width": 8},
+        checkpoint_minutes=100.0, warmup_iterations=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _log_steps(out: Path) -> list[int]:
+    with open(out / "log.csv", newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+def test_one_step_smoke(data, tmp_path):
+    out = tmp_path / "run"
+    summary = train(_cfg(data, out, iterations=1, val_every=0), log=lambda m: None)
+    assert summary["steps"] == 1 and summary["finished"]
+    for name in ("config.json", "checkpoint.pt", "log.csv", "last.safetensors", "best.safetensors"):
+        assert (out / name).is_file(), name
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)  # tensors and plain Python only
+    assert ck["step"] == 1 and ck["elapsed"] > 0 and "model" in ck and "optimizer" in ck
+    model, meta = load_weights(out / "best.safetensors")
+    assert meta["arch"] == "early" and meta["kwargs"] == {"decoder_width": 8}
+    assert meta["training"]["iterations"] == 1 and meta["training"]["hardware"]["device"] == "cpu"
+    assert "val_crops_score" in meta["metrics"]
+    assert TrainConfig.load(out / "config.json").loss == "balanced_bce"
+
+
+@pytest.mark.parametrize("model", ["fca", "hires"])
+def test_other_losses_and_schedules(data, tmp_path, model):
+    kwargs = {"hires": {}, "fca": {}}[model]
+    out = tmp_path / model
+    s = train(_cfg(data, out, model=model, iterations=1, val_every=0, model_kwargs=kwargs, click_steps=2),
+              log=lambda m: None)
+    cfg = TrainConfig.load(out / "config.json")
+    assert s["steps"] == 1
+    assert cfg.loss == {"fca": "fca", "hires": "soft_iou_click"}[model]
+    assert cfg.click_schedule == {"fca": "iterative", "hires": "click_by_click"}[model]
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    straight = tmp_path / "straight"
+    train(_cfg(data, straight, iterations=4), log=lambda m: None)
+    split = tmp_path / "split"
+    s1 = train(_cfg(data, split, iterations=4), log=lambda m: None, stop_after=2)
+    assert s1["steps"] == 2 and not s1["finished"]
+    assert load_checkpoint(split / "checkpoint.pt")["step"] == 2
+    s2 = train(_cfg(data, split, iterations=4), resume=True, log=lambda m: None)
+    assert s2["steps"] == 4 and s2["finished"]
+    assert _log_steps(split) == [1, 2, 3, 4] == _log_steps(straight)
+    a = load_checkpoint(straight / "checkpoint.pt")["model"]
+    b = load_checkpoint(split / "checkpoint.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert read_metadata(split / "last.safetensors")["training"]["iterations"] == 4
+
+
+def test_resume_extends_a_finished_run(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=1, val_every=0), log=lambda m: None)
+    s = train(_cfg(data, out, iterations=2), resume=True, log=lambda m: None)
+    assert s["steps"] == 2 and _log_steps(out) == [1, 2]
+
+
+def test_run_dir_is_protected(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=1, val_every=0), log=lambda m: None)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunDirError, match="already holds a training run; use --resume"):
+        train(_cfg(data, out, iterations=1), log=lambda m: None)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        train(_cfg(data, tmp_path / "empty"), resume=True, log=lambda m: None)
+
+
+def test_bad_data_fails_before_writing(tmp_path):
+    bad = _folder(tmp_path / "bad", n=2)
+    (bad / "masks" / "s1.png").unlink()
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"s1.png has no mask"):
+        train(_cfg(bad, out), log=lambda m: None)
+    assert not out.exists()
+
+
+def test_command_line_config(tmp_path):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--model", "fca", "--data", "a", "--data", "b", "--val", "v", "--init", "imagenet",
+                         "--minutes", "30", "--out", str(tmp_path / "r"), "--set", "max_iter_clicks=2"])
+    cfg = config_from_args(args)
+    assert cfg.train_dirs == ["a", "b"] and cfg.val_dirs == ["v"] and cfg.minutes == 30
+    assert cfg.max_iter_clicks == 2 and cfg.init == "imagenet"
+    with pytest.raises(ValueError, match="unknown training config keys: nope"):
+        config_from_args(p.parse_args(["--data", "a", "--out", "r", "--set", "nope=1"]))
+    with pytest.raises(ValueError, match="--minutes and/or --iterations"):
+        TrainConfig(train_dirs=["a"]).validate()
+
+
+@pytest.mark.slow
+def test_distributed_two_processes(data, tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "ddp"
+    cfg = _cfg(data, out, iterations=2, val_every=2)
+    cfg_path = tmp_path / "cfg.json"
+    cfg.save(cfg_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "napari_clickseg.cli", "train",
+         "--config", str(cfg_path), "--out", str(out), "--init", "scratch", "--iterations", "2",
+         "--batch-size", "2", "--crop-size", "64", "--threads", "1"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert ck["step"] == 2
+    meta = read_metadata(out / "last.safetensors")
+    assert meta["training"]["hardware"]["processes"] == 2
+    assert meta["training"]["samples_seen"] == 2 * 2 * 2
+    assert _log_steps(out) == [1, 2]
+
+
+def test_sampler_shards_without_overlap():
+    from itertools import islice
+
+    from napari_clickseg.training.samples import GlobalIndexSampler
+
+    r0 = list(islice(iter(GlobalIndexSampler(3, 4, rank=0, world_size=2)), 8))
+    r1 = list(islice(iter(GlobalIndexSampler(3, 4, rank=1, world_size=2)), 8))
+    assert not set(r0) & set(r1)
+    assert sorted(r0 + r1) == list(range(3 * 8, 5 * 8))
