@@ -156,9 +156,19 @@ def test_commit_errors():
         s.commit(np.zeros((10, 10), bool))
     with pytest.raises(SessionError, match="shape"):
         s.commit(np.ones((5, 5), bool))
-    s.labels[...] = 255
-    with pytest.raises(SessionError, match="dtype"):
+    s.labels[...] = 7
+    with pytest.raises(SessionError, match="belong to other objects"):
         s.commit(np.ones((10, 10), bool))
+
+
+def test_ids_outgrowing_the_dtype_widen_the_labels():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[0, 0] = 255
+    s = AnnotationSession(labels)
+    s.add_click(5, 5, True, P2)
+    assert s.commit(disk((10, 10), (5, 5), 2)).id == 256
+    assert s.labels.dtype == np.uint16 and s.labels is not labels
+    assert s.labels[0, 0] == 255 and s.labels[5, 5] == 256
 
 
 def test_reopen_recommit_same_id_and_delete():
@@ -177,7 +187,10 @@ def test_reopen_recommit_same_id_and_delete():
     smaller = disk((30, 30), (10, 10), 3)
     r = s.commit(smaller)
     assert r.id == 1 and s.records[1].revision == 2 and len(s.records[1].clicks) == 3
-    assert np.array_equal(labels[1] == 1, smaller) and (labels[1] == 2).sum() == disk((30, 30), (20, 20), 4).sum()
+    assert (
+        np.array_equal(labels[1] == 1, smaller)
+        and (labels[1] == 2).sum() == disk((30, 30), (20, 20), 4).sum()
+    )
     assert s.next_id() == 3
     assert s.delete(2) > 0 and not (labels == 2).any() and 2 not in s.records
     with pytest.raises(SessionError, match="no object"):

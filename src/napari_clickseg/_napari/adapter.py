@@ -89,7 +89,9 @@ def available_choices(
 
         kw = tuple(sorted((untrained_kwargs or {}).items()))
         out += [
-            ModelChoice(f"{UNTRAINED_PREFIX}{arch} (random weights, testing only)", "untrained", arch, kw)
+            ModelChoice(
+                f"{UNTRAINED_PREFIX}{arch} (random weights, testing only)", "untrained", arch, kw
+            )
             for arch in list_models()
         ]
     return out

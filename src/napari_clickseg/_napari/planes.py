@@ -111,9 +111,13 @@ class ImageGeometry:
 
     def __post_init__(self) -> None:
         if self.rgb and self.channel_axis is not None:
-            raise ValueError("an rgb layer has its channels in the rgb axis; choose no channel axis")
+            raise ValueError(
+                "an rgb layer has its channels in the rgb axis; choose no channel axis"
+            )
         if self.channel_axis is not None and not 0 <= self.channel_axis < self.layer_ndim:
-            raise ValueError(f"channel axis {self.channel_axis} outside the layer's {self.layer_ndim} axes")
+            raise ValueError(
+                f"channel axis {self.channel_axis} outside the layer's {self.layer_ndim} axes"
+            )
         if len(self.spatial_shape) < 2:
             raise ValueError(f"image of shape {self.data_shape} has fewer than two spatial axes")
 
@@ -142,7 +146,9 @@ class ImageGeometry:
 
     # --- the plane on screen ---------------------------------------------------------------
 
-    def plane_at(self, displayed_layer_axes: Sequence[int], data_position: Sequence[float]) -> Plane:
+    def plane_at(
+        self, displayed_layer_axes: Sequence[int], data_position: Sequence[float]
+    ) -> Plane:
         """The plane shown when the layer's ``displayed_layer_axes`` are on screen.
 
         Args:
@@ -215,9 +221,7 @@ class ImageGeometry:
         rows_ax, cols_ax = (self.spatial_axes[a] for a in plane.displayed)
         picked, off_plane = [], 0
         for p, pos, order in zip(coords, positive, orders):
-            on = all(
-                int(np.round(p[self.spatial_axes[s]])) == i for s, i in plane.index
-            )
+            on = all(int(np.round(p[self.spatial_axes[s]])) == i for s, i in plane.index)
             if not on:
                 off_plane += 1
                 continue
@@ -253,6 +257,14 @@ class ImageGeometry:
             translate[c] = translate[c] + (n - 1) / 2 * scale[c]
             scale[c] = scale[c] * n
         return scale, translate
+
+    @property
+    def layer_labels_shape(self) -> tuple[int, ...]:
+        """Shape of the Labels layer data (the spatial shape, plus a size-1 channel axis)."""
+        shape = list(self.spatial_shape)
+        if self.channel_axis is not None:
+            shape.insert(self.channel_axis, 1)
+        return tuple(shape)
 
     def layer_labels_view(self, labels: np.ndarray) -> np.ndarray:
         """The spatial ``labels`` as napari's Labels layer data (a view; writes go through)."""

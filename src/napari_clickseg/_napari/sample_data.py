@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SAMPLES", "load_sample", "make_stack", "nuclei_fluorescence", "nuclei_he", "nuclei_stack"]
+__all__ = [
+    "SAMPLES",
+    "load_sample",
+    "make_stack",
+    "nuclei_fluorescence",
+    "nuclei_he",
+    "nuclei_stack",
+]
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "samples"
 SAMPLES = {
@@ -21,11 +28,17 @@ SAMPLES = {
 }
 
 
-def make_stack(image: np.ndarray, labels: np.ndarray, depth: int = 5, shift: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def make_stack(
+    image: np.ndarray, labels: np.ndarray, depth: int = 5, shift: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """A (depth, H, W) stack of copies of ``image`` shifted by ``shift`` px per slice (and labels)."""
     mid = depth // 2
-    imgs = [np.roll(image, ((z - mid) * shift, (z - mid) * shift), axis=(0, 1)) for z in range(depth)]
-    labs = [np.roll(labels, ((z - mid) * shift, (z - mid) * shift), axis=(0, 1)) for z in range(depth)]
+    imgs = [
+        np.roll(image, ((z - mid) * shift, (z - mid) * shift), axis=(0, 1)) for z in range(depth)
+    ]
+    labs = [
+        np.roll(labels, ((z - mid) * shift, (z - mid) * shift), axis=(0, 1)) for z in range(depth)
+    ]
     return np.stack(imgs), np.stack(labs)
 
 

@@ -37,6 +37,23 @@ FORMAT_VERSION = 1
 MAX_UNDO = 1000
 
 
+def _bbox(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """Slices of the bounding box of a 2D boolean mask, None if it is empty."""
+    rows = np.flatnonzero(mask.any(1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _union(
+    a: tuple[slice, slice] | None, b: tuple[slice, slice] | None
+) -> tuple[slice, slice] | None:
+    if a is None or b is None:
+        return a or b
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))  # type: ignore[return-value]
+
+
 class SessionError(ValueError):
     """An operation on the session cannot be done (the message says why)."""
 
@@ -73,9 +90,7 @@ class ObjectRecord:
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "clicks": [
-                {"row": c.row, "col": c.col, "positive": c.positive} for c in self.clicks
-            ],
+            "clicks": [{"row": c.row, "col": c.col, "positive": c.positive} for c in self.clicks],
             "plane": None if self.plane is None else self.plane.to_json(),
             "model": self.model,
             "settings": self.settings,
@@ -133,7 +148,9 @@ class AnnotationSession:
     """Clicks and committed objects of one labels array (see module docstring).
 
     Args:
-        labels: the spatial labels array, modified in place (integer dtype, >= 2D).
+        labels: the spatial labels array, modified in place (integer dtype, >= 2D). When
+            an id outgrows its dtype the session continues on a wider copy (read
+            ``labels`` after ``commit``).
     """
 
     def __init__(self, labels: np.ndarray) -> None:
@@ -271,13 +288,17 @@ class AnnotationSession:
         top = int(self._labels.max(initial=0))
         if self.records:
             top = max(top, max(self.records))
-        new = top + 1
-        if new > np.iinfo(self._labels.dtype).max:
-            raise SessionError(
-                f"labels of dtype {self._labels.dtype} cannot hold another object (id {new}); "
-                "convert the labels layer to a larger integer type"
-            )
-        return new
+        return top + 1
+
+    def _ensure_capacity(self, oid: int) -> None:
+        """Widen the labels dtype (a new array) when ``oid`` does not fit it."""
+        if oid <= np.iinfo(self._labels.dtype).max:
+            return
+        for dt in (np.uint16, np.uint32, np.uint64):
+            if oid <= np.iinfo(dt).max and np.dtype(dt).itemsize > self._labels.dtype.itemsize:
+                self._labels = self._labels.astype(dt)
+                return
+        raise SessionError(f"object id {oid} does not fit any integer type")
 
     def current_id(self) -> int:
         """The id the current object will get when committed."""
@@ -308,21 +329,30 @@ class AnnotationSession:
         plane = self.plane
         if plane is None:
             raise SessionError("nothing to commit: click on an object first")
-        view = plane.view(self._labels)
         mask = np.asarray(mask, dtype=bool)
-        if mask.shape != view.shape:
-            raise SessionError(f"mask of shape {mask.shape} does not fit the plane {view.shape}")
+        shape = plane.view(self._labels).shape
+        if mask.shape != shape:
+            raise SessionError(f"mask of shape {mask.shape} does not fit the plane {shape}")
         oid = self.current_id()
+        self._ensure_capacity(oid)  # may replace self._labels by a wider copy
+        full = plane.view(self._labels)
+        # work inside the box of the mask (and of the re-opened object's old pixels)
+        box = _bbox(mask)
+        if self.editing is not None:
+            box = _union(box, _bbox(full == oid))
+        if box is None:
+            raise SessionError("nothing to commit: the current object is empty")
+        view, mask = full[box], mask[box]
         others = (view != 0) & (view != oid)
         take = mask if overwrite else mask & ~others
         written = int(take.sum())
         if written == 0:
             raise SessionError(
                 "nothing to commit: the current object is empty"
-                + ("" if overwrite or not mask.any() else " (all its pixels belong to other objects)")
+                + ("" if not mask.any() else " (all its pixels belong to other objects)")
             )
-        kept = 0 if overwrite else int((mask & others).sum())
-        overwritten = int((mask & others).sum()) if overwrite else 0
+        clash = int((mask & others).sum())
+        kept, overwritten = (0, clash) if overwrite else (clash, 0)
         view[(view == oid) & ~take] = 0
         view[take] = oid
         now = _now()
@@ -416,7 +446,9 @@ class AnnotationSession:
             p = p.with_suffix("")
         return p.with_name(p.name + ".tif"), p.with_name(p.name + ".json")
 
-    def save(self, path: str | os.PathLike, image: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    def save(
+        self, path: str | os.PathLike, image: dict[str, Any] | None = None
+    ) -> tuple[Path, Path]:
         """Write the labels (tif) and the provenance (json); returns both paths.
 
         Files are written to temporary names first and then renamed, so a failed save
@@ -475,11 +507,15 @@ class AnnotationSession:
             if not isinstance(doc, dict) or doc.get("format") != FORMAT:
                 raise SessionError(f"{js} is not a napari-clickseg annotation file")
             if int(doc.get("version", 0)) > FORMAT_VERSION:
-                raise SessionError(f"{js} was written by a newer napari-clickseg (format {doc['version']})")
+                raise SessionError(
+                    f"{js} was written by a newer napari-clickseg (format {doc['version']})"
+                )
             for d in doc.get("objects", []):
                 r = ObjectRecord.from_json(d)
                 if r.plane is not None and r.plane.ndim != data.ndim:
-                    warnings.append(f"object {r.id}: recorded plane does not fit the labels; dropped it")
+                    warnings.append(
+                        f"object {r.id}: recorded plane does not fit the labels; dropped it"
+                    )
                     r = replace(r, plane=None, clicks=())
                 records[r.id] = r
         else:

@@ -110,9 +110,13 @@ class ClickSegWidget(Container):
     ) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
-        self.allow_untrained = allow_untrained_from_env() if allow_untrained is None else allow_untrained
+        self.allow_untrained = (
+            allow_untrained_from_env() if allow_untrained is None else allow_untrained
+        )
         self.synchronous = (
-            os.environ.get(ENV_SYNC, "") in ("1", "true", "yes") if synchronous is None else synchronous
+            os.environ.get(ENV_SYNC, "") in ("1", "true", "yes")
+            if synchronous is None
+            else synchronous
         )
         self._untrained_kwargs = untrained_kwargs or {}
         self._predictor_kwargs = dict(predictor_kwargs or {})
@@ -153,8 +157,12 @@ class ClickSegWidget(Container):
         self.refinement_combo = ComboBox(label="refinement", choices=list(REFINEMENTS), value="off")
         self.integrity_check = CheckBox(text="structural integrity", value=True)
         self.graphcut_check = CheckBox(text="graph cut", value=False)
-        self.threshold_slider = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
-        self.negative_check = CheckBox(text=f"plain clicks are negative ({KEYS['toggle']})", value=False)
+        self.threshold_slider = FloatSlider(
+            label="threshold", min=0.05, max=0.95, step=0.05, value=0.5
+        )
+        self.negative_check = CheckBox(
+            text=f"plain clicks are negative ({KEYS['toggle']})", value=False
+        )
         self.overwrite_check = CheckBox(text="commit may overwrite other objects", value=False)
         self.time_label = Label(label="time per click", value="-")
         self.commit_button = PushButton(text=f"Commit object ({KEYS['commit']})")
@@ -168,12 +176,18 @@ class ClickSegWidget(Container):
         self.load_button = PushButton(text="Load annotations...")
         self.status_label = Label(value="")
         edit_row = Container(
-            widgets=[self.undo_button, self.redo_button, self.clear_button], layout="horizontal", labels=False
+            widgets=[self.undo_button, self.redo_button, self.clear_button],
+            layout="horizontal",
+            labels=False,
         )
         object_row = Container(
-            widgets=[self.object_spin, self.reopen_button, self.delete_button], layout="horizontal", labels=False
+            widgets=[self.object_spin, self.reopen_button, self.delete_button],
+            layout="horizontal",
+            labels=False,
         )
-        file_row = Container(widgets=[self.save_button, self.load_button], layout="horizontal", labels=False)
+        file_row = Container(
+            widgets=[self.save_button, self.load_button], layout="horizontal", labels=False
+        )
         for row in (edit_row, object_row, file_row):
             row.margins = (0, 0, 0, 0)
         self.extend(
@@ -230,8 +244,10 @@ class ClickSegWidget(Container):
         try:
             if self._on_mouse in v.mouse_drag_callbacks:
                 v.mouse_drag_callbacks.remove(self._on_mouse)
-            for key in KEYS.values():
-                v.bind_key(key, None)
+            for target in (v, self.image_layer, *self.layers.values()):
+                if target is not None:
+                    for key in KEYS.values():
+                        target.bind_key(key, None)
             v.layers.events.inserted.disconnect(self._on_layers_changed)
             v.layers.events.removed.disconnect(self._on_layer_removed)
         except (RuntimeError, ValueError):  # viewer already gone
@@ -345,10 +361,9 @@ class ClickSegWidget(Container):
             self._syncing = False
         self._make_layers(old_committed)
         self.viewer.layers.selection.active = layer
-        self._status(
-            f"bound to {layer.name!r} ({' x '.join(map(str, geometry.spatial_shape))}"
-            f"{', %d channels' % geometry.n_channels if geometry.n_channels > 1 else ''}): click on an object"
-        )
+        size = " x ".join(map(str, geometry.spatial_shape))
+        channels = f", {geometry.n_channels} channels" if geometry.n_channels > 1 else ""
+        self._status(f"bound to {layer.name!r} ({size}{channels}): click on an object")
 
     def _make_layers(self, old_committed: Any) -> None:
         from napari.utils.colormaps import DirectLabelColormap
@@ -382,7 +397,9 @@ class ClickSegWidget(Container):
             g.layer_labels_view(preview),
             name=LAYER_NAMES["preview"],
             opacity=0.55,
-            colormap=DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}),
+            colormap=DirectLabelColormap(
+                color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}
+            ),
             **common,
         )
         self._preview_array = preview
@@ -390,7 +407,8 @@ class ClickSegWidget(Container):
         if committed is None:
             if _in_viewer(old_committed, v):
                 old_committed.name = f"{LAYER_NAMES['committed']} ({old_committed.metadata.get('clickseg_image', 'old')})"
-            labels = np.zeros(g.spatial_shape, dtype=np.uint32)
+            # uint16 draws fast in napari; the session widens it past 65535 objects
+            labels = np.zeros(g.spatial_shape, dtype=np.uint16)
             committed = v.add_labels(
                 g.layer_labels_view(labels), name=LAYER_NAMES["committed"], opacity=0.5, **common
             )
@@ -398,15 +416,23 @@ class ClickSegWidget(Container):
             committed.metadata[SESSION_KEY] = self.session
             committed.events.selected_label.connect(self._on_selected_label)
         else:
-            self.session = committed.metadata.get(SESSION_KEY) or AnnotationSession(
-                g.labels_from_layer(committed.data)
-            )
-            committed.metadata[SESSION_KEY] = self.session
-            self.session.attach(g.labels_from_layer(committed.data))
+            labels = g.labels_from_layer(committed.data)
+            session = committed.metadata.get(SESSION_KEY)
+            if not isinstance(session, AnnotationSession) or session.labels.shape != labels.shape:
+                session = AnnotationSession(labels)
+            session.attach(labels)
+            self.session = session
+            committed.metadata[SESSION_KEY] = session
+            committed.events.selected_label.connect(self._on_selected_label)
         committed.metadata["clickseg_image"] = self.image_layer.name
         self.layers["committed"] = committed
         # keys work whichever of our layers is selected (Ctrl+Z on the labels layer stays napari's)
-        for layer in (img, self.layers["positive"], self.layers["negative"], self.layers["preview"]):
+        for layer in (
+            img,
+            self.layers["positive"],
+            self.layers["negative"],
+            self.layers["preview"],
+        ):
             for name, key in KEYS.items():
                 layer.bind_key(key, self._key_action(name), overwrite=True)
 
@@ -416,15 +442,18 @@ class ClickSegWidget(Container):
 
         g = self.geometry
         assert g is not None
-        candidates = [old] + [la for la in self.viewer.layers if la.name == LAYER_NAMES["committed"]]
+        candidates = [old] + [
+            la for la in self.viewer.layers if la.name == LAYER_NAMES["committed"]
+        ]
         for layer in candidates:
-            if isinstance(_unwrap(layer), Labels) and _in_viewer(layer, self.viewer):
-                try:
-                    spatial = g.labels_from_layer(layer.data)
-                except (IndexError, TypeError):
-                    continue
-                if spatial.shape == g.spatial_shape and layer.ndim == g.layer_ndim:
-                    return layer
+            if (
+                isinstance(_unwrap(layer), Labels)
+                and _in_viewer(layer, self.viewer)
+                and isinstance(layer.data, np.ndarray)
+                and np.issubdtype(layer.data.dtype, np.integer)
+                and tuple(layer.data.shape) == g.layer_labels_shape
+            ):
+                return layer
         return None
 
     def _on_selected_label(self, event: Any) -> None:
@@ -494,15 +523,13 @@ class ClickSegWidget(Container):
         except ValueError as e:
             self._status(str(e))
             return False
-        pos = self.image_layer.world_to_data(
-            np.asarray(world_position, dtype=float)[-self.image_layer.ndim :]
-            if len(world_position) >= self.image_layer.ndim
-            else world_position
-        )
+        pos = self.image_layer.world_to_data(np.asarray(world_position, dtype=float))
         rows_ax, cols_ax = (self.geometry.spatial_axes[a] for a in plane.displayed)
         return self.add_click(float(pos[rows_ax]), float(pos[cols_ax]), positive, plane)
 
-    def add_click(self, row: float, col: float, positive: bool = True, plane: Plane | None = None) -> bool:
+    def add_click(
+        self, row: float, col: float, positive: bool = True, plane: Plane | None = None
+    ) -> bool:
         """Add a click at (row, col) of ``plane`` (default: the plane shown); False if refused."""
         if self.geometry is None or self.session is None:
             self._status("no image layer: add or select an image")
@@ -538,10 +565,18 @@ class ClickSegWidget(Container):
         return True
 
     def _points_layer(self, positive: bool) -> Any:
-        key = "positive" if positive else "negative"
-        if key not in self.layers:
-            self._make_layers(self.layers.get("committed"))
-        return self.layers[key]
+        self._ensure_layers()
+        return self.layers["positive" if positive else "negative"]
+
+    def _ensure_layers(self) -> None:
+        """Re-create our layers if the user deleted one (the session keeps the clicks)."""
+        if self.image_layer is None or all(
+            k in self.layers for k in ("positive", "negative", "preview", "committed")
+        ):
+            return
+        self._make_layers(self.layers.get("committed"))
+        self._sync_to_layers()
+        self._show_preview()
 
     def _on_points_data(self, event: Any) -> None:
         if self._syncing:
@@ -601,6 +636,7 @@ class ClickSegWidget(Container):
                 )
             changed = self.session.set_clicks(inside, plane)
         if changed:
+            self._update_buttons()
             self.request_prediction()
 
     def _sync_to_layers(self) -> None:
@@ -610,7 +646,7 @@ class ClickSegWidget(Container):
         clicks, plane = self.session.clicks, self.session.plane
         self._syncing = True
         try:
-            for key, positive in (("positive", True), ("negative", False)):
+            for positive in (True, False):
                 layer = self._points_layer(positive)
                 mine = [c for c in clicks if c.positive == positive]
                 coords = (
@@ -708,7 +744,11 @@ class ClickSegWidget(Container):
         if res.error:
             self._status(f"prediction failed: {res.error}")
         elif res.prob is not None:
-            extra = f" (+{res.set_image_seconds * 1000:.0f} ms image features)" if res.set_image_seconds else ""
+            extra = (
+                f" (+{res.set_image_seconds * 1000:.0f} ms image features)"
+                if res.set_image_seconds
+                else ""
+            )
             self.time_label.value = f"{(res.seconds - res.set_image_seconds) * 1000:.0f} ms{extra}"
         self._show_preview()
 
@@ -796,8 +836,11 @@ class ClickSegWidget(Container):
             self._status("nothing to commit: the prediction failed")
             return None
         model = dict(self.handle.provenance) if self.handle is not None else {}
+        before = s.labels
         try:
-            res = s.commit(mask, model=model, settings=self.settings(), overwrite=self.overwrite_check.value)
+            res = s.commit(
+                mask, model=model, settings=self.settings(), overwrite=self.overwrite_check.value
+            )
         except SessionError as e:
             self._status(str(e))
             return None
@@ -805,7 +848,7 @@ class ClickSegWidget(Container):
         self._result = None
         self._after_session_change(predict=False)
         self._show_preview()
-        self._refresh_committed()
+        self._refresh_committed(replaced=s.labels is not before)
         self.object_spin.value = res.id
         note = f"; {res.kept} px left to other objects" if res.kept else ""
         note += f"; took {res.overwritten} px from other objects" if res.overwritten else ""
@@ -817,8 +860,6 @@ class ClickSegWidget(Container):
         s = self.session
         if s is None:
             return False
-        if s.clicks and s.editing != oid:
-            s.clear()
         try:
             plane = self.current_plane()
         except ValueError:
@@ -853,9 +894,14 @@ class ClickSegWidget(Container):
         self._status(f"deleted object {oid} ({n} px)")
         return True
 
-    def _refresh_committed(self) -> None:
+    def _refresh_committed(self, replaced: bool = False) -> None:
+        """Redraw the committed labels; ``replaced``: the session holds a new array."""
         layer = self.layers.get("committed")
-        if layer is not None:
+        if layer is None or self.session is None or self.geometry is None:
+            return
+        if replaced:
+            layer.data = self.geometry.layer_labels_view(self.session.labels)
+        else:
             layer.refresh()
 
     def _show_plane(self, plane: Plane | None) -> None:
@@ -926,14 +972,18 @@ class ClickSegWidget(Container):
         self._set_model_value(label)
         self.device_label.value = handle.describe()
         untrained = choice.kind == "untrained"
-        self._status(f"model: {label}" + (" - UNTRAINED, predictions are meaningless" if untrained else ""))
+        self._status(
+            f"model: {label}" + (" - UNTRAINED, predictions are meaningless" if untrained else "")
+        )
         self.request_prediction()
         return True
 
     def _set_model_value(self, label: str | None) -> None:
         self._syncing = True
         try:
-            self.model_combo.value = label if label in self._choices else self.model_combo.choices[0]
+            self.model_combo.value = (
+                label if label in self._choices else self.model_combo.choices[0]
+            )
         finally:
             self._syncing = False
 
@@ -941,7 +991,9 @@ class ClickSegWidget(Container):
         if self._syncing:
             return
         if value == LOAD_FILE:
-            path = self._ask_path("Load napari-clickseg weights", "Weights (*.safetensors)", save=False)
+            path = self._ask_path(
+                "Load napari-clickseg weights", "Weights (*.safetensors)", save=False
+            )
             if path:
                 self.load_weights_file(path)
             else:
@@ -958,7 +1010,9 @@ class ClickSegWidget(Container):
         if path not in self._files:
             self._files.append(path)
         self._refresh_model_choices()
-        label = next(c.label for c in self._choices.values() if c.kind == "file" and c.source == path)
+        label = next(
+            c.label for c in self._choices.values() if c.kind == "file" and c.source == path
+        )
         ok = self.select_model(label)
         if not ok:
             self._files.remove(path)
@@ -975,7 +1029,9 @@ class ClickSegWidget(Container):
         return path
 
     def _save_dialog(self) -> None:
-        path = self._ask_path("Save annotations (labels .tif + provenance .json)", "TIFF (*.tif)", True)
+        path = self._ask_path(
+            "Save annotations (labels .tif + provenance .json)", "TIFF (*.tif)", True
+        )
         if path:
             self.save_annotations(path)
 
@@ -1015,14 +1071,11 @@ class ClickSegWidget(Container):
         except SessionError as e:
             self._status(str(e))
             return False
-        layer = self.layers["committed"]
-        if s.labels is not before:
-            layer.data = g.layer_labels_view(s.labels)
         self._generation += 1
         self._result = None
         self._after_session_change(predict=False)
         self._show_preview()
-        self._refresh_committed()
+        self._refresh_committed(replaced=s.labels is not before)
         msg = f"loaded {len(s.object_ids())} object(s) from {path}"
         self._status(msg + ("; " + "; ".join(warnings) if warnings else ""))
         return True

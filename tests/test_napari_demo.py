@@ -1,0 +1,66 @@
+"""``napari-clickseg demo`` without a display: robot clicks, labels tif + provenance + overlay."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_clickseg.cli import main
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", str(empty))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
+def test_headless_demo_refuses_untrained_by_default(no_weights, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-untrained" in err and "weights" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sample", ["nuclei_he", "nuclei_stack"])
+def test_headless_demo_writes_labels_provenance_and_overlay(no_weights, tmp_path, capsys, sample):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "demo",
+            "--sample",
+            sample,
+            "--allow-untrained",
+            "--objects",
+            "1",
+            "--clicks",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "UNTRAINED" in text and str(out / "overlay.png") in text
+    labels = tifffile.imread(out / "labels.tif")
+    assert labels.shape == ((5, 256, 256) if sample == "nuclei_stack" else (256, 320))
+    doc = json.loads((out / "labels.json").read_text())
+    assert doc["format"] == "napari-clickseg-annotations"
+    for obj in doc["objects"]:
+        assert len(obj["clicks"]) == 1 and obj["model"]["trained"] is False
+        assert np.any(labels == obj["id"])
+    from PIL import Image
+
+    with Image.open(out / "overlay.png") as im:
+        assert im.size == (labels.shape[-1], labels.shape[-2])
+
+
+def test_demo_rejects_bad_options(no_weights, tmp_path):
+    assert main(["demo", "--objects", "0", "--out", str(tmp_path)]) == 2
