@@ -61,7 +61,7 @@ def test_one_step_smoke(data, tmp_path):
     out = tmp_path / "run"
     summary = train(_cfg(data, out, iterations=1, val_every=0), log=lambda m: None)
     assert summary["steps"] == 1 and summary["finished"]
-    for name in ("config.json", "checkpoint.pt", "log.csv", "last.safetensors", "best.safetensors"):
+    for name in ("config.json", "checkpoint.pt", "log.csv", "curves.png", "last.safetensors", "best.safetensors"):
         assert (out / name).is_file(), name
     ck = torch.load(out / "checkpoint.pt", weights_only=True)  # tensors and plain Python only
     assert ck["step"] == 1 and ck["elapsed"] > 0 and "model" in ck and "optimizer" in ck

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..engine.image import prepare_image
-from .io import IMAGE_SUFFIXES, DataError, read_array
+from .io import IMAGE_SUFFIXES, DataError, available_cpus, read_array
 
 __all__ = ["FolderDataset", "ObjectRef", "MIN_OBJECT_PX", "IGNORE_LABEL"]
 
@@ -120,9 +121,7 @@ class FolderDataset:
         self.targets: list[np.ndarray] = []
         self.objects: list[ObjectRef] = []
         self.skipped_small = 0
-        for i, stem in enumerate(self.names):
-            if progress is not None and i % 100 == 0:
-                progress(f"reading {self.root} {i}/{len(self.names)}")
+        def load(stem: str) -> tuple[np.ndarray, np.ndarray]:
             img_path, gt_path = images[stem], gts[stem]
             raw = read_array(img_path)
             try:
@@ -145,10 +144,18 @@ class FolderDataset:
                     gt = gt.astype(np.int64)
                 else:
                     raise DataError(f"{gt_path}: {self.kind} must hold integers, got {gt.dtype}")
-            target = self._target(gt, gt_path)
-            self.images.append(img.astype(np.float16))
-            self.targets.append(target)
-            self._add_objects(i, target)
+            return img.astype(np.float16), self._target(gt, gt_path)
+
+        # decoding and percentile scaling release the GIL for much of their time
+        n_threads = max(1, min(4, available_cpus()))
+        with ThreadPoolExecutor(n_threads) as pool:
+            # results come back in order, so the first broken file (sorted) is the one reported
+            for i, (img, target) in enumerate(pool.map(load, self.names)):
+                if progress is not None and i % 100 == 0:
+                    progress(f"reading {self.root} {i}/{len(self.names)}")
+                self.images.append(img)
+                self.targets.append(target)
+                self._add_objects(i, target)
         if not self.objects:
             raise DataError(f"{self.root}: no object of at least {self.min_object_px} pixels in any {self.kind[:-1]} file")
 

@@ -32,6 +32,7 @@ import torch
 from ..clicks import encode_clicks
 from ..data.augment import AugmentConfig
 from ..data.folder import FolderDataset
+from ..data.io import available_cpus
 from ..models import create_model
 from ..robot import next_click
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -231,6 +232,11 @@ def train(
         if not ckpt_path.is_file():
             raise RunDirError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
         saved = TrainConfig.load(out / "config.json")
+        if cfg.train_dirs and list(cfg.train_dirs) != list(saved.train_dirs):
+            raise RunDirError(
+                f"--resume continues {out} with its saved data {saved.train_dirs}; "
+                f"the given --data {cfg.train_dirs} differs (start a new run with another --out)"
+            )
         saved.minutes = cfg.minutes if cfg.minutes is not None else saved.minutes
         saved.iterations = cfg.iterations if cfg.iterations is not None else saved.iterations
         cfg = saved
@@ -242,9 +248,9 @@ def train(
     cfg.validate()
     cfg = cfg.resolved()
 
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    )
+    from ..engine.device import cpu_has_native_bf16, pick_device
+
+    device = pick_device(None if cfg.device == "auto" else cfg.device)
     dist = _init_distributed(device)
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
@@ -252,7 +258,9 @@ def train(
         def log(msg: str) -> None:
             if dist.main:
                 print(msg, file=sys.stderr, flush=True)
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // dist.world)
+    threads = cfg.threads or max(1, available_cpus() // dist.world)
+    if cfg.bf16 and device.type == "cpu" and not cpu_has_native_bf16():
+        log("warning: this CPU has no native bfloat16; bf16 autocast will be much slower than fp32")
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -270,13 +278,23 @@ def train(
         desc = ds.describe()
         log(f"{desc['path']}: {desc['images']} images, {desc['objects']} objects ({desc['kind']})")
 
-    model = _build_model(cfg, log).to(device)
+    if state is not None:  # the checkpoint replaces the weights: skip the init
+        model = create_model(cfg.model, **state["arch_kwargs"]).to(device)
+    else:
+        model = _build_model(cfg, log).to(device)
     inputs = model.inputs
     normalization = {k: tuple(v) for k, v in model.normalization.items()}
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    backbone_ids = {id(p) for b in model.imagenet_backbones() for p in b.parameters()}
+    # pretrained backbone weights learn at lr * backbone_lr_mult; a stem conv that was
+    # widened for click channels (zero-initialised) learns at the full rate
+    backbone_ids = {
+        id(p)
+        for b in model.imagenet_backbones()
+        for n, p in b.named_parameters()
+        if not (n == "_conv_stem.weight" and getattr(b, "in_channels", 3) > 3)
+    }
     groups = [
         {"params": [p for p in model.parameters() if id(p) not in backbone_ids], "lr_mult": 1.0},
         {"params": [p for p in model.parameters() if id(p) in backbone_ids], "lr_mult": cfg.backbone_lr_mult},
@@ -350,6 +368,7 @@ def train(
             return
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(),
+            "arch_kwargs": dict(model.arch_kwargs),
             "optimizer": optimizer.state_dict(),
             "scheduler": {"kind": cfg.lr_schedule, "factor": lr_factor(cfg, step, _progress(cfg, step, elapsed_now()))},
             "step": step,
