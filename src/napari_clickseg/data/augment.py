@@ -3,7 +3,9 @@
 The crop is square: its side is chosen so that the object's bounding-box long
 side covers a log-uniform fraction (``object_scale``, default 15-80 %) of it,
 but never magnifies the image more than ``max_upscale`` times (tiny nuclei
-stay at a plausible scale). The crop keeps the object's box inside where it
+stay at a plausible scale) and is never larger than the image's short side
+unless the object needs it (big objects in small images would otherwise sit in
+a mostly padded crop). The crop keeps the object's box inside where it
 fits (with some extra positional jitter) and is resized to ``crop_size`` with
 anti-aliasing; outside the image it is zero-padded. The crop always keeps part
 of the object (``min_object_px`` pixels after resizing); otherwise it is
@@ -74,7 +76,10 @@ def _crop_geometry(
     long_side = max(r1 - r0, c1 - c0, 1)
     lo, hi = cfg.object_scale
     frac = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    side = max(long_side / frac, cfg.crop_size / cfg.max_upscale, 8.0)
+    # no larger than the image's short side (mostly padding otherwise) unless the
+    # object needs more room to fit at the largest fraction
+    side_max = max(min(h, w), long_side / hi)
+    side = max(min(long_side / frac, side_max), cfg.crop_size / cfg.max_upscale, 8.0)
     side = int(round(side))
     centre = np.array([(r0 + r1) / 2.0, (c0 + c1) / 2.0])
     extent = np.array([r1 - r0, c1 - c0], dtype=float)
