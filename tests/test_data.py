@@ -143,3 +143,16 @@ def test_validation_crop_is_deterministic():
                     np.random.default_rng(2), augment=False)
     assert all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3]))
     assert a[1][32, 32]  # centred
+
+
+def test_big_object_in_small_image_is_not_lost_in_padding():
+    shape = (120, 200)
+    mask = np.zeros(shape, bool)
+    mask[10:110, 40:160] = True
+    image = np.full((*shape, 3), 0.5, np.float32)
+    cfg = AugmentConfig(crop_size=64, color_prob=0.0)
+    for seed in range(10):
+        img, m, _, _ = object_crop(image, mask, np.zeros(shape, bool), (10, 40, 110, 160), cfg,
+                                   np.random.default_rng(seed))
+        padding = (img == 0).all(-1).mean()
+        assert padding < 0.45 and m.mean() > 0.2

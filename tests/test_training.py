@@ -70,18 +70,24 @@ def test_one_step_smoke(data, tmp_path):
     assert meta["training"]["iterations"] == 1 and meta["training"]["hardware"]["device"] == "cpu"
     assert "val_crops_score" in meta["metrics"]
     assert TrainConfig.load(out / "config.json").loss == "balanced_bce"
+    # fine-tuning from a weights file keeps that file's architecture kwargs
+    tuned = tmp_path / "tuned"
+    train(_cfg(data, tuned, iterations=1, val_every=0, val_dirs=[], init=str(out / "best.safetensors"),
+               model_kwargs={}), log=lambda m: None)
+    assert read_metadata(tuned / "last.safetensors")["kwargs"] == {"decoder_width": 8}
+    assert not (tuned / "best.safetensors").exists()  # no validation data, no "best"
 
 
-@pytest.mark.parametrize("model", ["fca", "hires"])
-def test_other_losses_and_schedules(data, tmp_path, model):
-    kwargs = {"hires": {}, "fca": {}}[model]
+@pytest.mark.parametrize("model", ["two_stream", "multi_stage", "fca", "hires"])
+def test_every_model_trains_with_its_defaults(data, tmp_path, model):
     out = tmp_path / model
-    s = train(_cfg(data, out, model=model, iterations=1, val_every=0, model_kwargs=kwargs, click_steps=2),
-              log=lambda m: None)
+    s = train(_cfg(data, out, model=model, iterations=1, val_every=0, model_kwargs={}, click_steps=2,
+                   max_iter_clicks=2, seed=1), log=lambda m: None)
     cfg = TrainConfig.load(out / "config.json")
     assert s["steps"] == 1
-    assert cfg.loss == {"fca": "fca", "hires": "soft_iou_click"}[model]
-    assert cfg.click_schedule == {"fca": "iterative", "hires": "click_by_click"}[model]
+    assert cfg.loss == {"fca": "fca", "hires": "soft_iou_click"}.get(model, "balanced_bce")
+    assert cfg.click_schedule == ("click_by_click" if model == "hires" else "iterative")
+    assert load_weights(out / "best.safetensors")[1]["arch"] == model
 
 
 def test_resume_continues_exactly(data, tmp_path):
@@ -138,6 +144,11 @@ def test_command_line_config(tmp_path):
     cfg = config_from_args(args)
     assert cfg.train_dirs == ["a", "b"] and cfg.val_dirs == ["v"] and cfg.minutes == 30
     assert cfg.max_iter_clicks == 2 and cfg.init == "imagenet"
+    assert cfg.batch_size == 8 and cfg.model == "fca"  # TrainConfig defaults where not given
+    saved = tmp_path / "c.json"
+    TrainConfig(batch_size=3, val_every=7, model="hires").save(saved)
+    cfg = config_from_args(p.parse_args(["--config", str(saved), "--data", "a", "--out", "r", "--seed", "4"]))
+    assert (cfg.batch_size, cfg.val_every, cfg.model, cfg.seed) == (3, 7, "hires", 4)  # file kept, flag wins
     with pytest.raises(ValueError, match="unknown training config keys: nope"):
         config_from_args(p.parse_args(["--data", "a", "--out", "r", "--set", "nope=1"]))
     with pytest.raises(ValueError, match="--minutes and/or --iterations"):

@@ -23,31 +23,31 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``train`` options."""
     p.description = __doc__.split("\n\n")[0]
-    p.add_argument("--model", default="early", help="architecture name (default: early)")
+    p.add_argument("--model", help="architecture name (default: early)")
     p.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="training folder (images/ + labels/ or masks/); repeat for several")
     p.add_argument("--val", action="append", default=[], metavar="DIR",
                    help="validation folder for choosing the best weights; repeat for several")
-    p.add_argument("--init", default="default",
+    p.add_argument("--init",
                    help="starting weights: default (shipped weights for the model), imagenet, scratch, "
                         "or a .safetensors file (default: default)")
     p.add_argument("--minutes", type=float, help="training time budget in minutes")
     p.add_argument("--iterations", type=int, help="number of iterations (batches)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder for checkpoints, logs and weights")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop-size", type=int, default=320)
+    p.add_argument("--batch-size", type=int, help="samples per iteration and process (default: 8)")
+    p.add_argument("--crop-size", type=int, help="training crop side, a multiple of 32 (default: 320)")
     p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 from ImageNet, 1e-4 fine-tuning)")
     p.add_argument("--loss", help="loss name (default: the model's)")
     p.add_argument("--click-schedule", choices=["iterative", "click_by_click"],
                    help="click simulation (default: click_by_click for hires, else iterative)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--seed", type=int, help="random seed (default: 0)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
     p.add_argument("--threads", type=int, help="torch threads per process (default: all cores)")
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    p.add_argument("--val-every", type=int, default=200, help="validate every N iterations")
-    p.add_argument("--val-objects", type=int, default=64, help="validation objects (fixed seeded subset)")
+    p.add_argument("--workers", type=int, help="data-loading worker processes (default: 0)")
+    p.add_argument("--val-every", type=int, help="validate every N iterations (default: 100)")
+    p.add_argument("--val-objects", type=int, help="validation objects, a fixed seeded subset (default: 64)")
     p.add_argument("--config", metavar="JSON", help="a config.json to start from (command-line options win)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other TrainConfig field, value as JSON (e.g. --set max_iter_clicks=2)")
@@ -61,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "init": args.init, "minutes": args.minutes, "iterations": args.iterations, "out": args.out,
         "batch_size": args.batch_size, "crop_size": args.crop_size, "lr": args.lr, "loss": args.loss,
         "click_schedule": args.click_schedule, "seed": args.seed, "device": args.device,
-        "bf16": args.bf16 or None, "threads": args.threads, "num_workers": args.workers,
+        "bf16": args.bf16, "threads": args.threads, "num_workers": args.workers,
         "val_every": args.val_every, "val_objects": args.val_objects,
     }
     base.update({k: v for k, v in given.items() if v is not None})

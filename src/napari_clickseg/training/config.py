@@ -61,7 +61,7 @@ class TrainConfig:
     num_workers: int = 0
     checkpoint_minutes: float = 5.0
     log_every: int = 10
-    val_every: int = 200
+    val_every: int = 100
     val_objects: int = 64
     val_clicks: int = 5
     val_batch_size: int = 8

@@ -117,8 +117,19 @@ def _hardware(device: torch.device, threads: int, world: int) -> dict[str, Any]:
     return hw
 
 
+def _init_weights_file(cfg: TrainConfig) -> tuple[Path, str | None]:
+    """The weights file ``cfg.init`` names ("default": the shipped weights of ``cfg.model``)."""
+    from ..weights import WeightsError, resolve_weights
+
+    try:
+        return resolve_weights(cfg.model if cfg.init == "default" else cfg.init)
+    except WeightsError as e:
+        hint = " (start from ImageNet with --init imagenet)" if cfg.init == "default" else ""
+        raise ValueError(f"--init {cfg.init}: {e}{hint}") from None
+
+
 def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> torch.nn.Module:
-    from ..weights import load_weights, resolve_weights
+    from ..weights import load_weights
 
     if cfg.init in ("imagenet", "scratch"):
         model = create_model(cfg.model, **cfg.model_kwargs)
@@ -128,8 +139,7 @@ def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> torch.nn.Modul
                 raise ValueError(f"model {cfg.model!r} has no ImageNet-capable backbone; use --init scratch")
             log(f"initialised {n} backbone(s) from ImageNet")
         return model
-    target = cfg.model if cfg.init == "default" else cfg.init
-    path, sha = resolve_weights(target)
+    path, sha = _init_weights_file(cfg)
     model, meta = load_weights(path, arch=cfg.model, expected_sha256=sha)
     if cfg.model_kwargs and cfg.model_kwargs != meta["kwargs"]:
         raise ValueError(
@@ -265,7 +275,9 @@ def train(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    # data first: a broken folder fails before anything is written
+    if state is None and cfg.init not in ("imagenet", "scratch"):
+        _init_weights_file(cfg)  # fail before the (slow) data loading
+    # data next: a broken folder fails before anything is written
     datasets = [
         FolderDataset(d, ignore_value=cfg.ignore_value, min_object_px=cfg.min_object_px, progress=log)
         for d in cfg.train_dirs
@@ -544,9 +556,13 @@ def _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, devi
     if n_extra:
         model.eval()
         with torch.no_grad():
+            feats = None
+            if model.caches_image_features:  # late fusion: the image stream runs once
+                with amp():
+                    feats = model.encode_image(images)
             for _ in range(n_extra):
                 with amp():
-                    out = model(images, maps, prev if inputs.prev_mask else None)
+                    out = model(images, maps, prev if inputs.prev_mask else None, image_feats=feats)
                 prev = torch.sigmoid(out["logits"].float())
                 _robot_step(prev, masks_np, ign_np, clicks)
                 maps = _encode(clicks, shape, inputs).to(device)

@@ -94,6 +94,11 @@ def validate(
         clicks: list[list[Click]] = [[] for _ in idx]
         preds = [np.zeros(shape, bool) for _ in idx]
         prev = torch.zeros((len(idx), 1, *shape), device=device)
+        feats = None
+        if model.caches_image_features:  # late fusion: the image stream runs once per image
+            with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
+                                enabled=autocast_dtype is not None):
+                feats = model.encode_image(img)
         for k in range(max_clicks):
             for j, i in enumerate(idx):
                 c = next_click(vset.masks[i], preds[j], vset.ignores[i], order=len(clicks[j]))
@@ -107,7 +112,7 @@ def validate(
             maps_t = torch.from_numpy(maps).to(device)
             with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
                                 enabled=autocast_dtype is not None):
-                out = model(img, maps_t, prev if inputs.prev_mask else None)
+                out = model(img, maps_t, prev if inputs.prev_mask else None, image_feats=feats)
             prob = torch.sigmoid(out["logits"].float())
             prev = prob
             p = (prob[:, 0] >= 0.5).cpu().numpy()
