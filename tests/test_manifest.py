@@ -45,6 +45,7 @@ def test_manifest_contributions_resolve():
         "napari_clickseg._napari.planes",
         "napari_clickseg._napari.sample_data",
         "napari_clickseg._napari.adapter",
+        "napari_clickseg._napari.finetune",
         "napari_clickseg.demo",
     ],
 )

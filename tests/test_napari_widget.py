@@ -422,6 +422,39 @@ def test_worker_newer_click_supersedes_older(open_dock, fluo, qtbot):
     assert oid == 1 and w.layers["committed"].data[10, 50] == 1
 
 
+# --- fine-tuning ----------------------------------------------------------------------------------
+
+
+def test_finetune_on_committed_objects(open_dock, fluo, tmp_path):
+    from napari_clickseg.models import create_model
+    from napari_clickseg.weights import save_weights
+
+    _, w = open_dock(fluo)
+    w.finetune_root = tmp_path / "ft"
+    w.finetune_options = {"iterations": 2, "batch_size": 2, "crop_size": 64, "device": "cpu"}
+    assert not w.start_finetune() and "custom models cannot" in w.last_status
+    base = tmp_path / "base.safetensors"
+    save_weights(create_model("early"), base, trained=True)
+    assert w.load_weights_file(base)
+    assert not w.start_finetune() and "commit some objects" in w.last_status
+    w.select_model("custom: disk")  # the stub gives non-empty masks to commit
+    w.add_click(20, 20, True)
+    w.commit()
+    w.add_click(45, 40, True)
+    w.commit()
+    w.model_combo.value = "file: base.safetensors"
+    assert w.start_finetune(), w.last_status  # synchronous in tests: returns when done
+    runs = [p for p in (tmp_path / "ft").iterdir() if not p.name.endswith("-data")]
+    assert len(runs) == 1 and (runs[0] / "last.safetensors").is_file(), w.last_status
+    assert (runs[0] / "last.md").is_file() and "2 committed objects" in (
+        runs[0] / "last.md"
+    ).read_text()
+    label = f"file: {runs[0].name}/last.safetensors"
+    assert label in w.model_labels() and "model list" in w.last_status
+    assert w.model_combo.value == "file: base.safetensors"  # annotation goes on with the same model
+    assert w.ft_button.enabled and not w.ft_cancel.enabled
+
+
 # --- save / load ------------------------------------------------------------------------------------
 
 
@@ -475,7 +508,7 @@ def test_screenshot(make_napari_viewer, qtbot):
 
     image, gt = load_sample("nuclei_fluorescence")
     viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 860)
+    viewer.window._qt_window.resize(1400, 980)
     viewer.add_image(image, name="nuclei (fluorescence)", colormap="gray")
     shipped = bool(shipped_models())
     w = ClickSegWidget(

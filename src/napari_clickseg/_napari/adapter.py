@@ -82,7 +82,16 @@ def available_choices(
     except WeightsError:
         shipped = []
     out = [ModelChoice(name, "shipped", name) for name in shipped]
-    out += [ModelChoice(f"file: {os.path.basename(f)}", "file", str(f)) for f in files]
+    seen: set[str] = set()
+    for f in files:
+        name = os.path.basename(f)
+        if name in ("best.safetensors", "last.safetensors"):  # training runs: name the run
+            name = f"{os.path.basename(os.path.dirname(os.path.abspath(f)))}/{name}"
+        label, k = f"file: {name}", 2
+        while label in seen:
+            label, k = f"file: {name} ({k})", k + 1
+        seen.add(label)
+        out.append(ModelChoice(label, "file", str(f)))
     out += [ModelChoice(f"custom: {k}", "custom", k, model=m) for k, m in (custom or {}).items()]
     if allow_untrained:
         from ..models import list_models

@@ -13,6 +13,9 @@ layers. Keys (bound on the viewer and the image/click layers):
 from __future__ import annotations
 
 import os
+import re
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,8 +23,11 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     FloatSlider,
+    FloatSpinBox,
     Label,
+    ProgressBar,
     PushButton,
     SpinBox,
 )
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["ClickSegWidget", "LAYER_NAMES"]
 
 ENV_SYNC = "NAPARI_CLICKSEG_SYNC"
+ENV_FINETUNE_DIR = "NAPARI_CLICKSEG_FINETUNE_DIR"
 LAYER_NAMES = {
     "positive": "positive clicks",
     "negative": "negative clicks",
@@ -140,6 +147,12 @@ class ClickSegWidget(Container):
         self._image_cache: tuple[Any, tuple[np.ndarray, int | None]] | None = None
         self._model_label: str | None = None
         self.last_status = ""
+        self._training: Any = None  # TrainingProcess while fine-tuning
+        self._ft_worker: Any = None
+        self.finetune_root = Path(
+            os.environ.get(ENV_FINETUNE_DIR) or Path.home() / ".napari-clickseg" / "finetune"
+        )
+        self.finetune_options: dict[str, Any] = {}  # extra FineTuneSpec fields (tests: iterations)
 
         self._build()
         self._connect()
@@ -175,6 +188,11 @@ class ClickSegWidget(Container):
         self.save_button = PushButton(text="Save annotations...")
         self.load_button = PushButton(text="Load annotations...")
         self.status_label = Label(value="")
+        self.ft_minutes = FloatSpinBox(label="train minutes", min=0.5, max=1440, step=0.5, value=5)
+        self.ft_folder = FileEdit(label="+ training folder", mode="d", nullable=True, value=None)
+        self.ft_button = PushButton(text="Fine-tune on committed objects")
+        self.ft_cancel = PushButton(text="Cancel training", enabled=False)
+        self.ft_progress = ProgressBar(label="training", min=0, max=1000, value=0, visible=False)
         edit_row = Container(
             widgets=[self.undo_button, self.redo_button, self.clear_button],
             layout="horizontal",
@@ -208,6 +226,12 @@ class ClickSegWidget(Container):
                 object_row,
                 file_row,
                 self.status_label,
+                Label(value="<b>Fine-tune</b> (in a separate process)"),
+                self.ft_minutes,
+                self.ft_folder,
+                self.ft_button,
+                self.ft_cancel,
+                self.ft_progress,
             ]
         )
         self.status_label.native.setWordWrap(True)
@@ -237,6 +261,8 @@ class ClickSegWidget(Container):
         self.delete_button.changed.connect(lambda *_: self.delete(self.object_spin.value))
         self.save_button.changed.connect(lambda *_: self._save_dialog())
         self.load_button.changed.connect(lambda *_: self._load_dialog())
+        self.ft_button.changed.connect(lambda *_: self.start_finetune())
+        self.ft_cancel.changed.connect(lambda *_: self.cancel_finetune())
         self.native.destroyed.connect(self._disconnect_viewer)
 
     def _disconnect_viewer(self, *_: Any) -> None:
@@ -1004,12 +1030,22 @@ class ClickSegWidget(Container):
         else:
             self._set_model_value(self._model_label)
 
-    def load_weights_file(self, path: str | os.PathLike) -> bool:
-        """Add a weights file to the model list and switch to it."""
+    def load_weights_file(self, path: str | os.PathLike, select: bool = True) -> bool:
+        """Add a weights file to the model list and (by default) switch to it."""
+        from ..weights import WeightsError, read_metadata
+
         path = str(path)
+        if not select:
+            try:
+                read_metadata(path)
+            except WeightsError as e:
+                self._status(f"cannot load {path}: {e}")
+                return False
         if path not in self._files:
             self._files.append(path)
         self._refresh_model_choices()
+        if not select:
+            return True
         label = next(
             c.label for c in self._choices.values() if c.kind == "file" and c.source == path
         )
@@ -1018,6 +1054,129 @@ class ClickSegWidget(Container):
             self._files.remove(path)
             self._refresh_model_choices()
         return ok
+
+    # --- fine-tuning ---------------------------------------------------------------------
+
+    def _finetune_init(self) -> str:
+        """Starting weights of the current model for the trainer's --init."""
+        from ..weights import resolve_weights
+
+        choice = self.handle.choice
+        if choice.kind == "shipped":
+            return str(resolve_weights(choice.source)[0])
+        if choice.kind == "file":
+            return choice.source
+        if choice.kind == "untrained":
+            return "imagenet"
+        raise ValueError(
+            "custom models cannot be fine-tuned from the dock: save them with "
+            "napari_clickseg.weights.save_weights and load the file"
+        )
+
+    def start_finetune(self) -> bool:
+        """Fine-tune the current model on the committed objects (+ the chosen folder)."""
+        from .finetune import FineTuneSpec, TrainingProcess, export_committed
+
+        if self._training is not None:
+            self._status("a training run is in progress")
+            return False
+        s, g, h = self.session, self.geometry, self.handle
+        if s is None or g is None or h is None:
+            self._status("fine-tuning needs an image, a model and committed objects")
+            return False
+        try:
+            init = self._finetune_init()
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.image_layer.name)[:40] or "image"
+            run_dir = self.finetune_root / f"{name}-{stamp}"
+            data_dir = self.finetune_root / f"{name}-{stamp}-data"
+            data = self.image_layer.data
+            data = data[0] if getattr(self.image_layer, "multiscale", False) else data
+            planes, objects = export_committed(s, g, data, data_dir)
+        except (ValueError, OSError) as e:
+            self._status(f"cannot fine-tune: {e}")
+            return False
+        dirs = [str(data_dir)]
+        if self.ft_folder.value:
+            dirs.append(str(self.ft_folder.value))
+        prov = h.provenance
+        spec = FineTuneSpec(
+            arch=str(prov.get("arch") or h.choice.source),
+            init=init,
+            data_dirs=dirs,
+            out=str(run_dir),
+            model_kwargs=dict(prov.get("kwargs") or {}),
+            minutes=float(self.ft_minutes.value),
+            **self.finetune_options,
+        )
+        self._ft_data = {
+            "image": self.image_layer.name,
+            "planes": planes,
+            "objects": objects,
+            "extra": self.ft_folder.value,
+        }
+        self._ft_base = dict(prov)
+        self._training = TrainingProcess(spec)
+        self.ft_button.enabled, self.ft_cancel.enabled = False, True
+        self.ft_progress.visible, self.ft_progress.value = True, 0
+        self._status(
+            f"fine-tuning {spec.arch} on {objects} objects ({planes} plane(s)) into {run_dir}"
+        )
+        if self.synchronous:
+            for item in self._finetune_job(self._training):
+                self._on_ft_progress(item)
+            self._on_ft_done(self._training.returncode)
+        else:
+            from napari.qt.threading import create_worker
+
+            worker = create_worker(self._finetune_job, self._training, _start_thread=False)
+            worker.yielded.connect(self._on_ft_progress)
+            worker.returned.connect(self._on_ft_done)
+            self._ft_worker = worker
+            worker.start()
+        return True
+
+    @staticmethod
+    def _finetune_job(proc: Any):
+        t0 = time.monotonic()
+        for line in proc.lines():
+            yield proc.spec.progress(line, time.monotonic() - t0), line
+        return proc.returncode
+
+    def _on_ft_progress(self, item: tuple[float | None, str]) -> None:
+        frac, line = item
+        if frac is not None:
+            self.ft_progress.value = int(1000 * frac)
+        if line:
+            self.ft_progress.label = line[:60]
+            self.viewer.status = f"clickseg training: {line}"
+
+    def _on_ft_done(self, code: int | None) -> None:
+        from .finetune import result_weights, write_card
+
+        proc, self._training, self._ft_worker = self._training, None, None
+        self.ft_button.enabled, self.ft_cancel.enabled = True, False
+        if proc is None:
+            return
+        if proc.cancelled:
+            self.ft_progress.visible = False
+            self._status(f"training cancelled; its checkpoint is in {proc.spec.out}")
+            return
+        weights = result_weights(proc.spec.out)
+        if code != 0 or weights is None:
+            tail = " | ".join(proc.lines_seen[-3:])
+            self._status(f"training failed (exit {code}): {tail}")
+            return
+        self.ft_progress.value = 1000
+        card = write_card(weights, proc.spec, self._ft_base, self._ft_data, proc.lines_seen)
+        if self.load_weights_file(weights, select=False):
+            self._status(f"fine-tuned weights {weights} (card {card.name}) are in the model list")
+
+    def cancel_finetune(self) -> None:
+        """Stop the running fine-tuning (the trainer writes a checkpoint first)."""
+        if self._training is not None:
+            self._training.cancel()
+            self._status("stopping the training run...")
 
     # --- save / load ---------------------------------------------------------------------
 

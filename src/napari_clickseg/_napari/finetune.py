@@ -1,0 +1,197 @@
+"""Fine-tuning from the dock, without Qt: export the committed objects as a training folder,
+run ``napari-clickseg train`` in a child process, and write a model card for the result.
+
+The training runs in its own process so annotation never waits on it (no shared GIL, no
+shared torch threads); cancelling sends SIGTERM, on which the trainer writes a checkpoint
+and stops. The weights it writes (``best.safetensors`` with validation, else
+``last.safetensors``) are self-describing and load like any weights file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .planes import ImageGeometry
+from .session import AnnotationSession
+
+__all__ = ["FineTuneSpec", "TrainingProcess", "export_committed", "result_weights", "write_card"]
+
+_ITER = re.compile(r"^iteration (\d+) \|")
+
+
+def export_committed(
+    session: AnnotationSession, geometry: ImageGeometry, data: Any, out_dir: str | os.PathLike
+) -> tuple[int, int]:
+    """Write every plane holding a committed object as ``images/`` + ``labels/`` tifs.
+
+    Images keep their raw dtype and channels; labels hold every object on the plane.
+
+    Returns:
+        (planes written, objects on them).
+
+    Raises:
+        ValueError: if no object has been committed yet.
+    """
+    import tifffile
+
+    planes = sorted(
+        {r.plane for r in session.records.values() if r.plane is not None},
+        key=lambda p: (p.displayed, p.index),
+    )
+    if not planes:
+        raise ValueError("no committed objects to train on: commit some objects first")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    objects = 0
+    for i, plane in enumerate(planes):
+        image, _ = geometry.plane_image(data, plane)
+        labels = np.ascontiguousarray(plane.view(session.labels))
+        objects += int(np.count_nonzero(np.unique(labels)))
+        tifffile.imwrite(out / "images" / f"plane{i:04d}.tif", np.ascontiguousarray(image))
+        tifffile.imwrite(out / "labels" / f"plane{i:04d}.tif", labels, compression="zlib")
+    return len(planes), objects
+
+
+@dataclass
+class FineTuneSpec:
+    """What to train.
+
+    Attributes:
+        arch, model_kwargs: the architecture (as the registry names it).
+        init: starting weights: a .safetensors path, "default", "imagenet" or "scratch".
+        data_dirs: training folders (the exported objects, optionally the user's folder).
+        out: run folder (must not hold a run).
+        minutes, iterations: budget (one of them).
+        batch_size, crop_size, device: trainer settings.
+    """
+
+    arch: str
+    init: str
+    data_dirs: list[str]
+    out: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    minutes: float | None = 5.0
+    iterations: int | None = None
+    batch_size: int = 4
+    crop_size: int = 256
+    device: str = "auto"
+
+    def command(self) -> list[str]:
+        """The ``napari-clickseg train`` command line (run with this Python)."""
+        cmd = [sys.executable, "-m", "napari_clickseg.cli", "train", "--model", self.arch]
+        for d in self.data_dirs:
+            cmd += ["--data", str(d)]
+        cmd += ["--init", self.init, "--out", self.out, "--device", self.device]
+        cmd += ["--batch-size", str(self.batch_size), "--crop-size", str(self.crop_size)]
+        if self.iterations is not None:
+            cmd += ["--iterations", str(self.iterations)]
+        else:
+            cmd += ["--minutes", str(self.minutes)]
+        if self.model_kwargs:
+            cmd += ["--set", f"model_kwargs={json.dumps(self.model_kwargs)}"]
+        return cmd
+
+    def progress(self, line: str, elapsed_s: float) -> float | None:
+        """Fraction done after a log line (iterations) or after ``elapsed_s`` (minutes)."""
+        if self.iterations:
+            m = _ITER.match(line)
+            return min(1.0, int(m.group(1)) / self.iterations) if m else None
+        if self.minutes:
+            return min(1.0, elapsed_s / (60.0 * self.minutes))
+        return None
+
+
+class TrainingProcess:
+    """``napari-clickseg train`` in a child process; its output lines, and SIGTERM to cancel."""
+
+    def __init__(self, spec: FineTuneSpec) -> None:
+        self.spec = spec
+        self.lines_seen: list[str] = []
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            spec.command(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            env=env,
+        )
+        self.cancelled = False
+
+    def lines(self) -> Iterator[str]:
+        """Output lines until the process ends (blocking; call from a worker thread)."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip()
+            self.lines_seen.append(line)
+            del self.lines_seen[:-200]
+            yield line
+        self.proc.wait()
+
+    def cancel(self) -> None:
+        """Ask the trainer to stop (it writes a checkpoint first)."""
+        if self.proc.poll() is None:
+            self.cancelled = True
+            self.proc.terminate()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+
+def result_weights(out: str | os.PathLike) -> Path | None:
+    """The weights a run produced: best.safetensors if validated, else last.safetensors."""
+    for name in ("best.safetensors", "last.safetensors"):
+        p = Path(out) / name
+        if p.is_file():
+            return p
+    return None
+
+
+def write_card(
+    weights: Path,
+    spec: FineTuneSpec,
+    base: dict[str, Any],
+    data: dict[str, Any],
+    log_tail: list[str],
+) -> Path:
+    """A markdown model card beside ``weights``: base model, data, budget, command, last log lines."""
+    from ..weights import sha256_file
+
+    card = weights.with_suffix(".md")
+    lines = [
+        f"# Fine-tuned {spec.arch} ({weights.name})",
+        "",
+        f"- written: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- weights sha256: `{sha256_file(weights)}`",
+        f"- base model: {base.get('name')} (arch {spec.arch}, weights sha256 "
+        f"{base.get('weights_sha256') or 'none: ' + spec.init})",
+        f"- data: {data.get('objects')} committed objects on {data.get('planes')} plane(s) of image "
+        f"{data.get('image')!r}" + (f", plus folder {data['extra']}" if data.get("extra") else ""),
+        f"- budget: {f'{spec.iterations} iterations' if spec.iterations else f'{spec.minutes} minutes'},"
+        f" batch {spec.batch_size}, crop {spec.crop_size}, device {spec.device}",
+        f"- command: `{' '.join(spec.command()[2:])}`",
+        "- scores: not measured on held-out data; the run folder's log.csv has the training loss",
+        "",
+        "Last lines of the training log:",
+        "",
+        "```",
+        *log_tail[-10:],
+        "```",
+        "",
+    ]
+    card.write_text("\n".join(lines))
+    return card

@@ -1,0 +1,65 @@
+"""Fine-tuning from the dock, without Qt: export, command line, progress, card."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_clickseg._napari.finetune import (
+    FineTuneSpec,
+    export_committed,
+    result_weights,
+    write_card,
+)
+from napari_clickseg._napari.planes import ImageGeometry, Plane
+from napari_clickseg._napari.session import AnnotationSession
+
+
+def test_export_committed_planes(tmp_path):
+    data = (np.random.default_rng(0).random((3, 2, 32, 40)) * 4000).astype(np.uint16)  # Z, C, Y, X
+    g = ImageGeometry(data.shape, channel_axis=1)
+    s = AnnotationSession(np.zeros(g.spatial_shape, np.uint16))
+    with pytest.raises(ValueError, match="commit"):
+        export_committed(s, g, data, tmp_path / "d")
+    for z, (r, c) in ((0, (10, 10)), (2, (20, 30)), (2, (5, 5))):
+        plane = Plane((1, 2), ((0, z),))
+        s.add_click(r, c, True, plane)
+        mask = np.zeros((32, 40), bool)
+        mask[r - 3 : r + 3, c - 3 : c + 3] = True
+        s.commit(mask)
+    planes, objects = export_committed(s, g, data, tmp_path / "d")
+    assert (planes, objects) == (2, 3)
+    img = tifffile.imread(tmp_path / "d" / "images" / "plane0001.tif")
+    lab = tifffile.imread(tmp_path / "d" / "labels" / "plane0001.tif")
+    assert img.shape == (32, 40, 2) and img.dtype == np.uint16
+    assert np.array_equal(img[..., 1], data[2, 1]) and set(np.unique(lab)) == {0, 2, 3}
+
+
+def test_spec_command_and_progress(tmp_path):
+    spec = FineTuneSpec("early", "imagenet", ["a", "b"], str(tmp_path / "run"), minutes=2.0)
+    cmd = spec.command()
+    assert cmd[:4] == [sys.executable, "-m", "napari_clickseg.cli", "train"]
+    assert cmd.count("--data") == 2 and "--minutes" in cmd and "--iterations" not in cmd
+    assert spec.progress("anything", 60.0) == pytest.approx(0.5)
+    it = FineTuneSpec("fca", "x.safetensors", ["a"], "o", iterations=10, model_kwargs={"k": 1})
+    assert "--iterations" in it.command() and 'model_kwargs={"k": 1}' in it.command()
+    assert it.progress("iteration 4 | loss 0.3 | ...", 0) == pytest.approx(0.4)
+    assert it.progress("[val] iteration 4: ...", 0) is None
+
+
+def test_result_weights_and_card(tmp_path):
+    assert result_weights(tmp_path) is None
+    (tmp_path / "last.safetensors").write_bytes(b"x")
+    assert result_weights(tmp_path).name == "last.safetensors"
+    (tmp_path / "best.safetensors").write_bytes(b"y")
+    w = result_weights(tmp_path)
+    assert w.name == "best.safetensors"
+    spec = FineTuneSpec("early", "imagenet", ["d"], str(tmp_path), iterations=3)
+    card = write_card(
+        w, spec, {"name": "UNTRAINED early"}, {"objects": 4, "planes": 1, "image": "img"}, ["done"]
+    )
+    text = card.read_text()
+    assert "4 committed objects" in text and "3 iterations" in text and "done" in text
