@@ -553,3 +553,18 @@ def test_screenshot(make_napari_viewer, qtbot):
     out.parent.mkdir(exist_ok=True)
     viewer.screenshot(str(out), canvas_only=False, flash=False)
     assert out.stat().st_size > 10_000
+
+
+def test_layer_transforms_and_image_removal(open_dock, fluo):
+    viewer, w = open_dock(fluo, scale=(0.5, 0.5), translate=(10.0, 20.0))
+    for key in ("positive", "preview", "committed"):
+        assert np.allclose(w.layers[key].scale, (0.5, 0.5))
+        assert np.allclose(w.layers[key].translate, (10.0, 20.0))
+    mouse_click(viewer, (10.0 + 15.0, 20.0 + 16.0))  # world -> data (30, 32)
+    assert (w.session.clicks[0].row, w.session.clicks[0].col) == (30.0, 32.0)
+    assert w.layers["preview"].data[30, 32] == 1
+    other = viewer.add_image(fluo[:32, :32], name="other")
+    viewer.layers.remove(w.image_layer)
+    assert unwrap(w.image_layer) is other and w.session.labels.shape == (32, 32)
+    viewer.layers.remove(other)
+    assert w.image_layer is None and not w.add_click(1, 1, True)

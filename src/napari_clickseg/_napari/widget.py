@@ -331,6 +331,9 @@ class ClickSegWidget(Container):
         removed = event.value
         if _same(removed, self.image_layer):
             self._unbind()
+            nxt = self._default_image()
+            if nxt is not None:
+                self._bind_to(nxt)
         else:
             for k, layer in list(self.layers.items()):
                 if _same(layer, removed):
@@ -397,7 +400,9 @@ class ClickSegWidget(Container):
         g, img, v = self.geometry, self.image_layer, self.viewer
         assert g is not None
         scale, translate = g.annotation_transform(img.scale, img.translate)
-        common = {"scale": scale, "translate": translate}
+        common = {"scale": scale, "translate": translate, "affine": img.affine}
+        if g.channel_axis is None:  # rotations/shears mixing in a stretched channel axis: skip
+            common.update(rotate=img.rotate, shear=img.shear)
         for key in ("positive", "negative", "preview"):
             old = self.layers.pop(key, None)
             if _in_viewer(old, v):
