@@ -128,7 +128,8 @@ def mouse_click(viewer, position, button=1, modifiers=()):
 # --- opening the dock ---------------------------------------------------------------------------
 
 
-def test_dock_from_manifest_binds_to_image(make_napari_viewer, monkeypatch, fluo):
+def test_dock_from_manifest_binds_to_image(make_napari_viewer, monkeypatch, fluo, tmp_path):
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", str(tmp_path))  # no shipped weights here
     monkeypatch.setenv("NAPARI_CLICKSEG_ALLOW_UNTRAINED", "1")
     monkeypatch.setenv("NAPARI_CLICKSEG_SYNC", "1")
     viewer = make_napari_viewer()
@@ -142,7 +143,7 @@ def test_dock_from_manifest_binds_to_image(make_napari_viewer, monkeypatch, fluo
         assert n in names
     pos, neg = widget.layers["positive"], widget.layers["negative"]
     assert pos.current_face_color != neg.current_face_color
-    # only untrained models are offered (no shipped weights in this test), clearly labelled
+    # only untrained models are offered (no shipped weights here), clearly labelled
     labels = widget.model_labels()
     assert labels and all(lab.startswith("UNTRAINED") for lab in labels if "custom" not in lab)
     assert "UNTRAINED" in widget.model_combo.value
