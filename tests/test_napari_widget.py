@@ -74,8 +74,10 @@ def fluo() -> np.ndarray:
 
 
 @pytest.fixture
-def open_dock(make_napari_viewer):
-    """open_dock(image, **layer_kwargs) -> (viewer, widget) with the disk stub model selected."""
+def open_dock(make_napari_viewer, monkeypatch, tmp_path_factory):
+    """open_dock(image, **layer_kwargs) -> (viewer, widget) with the disk stub model selected
+    (shipped weights, if any, are hidden so the tests do not depend on them)."""
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", str(tmp_path_factory.mktemp("no-weights")))
 
     def _open(image, sync=True, **layer_kwargs):
         viewer = make_napari_viewer()
@@ -88,6 +90,7 @@ def open_dock(make_napari_viewer):
             predictor_kwargs=FAST,
         )
         viewer.window.add_dock_widget(widget, name="Click segmentation")
+        assert widget.model_combo.value == "custom: disk"
         return viewer, widget
 
     return _open
