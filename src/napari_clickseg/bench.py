@@ -441,20 +441,29 @@ def markdown(report: dict[str, Any]) -> str:
         )
     t = report.get("training") or {}
     dtype = report.get("dtype_path", {})
+    st = report["settings"]
+    brs_txt = (
+        f"{', '.join(st['brs_modes'])} timed on {st['brs_clicks']} clicks, 1 repeat"
+        if st.get("brs_modes") else "none timed"
+    )
+    if t.get("samples_per_s") is not None:
+        train_txt = (
+            f"- training throughput ({t.get('model')}, init {t.get('init')}, batch {t.get('batch_size')}, "
+            f"crop {t.get('crop_size')}): {_fmt(t.get('samples_per_s'), 2)} samples/s ({t.get('note')})"
+        )
+    else:
+        train_txt = f"- training throughput: {t.get('note', 'n/a')}"
     lines += [
         "",
         f"- device: {env.get('device')}; CPU: {env.get('cpu')} ({env.get('cpu_count')} logical cores, "
         f"capability {env.get('cpu_capability')}); torch {env.get('torch')}, {env.get('torch_threads')} threads"
         + (f"; GPU: {env['gpu']}" if env.get("gpu") else ""),
         f"- dtype path: {dtype.get('dtype', 'n/a')}, channels_last {dtype.get('channels_last', 'n/a')}; "
-        f"weights: {report['settings']['weights']}; zoom-in: {report['settings']['zoom_in']}",
+        f"weights: {st['weights']}; zoom-in: {st['zoom_in']}",
         f"- image: {report['image']['source']} mirrored to each size; object of "
         f"{report['image'].get('object_px')} px; clicks: robot user against the random walker "
-        f"({report['settings']['n_clicks']} per sequence), {report['settings']['repeats']} repeats "
-        f"after a warm-up; BRS modes: {report['settings']['brs_clicks']} clicks, 1 repeat",
-        f"- training throughput ({t.get('model', 'n/a')}, batch {t.get('batch_size', 'n/a')}, crop "
-        f"{t.get('crop_size', 'n/a')}): {_fmt(t.get('samples_per_s'), 2)} samples/s"
-        + (f" ({t['note']})" if t.get("note") else ""),
+        f"({st['n_clicks']} per sequence), {st['repeats']} repeats after a warm-up; BRS modes: {brs_txt}",
+        train_txt,
         f"- memory: {report['settings']['memory']}",
     ]
     return "\n".join(lines) + "\n"

@@ -86,8 +86,11 @@ def save_weights(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    try:
+        save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left behind when writing failed
     return sha256_file(path)
 
 
@@ -192,9 +195,19 @@ def shipped_manifest() -> dict[str, Any]:
     if not f.is_file():
         return {"default": None, "models": {}}
     try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError:
+        manifest = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise WeightsError(f"corrupt weights manifest: {f}") from None
+    models = manifest.get("models", {}) if isinstance(manifest, dict) else None
+    if not isinstance(models, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("file"), str) for e in models.values()
+    ):
+        raise WeightsError(
+            f"corrupt weights manifest: {f} (expected {{'models': {{name: {{'file': ..., 'sha256': ...}}}}}})"
+        )
+    manifest.setdefault("default", None)
+    manifest["models"] = models
+    return manifest
 
 
 def shipped_models() -> list[str]:

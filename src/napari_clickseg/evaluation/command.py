@@ -37,11 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--brs", action="append", choices=BRS_MODES,
         help="test-time refinement; repeat to compare modes (default: off)",
     )
-    p.add_argument("--structural-integrity", action="store_true",
-                   help="keep only foreground connected to a positive click")
+    p.add_argument("--structural-integrity", action=argparse.BooleanOptionalAction, default=False,
+                   help="keep only foreground 8-connected to a positive click (default: off, as in "
+                   "the papers' protocol; the napari widget has it on)")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=None,
                    help="zoom in on the object (default: the predictor's own default)")
-    p.add_argument("--graph-cut", action="store_true", help="graph-cut post-processing")
+    p.add_argument("--graph-cut", action=argparse.BooleanOptionalAction, default=False,
+                   help="graph-cut post-processing (default: off)")
     p.add_argument("--max-clicks", type=int, default=20, help="clicks per object (default: 20)")
     p.add_argument("--max-objects", type=int, default=None, metavar="N",
                    help="evaluate a fixed random sample of N objects per dataset (seeded)")

@@ -145,6 +145,7 @@ def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
 
     matplotlib.use("Agg", force=False)
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     datasets: list[str] = []
     for r in results:
@@ -163,6 +164,7 @@ def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
         d = next(r["dataset"] for r in results if r["dataset"]["name"] == name)
         ax.set_title(f"{name} ({d.get('n_objects')} objects)")
         ax.set_xlabel("clicks")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mean IoU")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
