@@ -1,0 +1,172 @@
+"""Ship trained weights: copy them into weights/, write the manifest and one model card each.
+
+Usage::
+
+    python scripts/ship_weights.py --runs RUNS_DIR --eval EVAL_DIR [--eval EVAL_DIR2 ...] \
+        [--default NAME] [--models two_stream hires ...]
+
+``RUNS_DIR/<model>/best.safetensors`` (or ``last.safetensors``) is copied to
+``weights/<model>.safetensors`` (replacing the old file); ``EVAL_DIR`` holds the
+``evaluation.json`` written by ``napari-clickseg evaluate`` on those copies. The
+card says how the weights were made (from the file's own training metadata) and
+how well they do (the evaluation, with the random-walker baseline beside them).
+The default model is the one with the lowest mean NoC@90 unless ``--default``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from napari_clickseg.weights import read_metadata, sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights"
+METRICS = [
+    ("NoC@85", "noc85"),
+    ("NoC@90", "noc90"),
+    ("NoF@90", "nof90"),
+    ("mIoU@1", "miou@1"),
+    ("mIoU@3", "miou@3"),
+    ("mIoU@5", "miou@5"),
+    ("mIoU@20", "miou@20"),
+    ("AuC", "auc"),
+    ("s/click (median)", "spc_median"),
+]
+
+
+def _metric(m: dict, key: str) -> float | None:
+    """Look a metric up in a result's ``metrics`` dict, tolerating the runner's naming."""
+    flat = {k.lower().replace("_", "").replace("@", ""): v for k, v in m.items() if not isinstance(v, (dict, list))}
+    if key == "spc_median":
+        s = m.get("seconds_per_click") or {}
+        return s.get("median") if isinstance(s, dict) else None
+    if key.startswith("miou@"):
+        k = int(key.split("@")[1])
+        curve = m.get("miou_curve") or m.get("miou") or []
+        if isinstance(curve, list) and len(curve) >= k:
+            return curve[k - 1]
+    return flat.get(key.replace("@", ""))
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def load_results(eval_dirs: list[Path]) -> list[dict]:
+    results = []
+    for d in eval_dirs:
+        data = json.loads((d / "evaluation.json").read_text())
+        results.extend(data["results"] if isinstance(data, dict) else data)
+    return results
+
+
+def _key(r: dict) -> str:
+    m = r["model"]
+    if m.get("weights_path"):
+        return Path(m["weights_path"]).stem
+    return str(m.get("arch") or m.get("requested"))
+
+
+def _dataset(r: dict) -> str:
+    d = r["dataset"]
+    return str(d.get("name") or d.get("root"))
+
+
+def table(results: list[dict], names: list[str]) -> str:
+    rows = ["| model | dataset | objects | " + " | ".join(h for h, _ in METRICS) + " |"]
+    rows.append("|" + "---|" * (3 + len(METRICS)))
+    for r in sorted(results, key=lambda r: (_dataset(r), _key(r))):
+        if _key(r) not in names:
+            continue
+        n = r["dataset"].get("objects") or r["dataset"].get("n_objects")
+        vals = " | ".join(_fmt(_metric(r["metrics"], k)) for _, k in METRICS)
+        rows.append(f"| {_key(r)} | {_dataset(r)} | {n} | {vals} |")
+    return "\n".join(rows)
+
+
+def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str) -> str:
+    tr = meta.get("training", {})
+    cfg = tr.get("config", {})
+    lines = [
+        f"# `{name}` weights",
+        "",
+        f"- file: `weights/{name}.safetensors` (fp16 safetensors), sha256 `{sha}`",
+        f"- architecture: `{meta['arch']}` with kwargs `{json.dumps(meta['kwargs'])}`",
+        f"- normalisation: {json.dumps(meta.get('normalization'))}",
+        "",
+        "## How they were made",
+        "",
+        f"- command: `bash scripts/train_shipped.sh {cfg.get('minutes')}` (five runs side by side, "
+        "one CPU thread each), i.e. `napari-clickseg train` with the config below",
+        f"- init: {cfg.get('init')}; loss: {cfg.get('loss')}; clicks: {cfg.get('click_schedule')}; "
+        f"crop {cfg.get('crop_size')}, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}",
+        f"- data: {', '.join(cfg.get('train_dirs', []))}; model selection on "
+        f"{', '.join(cfg.get('val_dirs', []))}",
+        f"- iterations: {tr.get('iterations', tr.get('step'))}; samples seen: {tr.get('samples_seen', 'n/a')}; "
+        f"wall time: {tr.get('wall_time', tr.get('elapsed_seconds', 'n/a'))}",
+        f"- hardware: {json.dumps(tr.get('hardware', {}))}",
+        f"- validation used for selection (crops, 5 clicks; not PROTOCOL numbers): "
+        f"{json.dumps(meta.get('metrics', {}))}",
+        "",
+        "## How well (PROTOCOL.md robot user, 20 clicks, no BRS, no structural integrity)",
+        "",
+        f"Command: `{eval_cmd}`",
+        "",
+        table(results, [name, "random_walker"]),
+        "",
+        "Objects are a fixed-seed sample (seed 0) of each dataset's objects on full images; "
+        "the random walker is the classical baseline on the same objects and clicks protocol.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, required=True)
+    ap.add_argument("--eval", type=Path, action="append", default=[])
+    ap.add_argument("--eval-command", default="see the evaluation JSON")
+    ap.add_argument("--models", nargs="*", default=["early", "two_stream", "multi_stage", "fca", "hires"])
+    ap.add_argument("--default", default=None)
+    ap.add_argument("--copy", action="store_true", help="copy weights from the runs (else only cards)")
+    args = ap.parse_args()
+
+    WEIGHTS.mkdir(exist_ok=True)
+    if args.copy:
+        for name in args.models:
+            src = args.runs / name / "best.safetensors"
+            if not src.is_file():
+                src = args.runs / name / "last.safetensors"
+            shutil.copyfile(src, WEIGHTS / f"{name}.safetensors")
+            print(f"{name}: {src} -> weights/{name}.safetensors")
+    results = load_results(args.eval) if args.eval else []
+    manifest = {"default": None, "models": {}}
+    for name in args.models:
+        f = WEIGHTS / f"{name}.safetensors"
+        sha = sha256_file(f)
+        meta = read_metadata(f)
+        manifest["models"][name] = {"file": f.name, "sha256": sha, "card": f"{name}.md"}
+        if results:
+            (WEIGHTS / f"{name}.md").write_text(card(name, meta, sha, results, args.eval_command))
+    noc = {}
+    for r in results:
+        if _key(r) in args.models:
+            v = _metric(r["metrics"], "noc90")
+            if v is not None:
+                noc.setdefault(_key(r), []).append(v)
+    best = min(noc, key=lambda k: sum(noc[k]) / len(noc[k])) if noc else args.models[0]
+    manifest["default"] = args.default or best
+    (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"default: {manifest['default']}")
+    if results:
+        (WEIGHTS / "RESULTS.md").write_text(table(results, [*args.models, "random_walker"]) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
