@@ -39,16 +39,15 @@ METRICS = [
 
 def _metric(m: dict, key: str) -> float | None:
     """Look a metric up in a result's ``metrics`` dict, tolerating the runner's naming."""
-    flat = {k.lower().replace("_", "").replace("@", ""): v for k, v in m.items() if not isinstance(v, (dict, list))}
     if key == "spc_median":
         s = m.get("seconds_per_click") or {}
         return s.get("median") if isinstance(s, dict) else None
     if key.startswith("miou@"):
         k = int(key.split("@")[1])
-        curve = m.get("miou_curve") or m.get("miou") or []
+        curve = m.get("miou_curve") or []
         if isinstance(curve, list) and len(curve) >= k:
             return curve[k - 1]
-    return flat.get(key.replace("@", ""))
+    return m.get(key)
 
 
 def _fmt(v: float | None) -> str:
@@ -61,7 +60,7 @@ def load_results(eval_dirs: list[Path]) -> list[dict]:
     results = []
     for d in eval_dirs:
         data = json.loads((d / "evaluation.json").read_text())
-        results.extend(data["results"] if isinstance(data, dict) else data)
+        results.extend(data["runs"])
     return results
 
 
@@ -83,7 +82,8 @@ def table(results: list[dict], names: list[str]) -> str:
     for r in sorted(results, key=lambda r: (_dataset(r), _key(r))):
         if _key(r) not in names:
             continue
-        n = r["dataset"].get("objects") or r["dataset"].get("n_objects")
+        d = r["dataset"]
+        n = f"{d.get('n_objects')} of {d.get('n_objects_total')}"
         vals = " | ".join(_fmt(_metric(r["metrics"], k)) for _, k in METRICS)
         rows.append(f"| {_key(r)} | {_dataset(r)} | {n} | {vals} |")
     return "\n".join(rows)

@@ -150,3 +150,30 @@ class UNetDecoder(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = stage(torch.cat([x, skip], 1))
         return x
+
+
+class ConvStream(nn.Module):
+    """Small conv net, a stride-2 conv and a 3x3 conv per level; returns every level's features.
+
+    The interaction streams of ``two_stream`` (FCTSFN) and ``hires`` ("99%", LeakyReLU).
+    """
+
+    def __init__(self, cin: int, widths: tuple[int, ...], leaky: bool = False) -> None:
+        super().__init__()
+        stages = []
+        for w in widths:
+            stages.append(
+                nn.Sequential(
+                    ConvBNReLU(cin, w, 3, stride=2, leaky=leaky), ConvBNReLU(w, w, 3, leaky=leaky)
+                )
+            )
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.channels = tuple(widths)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats

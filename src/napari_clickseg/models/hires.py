@@ -22,30 +22,8 @@ from torch.nn import functional as F
 
 from .backbone import EfficientNetLite0
 from .base import ClickSegModel, ModelInputs, upsample_like
-from .blocks import ConvBNReLU, GuidedFilter, PyramidPooling
+from .blocks import ConvBNReLU, ConvStream, GuidedFilter, PyramidPooling
 from .registry import register_model
-
-
-class MaskInteractionStream(nn.Module):
-    """Six 3x3 convs with LeakyReLU on previous mask + clicks; strided 1st, 3rd, 5th."""
-
-    def __init__(self, cin: int, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
-        super().__init__()
-        stages = []
-        for w in widths:
-            stages.append(
-                nn.Sequential(ConvBNReLU(cin, w, 3, stride=2, leaky=True), ConvBNReLU(w, w, 3, leaky=True))
-            )
-            cin = w
-        self.stages = nn.ModuleList(stages)
-        self.channels = widths
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
 class DecoderStage(nn.Module):
@@ -70,7 +48,8 @@ class HighResFeedback(ClickSegModel):
         super().__init__()
         k = self.inputs.click_channels
         self.image_stream = EfficientNetLite0(in_channels=3 + k)
-        self.interaction_stream = MaskInteractionStream(1 + k)
+        # six 3x3 convs with LeakyReLU, strided 1st, 3rd and 5th
+        self.interaction_stream = ConvStream(1 + k, (16, 32, 64), leaky=True)
         ci, cu = self.image_stream.channels, self.interaction_stream.channels
         self._x_channels = ci[4] + cu[2]
         self.ppm = PyramidPooling(self._x_channels, head_width)

@@ -27,28 +27,8 @@ from torch.nn import functional as F
 
 from .backbone import EfficientNetLite0
 from .base import ClickSegModel, ModelInputs, upsample_like
-from .blocks import ConvBNReLU
+from .blocks import ConvBNReLU, ConvStream
 from .registry import register_model
-
-
-class InteractionStream(nn.Module):
-    """Conv net on the click maps, features at strides 2, 4, 8, 16, 32."""
-
-    def __init__(self, cin: int, widths: tuple[int, ...] = (16, 24, 32, 48, 64)) -> None:
-        super().__init__()
-        stages = []
-        for w in widths:
-            stages.append(nn.Sequential(ConvBNReLU(cin, w, 3, stride=2), ConvBNReLU(w, w, 3)))
-            cin = w
-        self.stages = nn.ModuleList(stages)
-        self.channels = widths
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
 @register_model("two_stream")
@@ -61,7 +41,7 @@ class TwoStreamFusion(ClickSegModel):
     def __init__(self, fusion_width: int = 128, msrn_width: int = 8) -> None:
         super().__init__()
         self.image_stream = EfficientNetLite0(in_channels=3)
-        self.interaction_stream = InteractionStream(self.inputs.click_channels)
+        self.interaction_stream = ConvStream(self.inputs.click_channels, (16, 24, 32, 48, 64))
         ci, cu = self.image_stream.channels, self.interaction_stream.channels
         self.fusion = nn.Sequential(
             ConvBNReLU(ci[-1] + cu[-1], fusion_width, 3),
