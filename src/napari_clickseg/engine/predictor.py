@@ -83,7 +83,9 @@ class Predictor:
         device: "cpu", "cuda", "mps", a ``torch.device``, or None for the best available.
         dtype: "auto", "float32" or "bfloat16" (autocast); see ``engine.device``.
         zoom_in: RITM zoom-in (crop around the object after the first click).
-        target_size: long side of the zoom crop fed to the network.
+        target_size: long side of the zoom crop fed to the network (256: the shipped
+            weights were trained on 192-px crops; 256 scored better than 448 on
+            ph2/val and is 2.5x faster).
         min_crop_size: minimum side of the zoom box in image pixels.
         first_window: the first click sees the whole image if its long side is at
             most this, else a window of this size around the click.
@@ -103,7 +105,7 @@ class Predictor:
         device: str | torch.device | None = None,
         dtype: str = "auto",
         zoom_in: bool = True,
-        target_size: int = 448,
+        target_size: int = 256,
         min_crop_size: int = 224,
         first_window: int = 640,
         expansion: float = 1.4,
