@@ -2,6 +2,8 @@
 
 Provides:
     rng: a seeded ``numpy.random.Generator`` (seed 0), fresh per test.
+    one_torch_thread: runs a test module's torch work on one thread (a loaded 2-core machine
+        runs small convolutions ~50x slower with two); modules opt in with ``usefixtures``.
     shared_data: ``Path`` of the shared data folder (``../shared/data`` beside the repository,
         or ``$NAPARI_CLICKSEG_SHARED_DATA``); skips when missing, fails under ``CI=true``.
     Hypothesis profiles ``dev`` (default) and ``ci`` (chosen when ``CI`` is set): no deadline
@@ -50,3 +52,14 @@ def shared_data() -> Path:
             pytest.fail(msg + " (CI must have ../shared beside the repository)")
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module's tests; the previous count is restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,14 +17,7 @@ from napari_clickseg.engine.zoom import Box, ZoomTransform, first_click_box, obj
 from napari_clickseg.models import ClickSegModel, ModelInputs, create_model
 from napari_clickseg.weights import WeightsError, save_weights
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # a loaded 2-core machine runs these small convolutions ~50x slower with 2 threads
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,9 @@ DTYPES = [np.uint8, np.uint16, np.int32, np.float32, np.float64]
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def predictor(one_torch_thread):
     torch.manual_seed(0)
-    yield Predictor(create_model("early", decoder_width=8), device="cpu")
-    torch.set_num_threads(n)
+    return Predictor(create_model("early", decoder_width=8), device="cpu")
 
 
 @st.composite

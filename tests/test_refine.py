@@ -12,13 +12,7 @@ from napari_clickseg.engine import Predictor
 from napari_clickseg.engine.refine import brs, fbrs, refine
 from napari_clickseg.models import ClickSegModel, ModelInputs
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Tiny(ClickSegModel):

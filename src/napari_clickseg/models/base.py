@@ -58,6 +58,8 @@ class ClickSegModel(nn.Module):
     in_channels: ClassVar[int] = 3
 
     arch_kwargs: dict[str, Any]
+    #: Channels of ``encode(...)["x"]`` (what f-BRS scales and shifts); set in ``__init__``.
+    fbrs_channels: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,10 +120,6 @@ class ClickSegModel(nn.Module):
             b.load_imagenet()
         return len(backbones)
 
-    @property
-    def fbrs_channels(self) -> int:
-        """Channels of ``encode(...)["x"]``; set by subclasses."""
-        raise NotImplementedError
 
 
 def upsample_like(x: Tensor, ref: Tensor) -> Tensor:

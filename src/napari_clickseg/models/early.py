@@ -32,10 +32,7 @@ class EarlyFusion(ClickSegModel):
         d = decoder_width
         self.decoder = UNetDecoder(c[1:4], c[4], (2 * d, d, d))
         self.head = nn.Conv2d(d, 1, 1)
-
-    @property
-    def fbrs_channels(self) -> int:
-        return self.backbone.channels[-1]
+        self.fbrs_channels = c[4]
 
     def encode(self, image: Tensor, image_feats: dict, click_maps: Tensor, prev_mask: Tensor) -> dict:
         import torch

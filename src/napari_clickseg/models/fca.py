@@ -61,18 +61,14 @@ class FirstClickAttentionNet(ClickSegModel):
         c = self.backbone.channels
         self.attention = FirstClickAttention(c[1])
         self.aux_head = nn.Conv2d(self.attention.out_channels, 1, 1)
-        self._x_channels = c[4] + self.attention.out_channels
-        self.aspp = ASPP(self._x_channels, aspp_width, rates=(6, 12, 18))
+        self.fbrs_channels = c[4] + self.attention.out_channels
+        self.aspp = ASPP(self.fbrs_channels, aspp_width, rates=(6, 12, 18))
         self.low_proj = ConvBNReLU(c[1], low_width, 1)
         self.decoder = nn.Sequential(
             ConvBNReLU(aspp_width + low_width, aspp_width, 3),
             ConvBNReLU(aspp_width, aspp_width, 3),
             nn.Conv2d(aspp_width, 1, 1),
         )
-
-    @property
-    def fbrs_channels(self) -> int:
-        return self._x_channels
 
     def encode(
         self, image: Tensor, image_feats: dict, click_maps: Tensor, prev_mask: Tensor

@@ -51,8 +51,8 @@ class HighResFeedback(ClickSegModel):
         # six 3x3 convs with LeakyReLU, strided 1st, 3rd and 5th
         self.interaction_stream = ConvStream(1 + k, (16, 32, 64), leaky=True)
         ci, cu = self.image_stream.channels, self.interaction_stream.channels
-        self._x_channels = ci[4] + cu[2]
-        self.ppm = PyramidPooling(self._x_channels, head_width)
+        self.fbrs_channels = ci[4] + cu[2]
+        self.ppm = PyramidPooling(self.fbrs_channels, head_width)
         w16, w8, w4, w2, w1 = widths
         self.up16 = DecoderStage(head_width + ci[3], w16)
         self.up8 = DecoderStage(w16 + ci[2] + cu[2], w8)
@@ -61,10 +61,6 @@ class HighResFeedback(ClickSegModel):
         self.up1 = DecoderStage(w2 + 3 + 1, w1)
         self.head = nn.Conv2d(w1, 1, 1)
         self.guided_filter = GuidedFilter(3)
-
-    @property
-    def fbrs_channels(self) -> int:
-        return self._x_channels
 
     def encode(
         self, image: Tensor, image_feats: dict, click_maps: Tensor, prev_mask: Tensor

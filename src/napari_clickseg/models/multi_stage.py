@@ -55,15 +55,11 @@ class MultiStageFusion(ClickSegModel):
         self.backbone = EfficientNetLite0(in_channels=3 + k)
         self.branch = SEFusionBranch(k)
         c = self.backbone.channels
-        self._x_channels = c[4] + self.branch.out_channels
-        self.ppm = PyramidPooling(self._x_channels, head_width)
+        self.fbrs_channels = c[4] + self.branch.out_channels
+        self.ppm = PyramidPooling(self.fbrs_channels, head_width)
         d = decoder_width
         self.decoder = UNetDecoder((c[1], c[2]), head_width, (d, d))
         self.head = nn.Conv2d(d, 1, 1)
-
-    @property
-    def fbrs_channels(self) -> int:
-        return self._x_channels
 
     def encode(
         self, image: Tensor, image_feats: dict, click_maps: Tensor, prev_mask: Tensor

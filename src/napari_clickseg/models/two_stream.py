@@ -61,11 +61,7 @@ class TwoStreamFusion(ClickSegModel):
             ConvBNReLU(w, w, 3),
             nn.Conv2d(w, 1, 1),
         )
-        self._fusion_width = fusion_width
-
-    @property
-    def fbrs_channels(self) -> int:
-        return self._fusion_width
+        self.fbrs_channels = fusion_width
 
     def encode_image(self, image: Tensor) -> dict[str, Tensor]:
         return {f"img{i}": f for i, f in enumerate(self.image_stream(image))}
