@@ -138,7 +138,7 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         "",
         *_history(meta),
         "",
-        f"Hardware: {json.dumps(tr.get('hardware', {}))}, five runs sharing the 2 cores.",
+        f"Hardware: {json.dumps(tr.get('hardware', {}))}, five runs (stage 1) or three (stage 2) sharing the 2 cores.",
         "",
         "Selection scores (48 val objects on crops, 5 clicks; not PROTOCOL numbers): "
         + ", ".join(f"{k} {v:.3f}" for k, v in meta.get("metrics", {}).items()
