@@ -126,7 +126,7 @@ def test_one_forward_per_click_and_exact_undo(early, image):
     p = Predictor(early, device="cpu")
     p.set_image(image)
     p.predict([a])
-    assert p.last_stats["forwards"] == 1
+    assert p.last_stats["forwards"] in (1, 2)  # a first click may zoom in for a second pass
     p.predict([a, b])
     assert p.last_stats["forwards"] == 1
     abc = p.predict([a, b, c])
@@ -141,7 +141,7 @@ def test_one_forward_per_click_and_exact_undo(early, image):
     assert p.last_stats["forwards"] == 0
     # a list sharing no prefix is replayed click by click
     out = p.predict([d, a])
-    assert p.last_stats["forwards"] == 2
+    assert p.last_stats["forwards"] in (2, 3)
     np.testing.assert_array_equal(out, replay(early, image, [d, a]))
 
 
@@ -248,6 +248,45 @@ def test_large_image_crops_are_bounded(early):
     assert max(p.last_stats["crop_size"]) <= 256 + 31
     y0, x0, y1, x1 = p.last_stats["box"]
     assert y0 <= 700 < y1 and x0 <= 100 and 1500 < x1
+
+
+class ClickDisk(ClickSegModel):
+    """Foreground where the positive-click Gaussian exceeds 0.5 (a disk of ~12 crop pixels),
+    or everywhere (``everything=True``)."""
+
+    inputs = ModelInputs(encoding="gaussian")
+
+    def __init__(self, everything: bool = False) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.everything = everything
+        self.fbrs_channels = 1
+
+    def encode(self, image, image_feats, click_maps, prev_mask):
+        return {"x": click_maps[:, :1] * self.w}
+
+    def decode(self, enc, image):
+        x = enc["x"]
+        return {"logits": torch.full_like(x, 10.0) if self.everything else 20 * (x - 0.5)}
+
+
+def test_first_click_zooms_in_on_small_objects():
+    img = np.zeros((600, 600), dtype=np.uint8)
+    p = Predictor(ClickDisk(), device="cpu", target_size=256, min_crop_size=64)
+    p.set_image(img)
+    prob = p.predict([(300, 300, True)], structural_integrity=False)
+    # pass 1 sees the 600 px image at 256 px, finds a ~55 px blob; pass 2 magnifies its box
+    assert p.last_stats["forwards"] == 2
+    y0, x0, y1, x1 = p.last_stats["box"]
+    assert y1 - y0 < 100 and y0 < 300 < y1 and x0 < 300 < x1
+    # pass 2 draws the disk in its magnified crop: ~12 crop px, a few image px
+    assert 2 < (prob[300] >= 0.5).sum() < 20
+    # a large object gets one pass on the whole (downscaled) view
+    big = Predictor(ClickDisk(everything=True), device="cpu", target_size=256, min_crop_size=64)
+    big.set_image(img)
+    assert big.predict([(300, 300, True)]).min() > 0.99
+    assert big.last_stats["forwards"] == 1 and big.last_stats["box"] == (0, 0, 600, 600)
+    assert max(big.last_stats["crop_size"]) == 256
 
 
 def test_no_zoom_uses_whole_image(early, image):

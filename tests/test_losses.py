@@ -85,3 +85,20 @@ def test_defaults_and_errors():
     assert get_loss(None, "early") is LOSSES["balanced_bce"]
     with pytest.raises(ValueError, match="unknown loss 'nope'; valid: .*balanced_bce"):
         get_loss("nope")
+
+
+def test_nfl_matches_its_formula():
+    """RITM's normalized focal loss, written out pixel by pixel."""
+    gt, ignore, clicks = _case()
+    logits = torch.randn(gt.shape, generator=torch.Generator().manual_seed(0)) * 3
+    got = float(LOSSES["nfl"]({"logits": logits}, gt, ignore, clicks))
+    total = 0.0
+    for b in range(gt.shape[0]):
+        valid = ~ignore[b, 0]
+        p = torch.sigmoid(logits[b, 0].double())
+        pt = torch.where(gt[b, 0] > 0.5, p, 1 - p)[valid]
+        alpha = torch.where(gt[b, 0] > 0.5, 0.5, 0.5)[valid]
+        beta = (1 - pt) ** 2
+        beta = beta * valid.sum() / beta.sum()
+        total += float((-alpha * beta * torch.log(pt)).sum() / valid.sum())
+    assert got == pytest.approx(total / gt.shape[0], rel=1e-4)

@@ -101,7 +101,7 @@ def test_predictor_refines_every_click(mode):
     assert off[20, 30] < 0.5
     on = p.predict(clicks, brs=mode, structural_integrity=False)
     print(f"{mode} via Predictor: {p.last_stats['refine_iterations']} evaluations")
-    assert p.last_stats["forwards"] == 1 and p.last_stats["refine_iterations"] >= 1
+    assert p.last_stats["forwards"] in (1, 2) and p.last_stats["refine_iterations"] >= 1
     assert on[20, 30] >= 0.5
     # the history is kept per mode: switching back costs nothing
     np.testing.assert_array_equal(p.predict(clicks, structural_integrity=False), off)

@@ -3,13 +3,14 @@
 State of one click prefix is its zoom box and the probability inside it (zero
 outside), so results are assembled without full-image work and undo is exact:
 a prefix already computed comes from the history; a list that extends a known
-prefix by one click costs one forward; any other list is replayed click by
+prefix by one click costs one forward (two for a first click that zooms in); any other list is replayed click by
 click from its longest known prefix, which gives the same result as a replay
 from scratch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -33,6 +34,9 @@ __all__ = ["Predictor"]
 
 _Key = tuple[tuple[float, float, bool], ...]
 
+#: the first click gets a second, zoomed pass when it magnifies at least this much more
+_FIRST_ZOOM_GAIN = 1.25
+
 
 @dataclass(frozen=True)
 class _State:
@@ -42,6 +46,7 @@ class _State:
     patch: np.ndarray
     transform: ZoomTransform
     refine_iterations: int = 0
+    passes: int = 1
 
 
 class _History:
@@ -88,7 +93,10 @@ class Predictor:
             ph2/val and is 2.5x faster).
         min_crop_size: minimum side of the zoom box in image pixels.
         first_window: the first click sees the whole image if its long side is at
-            most this, else a window of this size around the click.
+            most this, else a window of this size around the click; that view is
+            resized to ``target_size`` to find the object, then a second pass zooms
+            in on it (when that magnifies more than 1.25x): small objects such as
+            nuclei are segmented magnified, large ones in one pass.
         expansion: zoom box = box of mask and clicks times this factor.
         max_upscale: largest magnification of a zoom crop.
         full_max_side: without zoom-in, images are downscaled to this long side.
@@ -106,10 +114,10 @@ class Predictor:
         dtype: str = "auto",
         zoom_in: bool = True,
         target_size: int = 256,
-        min_crop_size: int = 224,
+        min_crop_size: int = 64,
         first_window: int = 640,
         expansion: float = 1.4,
-        max_upscale: float = 2.0,
+        max_upscale: float = 4.0,
         full_max_side: int = 1024,
         brs_max_evals: int = 20,
         brs_time_cap: float = 10.0,
@@ -261,7 +269,7 @@ class Predictor:
         for i in range(k + 1, len(key) + 1):
             state = self._step(state, clicks[:i], brs)
             self._history.put((brs, key[:i]), state)
-            forwards += 1
+            forwards += state.passes
             iters += state.refine_iterations
         # touch the ancestors so undo stays cheap under LRU eviction
         for i in range(1, len(key)):
@@ -277,7 +285,8 @@ class Predictor:
             box = full_box(shape)
             return ZoomTransform.make(box, min(1.0, self.full_max_side / max(shape)), div)
         if parent is None:
-            return ZoomTransform.make(first_click_box(shape, clicks[-1], self.first_window), 1.0, div)
+            box = first_click_box(shape, clicks[-1], self.first_window)
+            return ZoomTransform.make(box, min(1.0, self.target_size / max(box.height, box.width)), div)
         mbox = mask_bbox(parent.patch >= 0.5, (parent.box.y0, parent.box.x0))
         box = object_box(shape, mbox, clicks, self.expansion, self.min_crop_size)
         scale = min(self.target_size / max(box.height, box.width), self.max_upscale)
@@ -316,6 +325,18 @@ class Predictor:
 
     def _step_eval(self, parent: _State | None, clicks: list[Click], brs: str) -> _State:
         tr = self._transform(parent, clicks)
+        if parent is not None or not self.zoom_in:
+            return self._forward(tr, parent, clicks, brs)
+        # first click: localise on the (downscaled) window, then zoom in on what was found
+        first = self._forward(tr, None, clicks, "off")
+        zoom = self._transform(first, clicks)
+        if zoom.scale[0] > _FIRST_ZOOM_GAIN * tr.scale[0]:
+            return dataclasses.replace(self._forward(zoom, first, clicks, brs), passes=2)
+        if brs == "off":
+            return first
+        return dataclasses.replace(self._forward(tr, None, clicks, brs), passes=2)
+
+    def _forward(self, tr: ZoomTransform, parent: _State | None, clicks: list[Click], brs: str) -> _State:
         image, feats = self._image_features(tr)
         inputs = self.model.inputs
         maps = encode_clicks(tr.clicks(clicks), tr.padded, inputs.encoding, inputs.first_click)

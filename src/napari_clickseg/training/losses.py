@@ -14,6 +14,10 @@ returns a scalar.
   alpha = 0.8, beta = 2.0.
 - ``fca``: ``click_bce`` on the final output plus the first-click loss
   (the same weighting with S = {first click}) on ``"aux_logits"``.
+- ``nfl``: RITM's normalized focal loss (alpha 0.5, gamma 2): focal weights
+  ``(1 - p_t)^gamma`` rescaled per image to sum to the pixel count, so hard
+  pixels (thin boundaries, small objects) carry the loss without the total
+  shrinking as the model improves.
 - ``soft_iou_click``: the "99%" loss: soft IoU ``1 - sum(p g) / sum(max(p, g))``
   plus a click-location loss (BCE at the clicked pixels).
 """
@@ -107,6 +111,36 @@ def fca(out: dict, gt: Tensor, ignore: Tensor, clicks: Sequence[Sequence[Click]]
     return loss
 
 
+NFL_ALPHA, NFL_GAMMA = 0.5, 2.0
+
+
+def nfl(out: dict, gt: Tensor, ignore: Tensor, clicks: Sequence[Sequence[Click]]) -> Tensor:
+    """Normalized focal loss (RITM) over non-ignored pixels, plus the same on ``aux_logits``."""
+    loss = _nfl(out["logits"], gt, ignore)
+    aux = out.get("aux_logits")
+    if aux is not None:
+        aux = aux if aux.shape[-2:] == gt.shape[-2:] else F.interpolate(
+            aux, size=gt.shape[-2:], mode="bilinear", align_corners=False
+        )
+        loss = loss + 0.4 * _nfl(aux, gt, ignore)
+    return loss
+
+
+def _nfl(logits: Tensor, gt: Tensor, ignore: Tensor) -> Tensor:
+    logits = logits.float()
+    valid = _valid(ignore)
+    p = torch.sigmoid(logits)
+    pt = torch.where(gt > 0.5, p, 1.0 - p)
+    alpha = torch.where(gt > 0.5, NFL_ALPHA, 1.0 - NFL_ALPHA) * valid
+    beta = (1.0 - pt) ** NFL_GAMMA * valid
+    # normalise the focal weights per image (detached, as in RITM)
+    mult = (valid.flatten(1).sum(1) / (beta.detach().flatten(1).sum(1) + EPS)).view(-1, 1, 1, 1)
+    # log(pt) from logits for stability: log sigmoid(+-x)
+    log_pt = F.logsigmoid(torch.where(gt > 0.5, logits, -logits))
+    per_pixel = -alpha * beta * mult.detach() * log_pt
+    return _mean_per_image(per_pixel, valid)
+
+
 def soft_iou_click(out: dict, gt: Tensor, ignore: Tensor, clicks: Sequence[Sequence[Click]]) -> Tensor:
     """Soft IoU + BCE at the clicked pixels ("getting to 99 %")."""
     logits = out["logits"].float()
@@ -135,6 +169,7 @@ LOSSES: dict[str, LossFn] = {
     "balanced_bce": balanced_bce,
     "click_bce": click_bce,
     "fca": fca,
+    "nfl": nfl,
     "soft_iou_click": soft_iou_click,
 }
 
