@@ -281,9 +281,10 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     out["info"] = {k: v for k, v in p.info.items() if isinstance(v, (str, int, float, bool, type(None), dict))}
     out["channels_last"] = bool(getattr(p, "_channels_last", False))
     out["rss_loaded_mb"] = rss_mb()
-    # warm-up (first-call allocations, kernel choice), not recorded
+    # warm-up (first-call allocations, kernel choice, the first backward of BRS), not recorded
     p.set_image(image)
-    p.predict(clicks[:1], brs=mode, structural_integrity=False)
+    for k in range(1, len(clicks) + 1):
+        p.predict(clicks[:k], brs=mode, structural_integrity=False)
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
