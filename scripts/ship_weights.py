@@ -20,7 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
-from napari_clickseg.weights import read_metadata, sha256_file
+from napari_clickseg.weights import load_weights, read_metadata, save_weights, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
@@ -89,9 +89,8 @@ def table(results: list[dict], names: list[str]) -> str:
     return "\n".join(rows)
 
 
-def _stage(meta: dict) -> str:
-    """One line on one training run, from the metadata its weights carry."""
-    tr = meta.get("training", {})
+def _stage(tr: dict) -> str:
+    """One line on one training run, from its ``training`` metadata."""
     cfg = tr.get("config", {})
     init = cfg.get("init")
     init_txt = "ImageNet (EfficientNet-Lite0)" if init == "imagenet" else f"`{init}`"
@@ -103,18 +102,38 @@ def _stage(meta: dict) -> str:
     )
 
 
-def _history(meta: dict) -> list[str]:
-    """Training stages, oldest first, following ``init`` back through weights files."""
-    stages = [meta]
-    init = meta.get("training", {}).get("config", {}).get("init", "")
-    while isinstance(init, str) and init.endswith(".safetensors") and Path(init).is_file():
+def stages(meta: dict) -> list[dict]:
+    """Training stages (``training`` dicts), oldest first.
+
+    Weights written by the current trainer carry ``earlier_stages``; for older
+    files the chain is followed back through their ``init`` weights files.
+    """
+    tr = dict(meta.get("training", {}))
+    if "earlier_stages" in tr:
+        return [*tr.pop("earlier_stages"), tr]
+    init = tr.get("config", {}).get("init", "")
+    if isinstance(init, str) and init.endswith(".safetensors") and Path(init).is_file():
         prev = read_metadata(init)
-        stages.append(prev)
-        init = prev.get("training", {}).get("config", {}).get("init", "")
-    return [f"{i + 1}. {_stage(m)}" for i, m in enumerate(reversed(stages))]
+        if prev.get("training") != meta.get("training"):  # not the file itself
+            return [*stages(prev), tr]
+    return [tr]
 
 
-def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, notes: str) -> str:
+def _copy_with_history(src: Path, dst: Path) -> None:
+    """Copy weights, first writing their stage history into the copy's metadata
+    (the init file they name may be the one this copy replaces)."""
+    meta = read_metadata(src)
+    tr = meta.get("training", {})
+    if "earlier_stages" in tr:
+        shutil.copyfile(src, dst)
+        return
+    *earlier, _ = stages(meta)
+    model, meta = load_weights(src)
+    save_weights(model, dst, training={**meta["training"], "earlier_stages": earlier}, metrics=meta.get("metrics"))
+
+
+def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, notes: str, status: str,
+         sharing: str) -> str:
     tr = meta.get("training", {})
     cfg = tr.get("config", {})
     data = ", ".join(f"{Path(d['path']).parent.name}/{Path(d['path']).name} ({d['objects']} objects)"
@@ -126,19 +145,16 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         f"- architecture: `{meta['arch']}` with kwargs `{json.dumps(meta['kwargs'])}`",
         f"- normalisation: {json.dumps(meta.get('normalization'))}",
         "",
-        "**Status: first training round** (about an hour of two shared CPU cores for all five "
-        "models). These weights are far from the project's targets and, on dsb2018 and GrabCut, "
-        "not yet better than the random walker; later rounds continue from them "
-        "(`napari-clickseg train --init default ...`).",
+        f"**Status:** {status}",
         "",
         "## How they were made",
         "",
         f"Trained with `napari-clickseg train` ({notes}) on {data}; each folder sampled equally "
         f"often; model selection on {', '.join(cfg.get('val_dirs', []))}. Stages:",
         "",
-        *_history(meta),
+        *(f"{i + 1}. {_stage(t)}" for i, t in enumerate(stages(meta))),
         "",
-        f"Hardware: {json.dumps(tr.get('hardware', {}))}, five runs (stage 1) or three (stage 2) sharing the 2 cores.",
+        f"Hardware (last stage): {json.dumps(tr.get('hardware', {}))}. {sharing}",
         "",
         "Selection scores (48 val objects on crops, 5 clicks; not PROTOCOL numbers): "
         + ", ".join(f"{k} {v:.3f}" for k, v in meta.get("metrics", {}).items()
@@ -167,6 +183,9 @@ def main() -> int:
     ap.add_argument("--default", default=None)
     ap.add_argument("--notes", default="scripts/train_shipped.sh, then scripts/finetune_stage2.sh where there are two stages")
     ap.add_argument("--copy", action="store_true", help="copy weights from the runs (else only cards)")
+    ap.add_argument("--status", action="append", default=[], metavar="NAME=TEXT",
+                    help="a model's status line on its card")
+    ap.add_argument("--sharing", default="", help="how many runs shared the CPU cores in each stage")
     args = ap.parse_args()
 
     WEIGHTS.mkdir(exist_ok=True)
@@ -175,8 +194,9 @@ def main() -> int:
             src = args.runs / name / "best.safetensors"
             if not src.is_file():
                 src = args.runs / name / "last.safetensors"
-            shutil.copyfile(src, WEIGHTS / f"{name}.safetensors")
+            _copy_with_history(src, WEIGHTS / f"{name}.safetensors")
             print(f"{name}: {src} -> weights/{name}.safetensors")
+    status = dict(item.split("=", 1) for item in args.status)
     results = load_results(args.eval) if args.eval else []
     manifest = {"default": None, "models": {}}
     for name in args.models:
@@ -185,7 +205,8 @@ def main() -> int:
         meta = read_metadata(f)
         manifest["models"][name] = {"file": f.name, "sha256": sha, "card": f"{name}.md"}
         if results:
-            (WEIGHTS / f"{name}.md").write_text(card(name, meta, sha, results, args.eval_command, args.notes))
+            (WEIGHTS / f"{name}.md").write_text(card(name, meta, sha, results, args.eval_command, args.notes,
+                                                                 status.get(name, ""), args.sharing))
     noc = {}
     for r in results:
         if _key(r) in args.models:

@@ -74,7 +74,12 @@ def test_one_step_smoke(data, tmp_path):
     tuned = tmp_path / "tuned"
     train(_cfg(data, tuned, iterations=1, val_every=0, val_dirs=[], init=str(out / "best.safetensors"),
                model_kwargs={}), log=lambda m: None)
-    assert read_metadata(tuned / "last.safetensors")["kwargs"] == {"decoder_width": 8}
+    tuned_meta = read_metadata(tuned / "last.safetensors")
+    assert tuned_meta["kwargs"] == {"decoder_width": 8}
+    # the weights carry the stage they were initialised from, even if that file is replaced later
+    (earlier,) = tuned_meta["training"]["earlier_stages"]
+    assert earlier["config"]["init"] == "scratch" and earlier["iterations"] == 1
+    assert meta["training"]["earlier_stages"] == []
     assert not (tuned / "best.safetensors").exists()  # no validation data, no "best"
 
 

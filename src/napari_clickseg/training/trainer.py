@@ -128,7 +128,17 @@ def _init_weights_file(cfg: TrainConfig) -> tuple[Path, str | None]:
         raise ValueError(f"--init {cfg.init}: {e}{hint}") from None
 
 
-def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> torch.nn.Module:
+def _earlier_stages(meta: dict) -> list[dict]:
+    """The training stages behind a weights file, oldest first (its own last)."""
+    tr = dict(meta.get("training") or {})
+    if not tr:
+        return []
+    earlier = list(tr.pop("earlier_stages", []))
+    return [*earlier, tr]
+
+
+def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[torch.nn.Module, list[dict]]:
+    """The model to train and the training stages its init weights went through."""
     from ..weights import load_weights
 
     if cfg.init in ("imagenet", "scratch"):
@@ -138,7 +148,7 @@ def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> torch.nn.Modul
             if n == 0:
                 raise ValueError(f"model {cfg.model!r} has no ImageNet-capable backbone; use --init scratch")
             log(f"initialised {n} backbone(s) from ImageNet")
-        return model
+        return model, []
     path, sha = _init_weights_file(cfg)
     model, meta = load_weights(path, arch=cfg.model, expected_sha256=sha)
     if cfg.model_kwargs and cfg.model_kwargs != meta["kwargs"]:
@@ -146,7 +156,7 @@ def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> torch.nn.Modul
             f"--init weights {path} were built with {meta['kwargs']}, not the requested {cfg.model_kwargs}"
         )
     log(f"initialised from {path} (sha256 {meta['sha256'][:12]})")
-    return model
+    return model, _earlier_stages(meta)
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -292,8 +302,10 @@ def train(
 
     if state is not None:  # the checkpoint replaces the weights: skip the init
         model = create_model(cfg.model, **state["arch_kwargs"]).to(device)
+        earlier_stages = list(state.get("earlier_stages", []))
     else:
-        model = _build_model(cfg, log).to(device)
+        model, earlier_stages = _build_model(cfg, log)
+        model = model.to(device)
     inputs = model.inputs
     normalization = {k: tuple(v) for k, v in model.normalization.items()}
     if cfg.channels_last:
@@ -368,6 +380,8 @@ def train(
             "samples_seen": metrics_step * cfg.batch_size * dist.world,
             "wall_time_s": round(elapsed_now(), 1),
             "hardware": hardware,
+            # the stages the init weights went through: the weights describe their whole history
+            "earlier_stages": earlier_stages,
         }
 
     t_start = time.monotonic()
@@ -388,6 +402,7 @@ def train(
             "best": best,
             "rng": {"torch": torch.get_rng_state(), "python": _to_list(random.getstate())},
             "config": cfg.to_dict(),
+            "earlier_stages": earlier_stages,
         })
         _write_log(out / "log.csv", rows)
         from ..weights import save_weights
