@@ -13,7 +13,7 @@ from napari_clickseg.clicks import Click
 from napari_clickseg.engine import Predictor
 from napari_clickseg.engine.device import pick_device, pick_dtype
 from napari_clickseg.engine.refine import _sample
-from napari_clickseg.engine.zoom import Box, ZoomTransform, first_click_box, object_box
+from napari_clickseg.engine.zoom import Box, ZoomTransform, first_click_box, keeps_box, object_box
 from napari_clickseg.models import ClickSegModel, ModelInputs, create_model
 from napari_clickseg.weights import WeightsError, save_weights
 
@@ -287,6 +287,46 @@ def test_first_click_zooms_in_on_small_objects():
     assert big.predict([(300, 300, True)]).min() > 0.99
     assert big.last_stats["forwards"] == 1 and big.last_stats["box"] == (0, 0, 600, 600)
     assert max(big.last_stats["crop_size"]) == 256
+
+
+class CachingClickDisk(ClickDisk):
+    caches_image_features = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_calls = 0
+
+    def encode_image(self, image):
+        self.image_calls += 1
+        return {}
+
+
+def test_later_clicks_keep_the_view_while_the_object_fits():
+    img = np.zeros((600, 600), dtype=np.uint8)
+    m = CachingClickDisk()
+    p = Predictor(m, device="cpu", target_size=256, min_crop_size=64)
+    assert p.model is m  # no BatchNorm: nothing to fold, the model itself runs
+    p.set_image(img)
+    p.predict([(300, 300, True)])
+    box1, calls1 = p.last_stats["box"], m.image_calls
+    p.predict([(300, 300, True), (303, 302, True)])
+    assert p.last_stats["box"] == box1 and m.image_calls == calls1  # same view, cached features
+    p.predict([(300, 300, True), (303, 302, True), (100, 100, True)])
+    y0, x0, y1, x1 = p.last_stats["box"]
+    assert y0 <= 100 and x0 <= 100 and y1 > 300 and m.image_calls == calls1 + 1
+
+
+def test_keeps_box():
+    cur = Box(100, 100, 200, 200)
+    inside = [Click(140, 140, True), Click(160, 160, False)]
+    assert keeps_box((600, 600), cur, Box(130, 130, 170, 170), inside, Box(110, 110, 190, 190))
+    # the proposed view is much smaller: zoom in further
+    assert not keeps_box((600, 600), cur, Box(145, 145, 155, 155), inside, Box(130, 130, 170, 170))
+    # a click outside the view: move
+    assert not keeps_box((600, 600), cur, None, [*inside, Click(250, 150, True)], Box(100, 100, 280, 200))
+    # an object touching the image border fits a view that touches it too
+    edge = Box(0, 0, 100, 100)
+    assert keeps_box((600, 600), edge, Box(0, 0, 60, 60), [Click(10, 10, True)], Box(0, 0, 84, 84))
 
 
 def test_no_zoom_uses_whole_image(early, image):

@@ -30,7 +30,7 @@ from .device import autocast, pick_device, pick_dtype
 from .fuse import fold_batchnorm
 from .image import prepare_image, standardize
 from .refine import BRS_MODES, refine
-from .zoom import Box, ZoomTransform, first_click_box, full_box, mask_bbox, object_box
+from .zoom import Box, ZoomTransform, first_click_box, full_box, keeps_box, mask_bbox, object_box
 
 __all__ = ["Predictor"]
 
@@ -314,6 +314,8 @@ class Predictor:
             return ZoomTransform.make(box, min(1.0, self.target_size / max(box.height, box.width)), div)
         mbox = mask_bbox(parent.patch >= 0.5, (parent.box.y0, parent.box.x0))
         box = object_box(shape, mbox, clicks, self.expansion, self.min_crop_size)
+        if parent.transform.box == parent.box and keeps_box(shape, parent.box, mbox, clicks, box):
+            return parent.transform
         scale = min(self.target_size / max(box.height, box.width), self.max_upscale)
         return ZoomTransform.make(box, scale, div)
 

@@ -3,7 +3,8 @@
 The first click predicts on a window around it (the whole image when the image
 is small); later clicks predict on the box around the current mask and all
 clicks, expanded by 40 % with a minimum size, resized so its long side is a
-fixed target and padded to the model's size divisor. ``ZoomTransform`` maps
+fixed target and padded to the model's size divisor; a later click keeps the
+previous box while the object still fits it (``keeps_box``). ``ZoomTransform`` maps
 images, masks and clicks into the crop and predictions back out of it.
 """
 
@@ -20,7 +21,7 @@ from torch.nn import functional as F
 
 from ..clicks import Click
 
-__all__ = ["Box", "ZoomTransform", "first_click_box", "full_box", "mask_bbox", "object_box"]
+__all__ = ["Box", "ZoomTransform", "first_click_box", "full_box", "keeps_box", "mask_bbox", "object_box"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,29 @@ def object_box(
     ny0, ny1 = _place((y0 + y1) / 2.0, bh, h)
     nx0, nx1 = _place((x0 + x1) / 2.0, bw, w)
     return Box(ny0, nx0, ny1, nx1)
+
+
+def keeps_box(shape: tuple[int, int], current: Box, mask_box: Box | None, clicks: Sequence[Click],
+              proposed: Box, margin: float = 1.1, min_area_ratio: float = 0.7) -> bool:
+    """Whether a later click may stay in the ``current`` zoom box instead of ``proposed``.
+
+    It may when the mask and all clicks, grown by ``margin`` about their centre,
+    (clipped to the image of ``shape``) still fit inside ``current`` and ``proposed`` is not much smaller (area ratio
+    at least ``min_area_ratio``): the view stays put while the object is worked
+    on, and models that cache image features skip their image stream.
+    """
+    ys = [c.row for c in clicks]
+    xs = [c.col for c in clicks]
+    y0, y1, x0, x1 = min(ys), max(ys) + 1, min(xs), max(xs) + 1
+    if mask_box is not None:
+        y0, x0 = min(y0, mask_box.y0), min(x0, mask_box.x0)
+        y1, x1 = max(y1, mask_box.y1), max(x1, mask_box.x1)
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    hh, hw = (y1 - y0) * margin / 2.0, (x1 - x0) * margin / 2.0
+    need = (max(cy - hh, 0.0), max(cx - hw, 0.0), min(cy + hh, shape[0]), min(cx + hw, shape[1]))
+    fits = need[0] >= current.y0 and need[1] >= current.x0 and need[2] <= current.y1 and need[3] <= current.x1
+    area = current.height * current.width
+    return fits and proposed.height * proposed.width >= min_area_ratio * area
 
 
 def _ceil_to(n: int, d: int) -> int:
