@@ -304,7 +304,7 @@ class CachingClickDisk(ClickDisk):
 def test_later_clicks_keep_the_view_while_the_object_fits():
     img = np.zeros((600, 600), dtype=np.uint8)
     m = CachingClickDisk()
-    p = Predictor(m, device="cpu", target_size=256, min_crop_size=64)
+    p = Predictor(m, device="cpu", target_size=256, min_crop_size=72)
     assert p.model is m  # no BatchNorm: nothing to fold, the model itself runs
     p.set_image(img)
     p.predict([(300, 300, True)])
@@ -319,7 +319,7 @@ def test_later_clicks_keep_the_view_while_the_object_fits():
 def test_keeps_box():
     cur = Box(100, 100, 200, 200)
     inside = [Click(140, 140, True), Click(160, 160, False)]
-    assert keeps_box((600, 600), cur, Box(130, 130, 170, 170), inside, Box(110, 110, 190, 190))
+    assert keeps_box((600, 600), cur, Box(130, 130, 170, 170), inside, Box(105, 105, 195, 195))
     # the proposed view is much smaller: zoom in further
     assert not keeps_box((600, 600), cur, Box(145, 145, 155, 155), inside, Box(130, 130, 170, 170))
     # a click outside the view: move
