@@ -42,6 +42,7 @@ FAST = {
     "target_size": 64,
     "min_crop_size": 32,
     "first_window": 128,
+    "max_upscale": 1.0,  # the stub models draw in crop pixels: keep crop and image pixels alike
 }
 
 
