@@ -3,9 +3,9 @@
 State of one click prefix is its zoom box and the probability inside it (zero
 outside), so results are assembled without full-image work and undo is exact:
 a prefix already computed comes from the history; a list that extends a known
-prefix by one click costs one forward (two for a first click that zooms in); any other list is replayed click by
-click from its longest known prefix, which gives the same result as a replay
-from scratch.
+prefix by one click costs one forward (two for a first click that zooms in);
+any other list is replayed click by click from its longest known prefix, which
+gives the same result as a replay from scratch.
 """
 
 from __future__ import annotations
