@@ -3,9 +3,9 @@
 Usage::
 
     python scripts/ship_weights.py --runs RUNS_DIR --eval EVAL_DIR [--eval EVAL_DIR2 ...] \
-        [--default NAME] [--models two_stream hires ...]
+        [--copy two_stream ...] [--default NAME] [--status NAME=TEXT ...]
 
-``RUNS_DIR/<model>/best.safetensors`` (or ``last.safetensors``) is copied to
+For each model named by ``--copy``, ``RUNS_DIR/<model>/best.safetensors`` (or ``last.safetensors``) is copied to
 ``weights/<model>.safetensors`` (replacing the old file); ``EVAL_DIR`` holds the
 ``evaluation.json`` written by ``napari-clickseg evaluate`` on those copies. The
 card says how the weights were made (from the file's own training metadata) and
@@ -176,26 +176,26 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, required=True)
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--eval", type=Path, action="append", default=[])
     ap.add_argument("--eval-command", default="see the evaluation JSON")
     ap.add_argument("--models", nargs="*", default=["early", "two_stream", "multi_stage", "fca", "hires"])
     ap.add_argument("--default", default=None)
     ap.add_argument("--notes", default="scripts/train_shipped.sh, then scripts/finetune_stage2.sh where there are two stages")
-    ap.add_argument("--copy", action="store_true", help="copy weights from the runs (else only cards)")
+    ap.add_argument("--copy", nargs="*", default=[], metavar="NAME",
+                    help="models whose weights are copied from the runs (others keep theirs; cards for all)")
     ap.add_argument("--status", action="append", default=[], metavar="NAME=TEXT",
                     help="a model's status line on its card")
     ap.add_argument("--sharing", default="", help="how many runs shared the CPU cores in each stage")
     args = ap.parse_args()
 
     WEIGHTS.mkdir(exist_ok=True)
-    if args.copy:
-        for name in args.models:
-            src = args.runs / name / "best.safetensors"
-            if not src.is_file():
-                src = args.runs / name / "last.safetensors"
-            _copy_with_history(src, WEIGHTS / f"{name}.safetensors")
-            print(f"{name}: {src} -> weights/{name}.safetensors")
+    for name in args.copy:
+        src = args.runs / name / "best.safetensors"
+        if not src.is_file():
+            src = args.runs / name / "last.safetensors"
+        _copy_with_history(src, WEIGHTS / f"{name}.safetensors")
+        print(f"{name}: {src} -> weights/{name}.safetensors")
     status = dict(item.split("=", 1) for item in args.status)
     results = load_results(args.eval) if args.eval else []
     manifest = {"default": None, "models": {}}
