@@ -168,7 +168,7 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         "",
         "Objects: a fixed-seed sample (seed 0) of each dataset's objects, on full images; the "
         "random walker is the classical baseline on the same objects. s/click measured with "
-        "three evaluations sharing 2 CPU cores (see the benchmark for latency).",
+        "evaluations running side by side on the 2 CPU cores, one thread each (see the benchmark for latency).",
         "",
     ]
     return "\n".join(lines)
