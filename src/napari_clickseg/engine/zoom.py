@@ -4,8 +4,8 @@ The first click predicts on a window around it (the whole image when the image
 is small); later clicks predict on the box around the current mask and all
 clicks, expanded by 40 % with a minimum size, resized so its long side is a
 fixed target and padded to the model's size divisor; a later click keeps the
-previous box while the object still fits it (``keeps_box``). ``ZoomTransform`` maps
-images, masks and clicks into the crop and predictions back out of it.
+previous box while the object still fits it (``keeps_box``). ``ZoomTransform``
+maps images, masks and clicks into the crop and predictions back out of it.
 """
 
 from __future__ import annotations
@@ -86,6 +86,18 @@ def mask_bbox(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Box | None:
     return Box(oy + int(rows[0]), ox + int(cols[0]), oy + int(rows[-1]) + 1, ox + int(cols[-1]) + 1)
 
 
+def _extent(mask_box: Box | None, clicks: Sequence[Click]) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) of the box around ``mask_box`` and the clicks' pixels."""
+    ys = [int(round(c.row)) for c in clicks]
+    xs = [int(round(c.col)) for c in clicks]
+    y0, y1 = min(ys), max(ys) + 1
+    x0, x1 = min(xs), max(xs) + 1
+    if mask_box is not None:
+        y0, x0 = min(y0, mask_box.y0), min(x0, mask_box.x0)
+        y1, x1 = max(y1, mask_box.y1), max(x1, mask_box.x1)
+    return y0, x0, y1, x1
+
+
 def object_box(
     shape: tuple[int, int],
     mask_box: Box | None,
@@ -103,13 +115,7 @@ def object_box(
         min_size: minimum height and width before clipping to the image.
     """
     h, w = shape
-    ys = [int(round(c.row)) for c in clicks]
-    xs = [int(round(c.col)) for c in clicks]
-    y0, y1 = min(ys), max(ys) + 1
-    x0, x1 = min(xs), max(xs) + 1
-    if mask_box is not None:
-        y0, x0 = min(y0, mask_box.y0), min(x0, mask_box.x0)
-        y1, x1 = max(y1, mask_box.y1), max(x1, mask_box.x1)
+    y0, x0, y1, x1 = _extent(mask_box, clicks)
     bh = max(int(math.ceil((y1 - y0) * expansion)), min_size)
     bw = max(int(math.ceil((x1 - x0) * expansion)), min_size)
     ny0, ny1 = _place((y0 + y1) / 2.0, bh, h)
@@ -121,17 +127,13 @@ def keeps_box(shape: tuple[int, int], current: Box, mask_box: Box | None, clicks
               proposed: Box, margin: float = 1.1, min_area_ratio: float = 0.7) -> bool:
     """Whether a later click may stay in the ``current`` zoom box instead of ``proposed``.
 
-    It may when the mask and all clicks, grown by ``margin`` about their centre,
-    (clipped to the image of ``shape``) still fit inside ``current`` and ``proposed`` is not much smaller (area ratio
-    at least ``min_area_ratio``): the view stays put while the object is worked
-    on, and models that cache image features skip their image stream.
+    It may when the mask and all clicks, grown by ``margin`` about their centre
+    and clipped to the image of ``shape``, still fit inside ``current`` and
+    ``proposed`` is not much smaller (area ratio at least ``min_area_ratio``):
+    the view stays put while the object is worked on, and models that cache
+    image features skip their image stream.
     """
-    ys = [c.row for c in clicks]
-    xs = [c.col for c in clicks]
-    y0, y1, x0, x1 = min(ys), max(ys) + 1, min(xs), max(xs) + 1
-    if mask_box is not None:
-        y0, x0 = min(y0, mask_box.y0), min(x0, mask_box.x0)
-        y1, x1 = max(y1, mask_box.y1), max(x1, mask_box.x1)
+    y0, x0, y1, x1 = _extent(mask_box, clicks)
     cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
     hh, hw = (y1 - y0) * margin / 2.0, (x1 - x0) * margin / 2.0
     need = (max(cy - hh, 0.0), max(cx - hw, 0.0), min(cy + hh, shape[0]), min(cx + hw, shape[1]))
