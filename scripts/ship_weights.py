@@ -194,9 +194,17 @@ def main() -> int:
         src = args.runs / name / "best.safetensors"
         if not src.is_file():
             src = args.runs / name / "last.safetensors"
+        if not src.is_file():
+            ap.error(f"--copy {name}: no best.safetensors or last.safetensors in {args.runs / name}")
         _copy_with_history(src, WEIGHTS / f"{name}.safetensors")
         print(f"{name}: {src} -> weights/{name}.safetensors")
+    bad = [item for item in args.status if "=" not in item]
+    if bad:
+        ap.error(f"--status takes NAME=TEXT, got {bad[0]!r}")
     status = dict(item.split("=", 1) for item in args.status)
+    unknown = sorted(set(status) - set(args.models))
+    if unknown:
+        ap.error(f"--status for unknown model(s) {unknown}; models: {args.models}")
     results = load_results(args.eval) if args.eval else []
     manifest = {"default": None, "models": {}}
     for name in args.models:

@@ -116,8 +116,9 @@ class Predictor:
         zoom_in: RITM zoom-in (crop around the object after the first click).
         target_size: long side of every view fed to the network (192, the shipped
             weights' training crop: objects then appear at the scale they were
-            trained at; on 10 objects per dataset, 192 beat 256 on ph2/val (NoC@90
-            1.8 vs 3.3) and GrabCut, within noise on dsb2018/val, at 0.56x the compute).
+            trained at; on 10 objects per dataset and 10 clicks, NoC@90 with 192 vs 256:
+            ph2/val 1.8 vs 3.3, GrabCut 8.2 vs 8.3, dsb2018/val 5.1 vs 4.5, at 0.56x
+            the compute).
         min_crop_size: minimum side of the zoom box in image pixels (48: small
             nuclei are magnified 4x, ``max_upscale``).
         first_window: the first click sees the whole image if its long side is at
