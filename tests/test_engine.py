@@ -158,7 +158,7 @@ def test_history_is_bounded(early, image):
 def test_feature_cache_and_prev_mask(image):
     torch.manual_seed(1)
     m = Recorder()
-    p = Predictor(m, device="cpu", zoom_in=False)
+    p = Predictor(m, device="cpu", zoom_in=False, click_radius=0)  # the network's map as it is
     p.set_image(image)
     first = p.predict([(35, 45, True)], structural_integrity=False)
     p.predict([(35, 45, True), (5, 5, False)])
@@ -287,6 +287,26 @@ def test_first_click_zooms_in_on_small_objects():
     assert big.predict([(300, 300, True)]).min() > 0.99
     assert big.last_stats["forwards"] == 1 and big.last_stats["box"] == (0, 0, 600, 600)
     assert max(big.last_stats["crop_size"]) == 256
+
+
+def test_a_contradicted_click_gets_its_label_back():
+    img = np.zeros((600, 600), dtype=np.uint8)
+    clicks = [(300, 300, True), (100, 100, False)]  # the model ignores the negative click
+    raw = Predictor(ClickDisk(everything=True), device="cpu", target_size=256, click_radius=0)
+    raw.set_image(img)
+    assert raw.predict(clicks, structural_integrity=False).min() > 0.99
+    p = Predictor(ClickDisk(everything=True), device="cpu", target_size=256, click_radius=5)
+    assert p.info["click_radius"] == 5.0
+    p.set_image(img)
+    out = p.predict(clicks, structural_integrity=False)
+    # the whole 600-px image is seen at 256 px: 5 view pixels are 11.7 image pixels
+    assert out[100, 100] == 0.0 and out[100, 111] == 0.0 and out[100, 113] > 0.99
+    assert (out < 0.5).sum() == pytest.approx(np.pi * (5 * 600 / 256) ** 2, rel=0.1)
+    # the history keeps the network's map: undo and redo give the same result
+    p.predict(clicks[:1])
+    np.testing.assert_array_equal(p.predict(clicks, structural_integrity=False), out)
+    with pytest.raises(ValueError, match="click_radius"):
+        Predictor(ClickDisk(), device="cpu", click_radius=-1)
 
 
 class CachingClickDisk(ClickDisk):

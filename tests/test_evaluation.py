@@ -176,6 +176,11 @@ def test_random_init_model_in_the_harness():
     # the model can also be passed directly
     r2 = evaluate(create_model("early"), samples[:1], max_clicks=1, zoom_in=False)
     assert r2["settings"]["zoom_in"] is False
+    assert r["settings"]["click_radius"] == 5.0  # the engine's default click honouring
+    r3 = evaluate(p, samples[:1], max_clicks=1, click_radius=0)
+    assert r3["settings"]["click_radius"] == 0.0 and p.click_radius == 0.0
+    with pytest.raises(ValueError, match="click_radius"):
+        evaluate(p, samples[:1], max_clicks=1, click_radius=float("nan"))
 
 
 def _write_folder(root, with_masks=False):

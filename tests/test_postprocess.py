@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_clickseg.clicks import Click
-from napari_clickseg.engine.postprocess import graph_cut, structural_integrity
+from napari_clickseg.engine.postprocess import graph_cut, honour_clicks, structural_integrity
 
 
 def brute_force(fg: np.ndarray, clicks: list[tuple[int, int, bool]]) -> np.ndarray:
@@ -88,3 +88,58 @@ def test_graph_cut_respects_clicks_and_smoothness():
     assert gray.shape == noisy.shape
     with pytest.raises(ValueError, match="does not match"):
         graph_cut(noisy, image[:10])
+
+
+def _disk(shape, center, radius):
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return ((yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2).astype(np.float32)
+
+
+def test_honour_clicks_leaves_satisfied_clicks_alone():
+    prob = _disk((40, 40), (20, 20), 8) * 0.9
+    out = honour_clicks(prob, [(20, 20, True), (2, 2, False)], radius=5)
+    np.testing.assert_array_equal(out, prob)
+    assert out is not prob and out.dtype == np.float32
+
+
+def test_honour_clicks_positive_click_reaches_the_mask_and_no_further():
+    prob = _disk((60, 60), (30, 20), 6)  # mask edge at col 26
+    out = honour_clicks(prob, [(30, 29, True)], radius=10)  # 3 px right of the edge
+    assert out[30, 29] == 1.0
+    added = (out >= 0.5) & (prob < 0.5)
+    yy, xx = np.nonzero(added)
+    assert np.hypot(yy - 30, xx - 29).max() <= 3.0 + 1e-6  # disk radius = distance to the mask
+    assert ((out >= 0.5).astype(int) - (prob >= 0.5)).min() == 0  # nothing removed
+
+
+def test_honour_clicks_radius_caps_the_disk_far_from_the_mask():
+    prob = np.zeros((50, 50), np.float32)
+    out = honour_clicks(prob, [(25, 25, True)], radius=3)
+    np.testing.assert_array_equal(out >= 0.5, _disk((50, 50), (25, 25), 3) > 0)
+    only_pixel = honour_clicks(prob, [(25, 25, True)], radius=0)
+    assert (only_pixel >= 0.5).sum() == 1 and only_pixel[25, 25] == 1.0
+
+
+def test_honour_clicks_negative_click_cuts_back_to_the_background():
+    prob = _disk((60, 60), (30, 30), 12) * 0.8
+    out = honour_clicks(prob, [(30, 40, False)], radius=20)  # 2 px inside the edge (col 42)
+    assert out[30, 40] == 0.0
+    removed = (prob >= 0.5) & (out < 0.5)
+    yy, xx = np.nonzero(removed)
+    assert np.hypot(yy - 30, xx - 40).max() <= 3.0 + 1e-6
+    assert out[30, 30] == pytest.approx(0.8)  # the rest of the object stays
+
+
+def test_honour_clicks_never_overrides_a_click_of_the_other_label():
+    prob = np.zeros((30, 30), np.float32)
+    out = honour_clicks(prob, [(10, 10, True), (10, 13, False), (40, 40, True)], radius=4)
+    assert out[10, 10] == 1.0 and out[10, 13] == 0.0  # both clicks keep their labels
+    # the positive disk's radius is 2.5 (short of the negative click), not 4
+    assert out[10, 8] == 1.0 and out[10, 7] == 0.0
+    np.testing.assert_array_equal(out >= 0.5, _disk((30, 30), (10, 10), 2.5) > 0)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_honour_clicks_rejects_a_bad_radius(bad):
+    with pytest.raises(ValueError, match="radius"):
+        honour_clicks(np.zeros((5, 5)), [(1, 1, True)], radius=bad)

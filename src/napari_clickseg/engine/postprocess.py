@@ -1,5 +1,12 @@
-"""Post-processing of probability maps: structural integrity and graph cut.
+"""Post-processing of probability maps: click honouring, structural integrity, graph cut.
 
+- ``honour_clicks``: a click whose pixel the map gives the other label gets its
+  label back in a disk around it, of radius ``min(D, radius)`` where ``D`` is the
+  distance to the nearest pixel already carrying that label (and short of any
+  click of the other label): a positive click
+  next to the mask joins it, a negative click cuts the mask back to the
+  background, and a click is never ignored (a network that ignores a click would
+  otherwise return the same mask however often the user clicks there).
 - ``structural_integrity`` (FCA-Net): keep a foreground pixel only if an
   8-connected path of foreground pixels joins it to a positive click.
 - ``graph_cut`` (iFCN / FCTSFN): a min-cut over the pixel grid with unary terms
@@ -17,7 +24,7 @@ from scipy import ndimage
 
 from ..clicks import Click, ClickLike, as_clicks
 
-__all__ = ["click_pixels", "graph_cut", "structural_integrity"]
+__all__ = ["click_pixels", "graph_cut", "honour_clicks", "structural_integrity"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -38,6 +45,49 @@ def _check_prob(prob: np.ndarray) -> np.ndarray:
     if prob.ndim != 2:
         raise ValueError(f"prob must be a 2D map, got shape {prob.shape}")
     return prob
+
+
+def honour_clicks(
+    prob: np.ndarray, clicks: Iterable[ClickLike], radius: float, threshold: float = 0.5
+) -> np.ndarray:
+    """Give every contradicted click its label back in a disk around it (module docstring).
+
+    Args:
+        prob: (H, W) probability map.
+        clicks: ``Click`` objects or (row, col, positive) tuples, in the map's pixels;
+            clicks outside the map are skipped. A disk stops short of every click of
+            the other label; where disks of the same label overlap nothing conflicts.
+        radius: largest disk radius in pixels (at least the clicked pixel is set).
+        threshold: foreground threshold in (0, 1].
+
+    Returns:
+        A new float32 map: disk pixels are 1.0 (positive click) or 0.0 (negative),
+        all others unchanged.
+    """
+    prob = _check_prob(prob)
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if not np.isfinite(radius) or radius < 0:
+        raise ValueError(f"radius must be a finite number >= 0, got {radius}")
+    out = np.array(prob, dtype=np.float32, copy=True)
+    h, w = out.shape
+    reach = int(np.ceil(radius)) + 1
+    pixels = click_pixels(as_clicks(clicks), out.shape)
+    for r, c, pos in pixels:
+        if (out[r, c] >= threshold) == pos:
+            continue
+        # stop short of every click of the other label
+        others = [np.hypot(r - r2, c - c2) for r2, c2, p2 in pixels if p2 != pos]
+        limit = min([radius, *(d - 0.5 for d in others)])
+        y0, y1, x0, x1 = max(r - reach, 0), min(r + reach + 1, h), max(c - reach, 0), min(c + reach + 1, w)
+        window = out[y0:y1, x0:x1]
+        wrong = (window >= threshold) != pos
+        # distance to the nearest pixel with the click's label (beyond the window: > radius)
+        d = float(ndimage.distance_transform_edt(wrong)[r - y0, c - x0]) if not wrong.all() else np.inf
+        rad = max(min(d, limit), 0.0)
+        yy, xx = np.ogrid[y0 - r : y1 - r, x0 - c : x1 - c]
+        window[yy**2 + xx**2 <= rad**2] = 1.0 if pos else 0.0
+    return out
 
 
 def structural_integrity(

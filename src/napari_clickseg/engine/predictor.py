@@ -128,6 +128,13 @@ class Predictor:
             nuclei are segmented magnified, large objects in one pass.
         expansion: zoom box = box of mask and clicks times this factor.
         max_upscale: largest magnification of a zoom crop.
+        click_radius: a click the network contradicts gets its label back in a disk
+            of up to this many view pixels, reaching no further than the nearest pixel
+            that already has that label (``postprocess.honour_clicks``). A network that ignores a click would otherwise give the
+            same mask however often the user clicks there; with the round-2 default
+            weights, 15 objects per dataset and 20 clicks, NoC@90 without -> with
+            (radius 5): dsb2018/val 10.53 -> 9.73, ph2/val 3.07 -> 2.87, GrabCut
+            14.13 -> 13.07. 0 returns the network's map as it is.
         full_max_side: without zoom-in, images are downscaled to this long side.
         brs_max_evals, brs_time_cap: caps of BRS / f-BRS (evaluations, seconds).
         normalization: image mean/std (default: the model's).
@@ -147,6 +154,7 @@ class Predictor:
         first_window: int = 640,
         expansion: float = 1.4,
         max_upscale: float = 4.0,
+        click_radius: float = 5.0,
         full_max_side: int = 1024,
         brs_max_evals: int = 20,
         brs_time_cap: float = 10.0,
@@ -162,6 +170,8 @@ class Predictor:
             raise ValueError("target_size and first_window must be >= 32, min_crop_size >= 1")
         if expansion < 1.0 or max_upscale <= 0:
             raise ValueError("expansion must be >= 1 and max_upscale > 0")
+        if not (np.isfinite(click_radius) and click_radius >= 0):
+            raise ValueError(f"click_radius must be a finite number >= 0, got {click_radius}")
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self._channels_last = self.device.type == "cpu"
@@ -174,6 +184,7 @@ class Predictor:
         self.target_size, self.min_crop_size = int(target_size), int(min_crop_size)
         self.first_window, self.expansion = int(first_window), float(expansion)
         self.max_upscale, self.full_max_side = float(max_upscale), int(full_max_side)
+        self.click_radius = float(click_radius)
         self.brs_max_evals, self.brs_time_cap = int(brs_max_evals), float(brs_time_cap)
         self.normalization = dict(normalization or model.normalization)
         self.weights_meta = dict(weights_meta or {})
@@ -215,6 +226,7 @@ class Predictor:
             "dtype": str(self.dtype).replace("torch.", ""),
             "zoom_in": self.zoom_in,
             "target_size": self.target_size,
+            "click_radius": self.click_radius,
             "threads": torch.get_num_threads(),
         }
 
@@ -258,8 +270,9 @@ class Predictor:
             graph_cut: refine the output with a min-cut (result is 0/1).
 
         Returns:
-            A new float32 (H, W) array in [0, 1]. Post-processing shapes only the
-            returned map; the next click sees the raw prediction.
+            A new float32 (H, W) array in [0, 1]. Post-processing (click honouring,
+            see ``click_radius``, then graph cut, then structural integrity) shapes
+            only the returned map; the next click sees the raw prediction.
 
         Raises:
             ValueError: no image set, no clicks, clicks outside the image or not
@@ -405,9 +418,11 @@ class Predictor:
         self, state: _State, clicks: list[Click], structural: bool, graph_cut: bool
     ) -> np.ndarray:
         patch = state.patch
-        if not (structural or graph_cut):
+        if not (structural or graph_cut or self.click_radius > 0):
             return patch
         local = [c.shifted(state.box.y0, state.box.x0) for c in clicks]
+        if self.click_radius > 0:
+            patch = postprocess.honour_clicks(patch, local, self.click_radius / min(state.transform.scale))
         if graph_cut:
             assert self._image01 is not None
             patch = postprocess.graph_cut(patch, self._image01[state.box.slices], local)

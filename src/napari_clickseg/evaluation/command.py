@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "the papers' protocol; the napari widget has it on)")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=None,
                    help="zoom in on the object (default: the predictor's own default)")
+    p.add_argument("--click-radius", type=float, default=None, metavar="PX",
+                   help="a click the network contradicts gets its label back within PX view pixels; "
+                   "0 = the network's output as it is (default: the predictor's, 5)")
     p.add_argument("--graph-cut", action=argparse.BooleanOptionalAction, default=False,
                    help="graph-cut post-processing (default: off)")
     p.add_argument("--max-clicks", type=int, default=20, help="clicks per object (default: 20)")
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     results = []
     for name in models:
-        predictor = load_predictor(name, device=args.device, zoom_in=args.zoom_in)
+        predictor = load_predictor(name, device=args.device, zoom_in=args.zoom_in,
+                                   click_radius=args.click_radius)
         for mode in modes:
             if name == "random_walker" and mode != "off" and "off" in modes:
                 continue  # BRS does not apply to the baseline; its "off" run stands for it
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
                     brs=mode,
                     structural_integrity=args.structural_integrity,
                     zoom_in=args.zoom_in,
+                    click_radius=args.click_radius,
                     graph_cut=args.graph_cut,
                     stop_iou=args.stop_iou,
                     max_objects=args.max_objects,

@@ -55,6 +55,8 @@ def _settings_tag(result: dict) -> str:
         tags.append("SI")
     if s.get("zoom_in"):
         tags.append("zoom")
+    if s.get("click_radius"):
+        tags.append(f"honour {s['click_radius']:g}px")
     if s.get("graph_cut"):
         tags.append("GC")
     return "+".join(tags)
@@ -127,7 +129,8 @@ def markdown_table(results: Sequence[dict]) -> str:
             f"{sampled}, {d.get('n_images_used')} images): weights `{weights}` sha256 `{sha}`; "
             f"device {mod.get('device', 'n/a')}, dtype {mod.get('dtype', 'n/a')}; "
             f"BRS {s.get('brs')}, structural integrity {s.get('structural_integrity')}, "
-            f"zoom-in {s.get('zoom_in')}, graph cut {s.get('graph_cut')}, "
+            f"zoom-in {s.get('zoom_in')}, click honouring radius {s.get('click_radius')}, "
+            f"graph cut {s.get('graph_cut')}, "
             f"max clicks {s.get('max_clicks')}{stop_txt}."
         )
     lines.append("")

@@ -212,12 +212,15 @@ def load_predictor(
     *,
     device: str | None = None,
     zoom_in: bool | None = None,
+    click_radius: float | None = None,
 ) -> Any:
     """A predictor for a shipped model name, a weights file, ``random_walker``, a model or a predictor.
 
-    Anything with ``set_image`` and ``predict`` is returned unchanged.
+    Anything with ``set_image`` and ``predict`` is returned unchanged. ``zoom_in`` and
+    ``click_radius`` (None: the predictor's defaults) apply to predictors that have them.
     """
     if hasattr(model, "set_image") and hasattr(model, "predict"):
+        _configure(model, zoom_in, click_radius)
         return model
     if isinstance(model, str) and model == "random_walker":
         from .baseline import RandomWalkerPredictor
@@ -237,8 +240,7 @@ def load_predictor(
     if zoom_in is not None and "zoom_in" in params:
         kwargs["zoom_in"] = zoom_in
     p = ctor(arg, **kwargs)
-    if zoom_in is not None:
-        _set_zoom(p, zoom_in)
+    _configure(p, zoom_in, click_radius)
     return p
 
 
@@ -249,9 +251,13 @@ def _params(fn: Callable) -> set[str]:
         return set()
 
 
-def _set_zoom(predictor: Any, zoom_in: bool) -> None:
-    if hasattr(predictor, "zoom_in"):
+def _configure(predictor: Any, zoom_in: bool | None, click_radius: float | None) -> None:
+    if zoom_in is not None and hasattr(predictor, "zoom_in"):
         predictor.zoom_in = bool(zoom_in)
+    if click_radius is not None and hasattr(predictor, "click_radius"):
+        if not (np.isfinite(click_radius) and click_radius >= 0):
+            raise ValueError(f"click_radius must be a finite number >= 0, got {click_radius}")
+        predictor.click_radius = float(click_radius)
 
 
 def _info(predictor: Any) -> dict:
@@ -340,6 +346,7 @@ def evaluate(
     brs: str = "off",
     structural_integrity: bool = False,
     zoom_in: bool | None = None,
+    click_radius: float | None = None,
     graph_cut: bool = False,
     stop_iou: float | None = None,
     max_objects: int | None = None,
@@ -359,6 +366,8 @@ def evaluate(
         brs: ``"off"``, ``"brs"`` or ``"fbrs"`` test-time refinement.
         structural_integrity: keep only foreground connected to a positive click.
         zoom_in: zoom-in on the object (None: the predictor's default).
+        click_radius: the engine's click honouring radius in view pixels, 0 = off
+            (None: the predictor's default; see ``Predictor``).
         graph_cut: graph-cut post-processing.
         stop_iou: stop an object once its IoU reaches this (see module docstring).
         max_objects: evaluate a deterministic sample of this many objects.
@@ -380,9 +389,7 @@ def evaluate(
     if stop_iou is not None and not 0.0 < stop_iou <= 1.0:
         raise ValueError(f"stop_iou must be in (0, 1], got {stop_iou}")
     started = time.perf_counter()
-    predictor = load_predictor(predictor_or_name, device=device, zoom_in=zoom_in)
-    if zoom_in is not None:
-        _set_zoom(predictor, zoom_in)
+    predictor = load_predictor(predictor_or_name, device=device, zoom_in=zoom_in, click_radius=click_radius)
     evalset = load_eval_set(dataset, max_objects=max_objects, seed=seed, progress=progress)
     call = _Caller(
         predictor,
@@ -394,6 +401,7 @@ def evaluate(
         "brs": brs,
         "structural_integrity": bool(structural_integrity),
         "zoom_in": getattr(predictor, "zoom_in", zoom_in),
+        "click_radius": getattr(predictor, "click_radius", None),
         "graph_cut": bool(graph_cut),
         "stop_iou": stop_iou,
         "threshold": 0.5,
