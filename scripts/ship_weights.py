@@ -76,6 +76,16 @@ def _dataset(r: dict) -> str:
     return str(d.get("name") or d.get("root"))
 
 
+def _honouring(results: list[dict], name: str) -> str:
+    """How the model's runs honoured contradicted clicks (the engine's ``click_radius``;
+    runs from before it existed had none)."""
+    radii = {r.get("settings", {}).get("click_radius") or 0.0 for r in results if _key(r) == name}
+    if len(radii) != 1:
+        return "click honouring as recorded per run"
+    radius = radii.pop()
+    return f"click honouring {radius:g} view px" if radius else "no click honouring"
+
+
 def table(results: list[dict], names: list[str]) -> str:
     rows = ["| model | dataset | objects | " + " | ".join(h for h, _ in METRICS) + " |"]
     rows.append("|" + "---|" * (3 + len(METRICS)))
@@ -160,7 +170,7 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         + ", ".join(f"{k} {v:.3f}" for k, v in meta.get("metrics", {}).items()
                     if isinstance(v, float)),
         "",
-        "## How well (PROTOCOL.md robot user, up to 20 clicks, no BRS, no structural integrity)",
+        f"## How well (PROTOCOL.md robot user, up to 20 clicks, no BRS, no structural integrity, {_honouring(results, name)})",
         "",
         f"Command: `{eval_cmd}`",
         "",
