@@ -68,6 +68,21 @@ def test_refinement_fixes_a_wrong_click(method):
     assert all(prm.grad is None for prm in model.parameters())  # weights untouched
 
 
+def test_fbrs_inertia_keeps_the_rest_of_the_map():
+    model = Tiny().eval()
+    clicks = [Click(20, 30, True, 0), Click(5, 5, False, 1)]
+    image, maps, prev, points, labels = _inputs(model, clicks)
+    with torch.no_grad():
+        p0 = torch.sigmoid(model(image, maps, prev)["logits"])[0, 0]
+    change = {}
+    for inertia in (0.0, 100.0):
+        res = fbrs(model, image, {}, maps, prev, points, labels, max_evals=20, inertia=inertia)
+        assert res.satisfied
+        change[inertia] = float((torch.sigmoid(res.logits)[0, 0] - p0).abs().mean())
+    print(f"mean change of the map: {change}")
+    assert change[100.0] < change[0.0]
+
+
 @pytest.mark.parametrize("mode", ["brs", "fbrs"])
 def test_satisfied_clicks_cost_no_iteration(mode):
     model = Tiny(bias=3.0).eval()

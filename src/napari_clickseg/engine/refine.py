@@ -9,7 +9,12 @@ carries its label, and stop as soon as that holds:
 - ``fbrs``: a per-channel scale ``(1 + s)`` and bias ``b`` on ``encode(...)["x"]``
   (computed once without gradients); every step re-runs only ``decode``;
   loss: squared error on the 3x3 patch around each click plus
-  ``lam * (|s|^2 + |b|^2)``.
+  ``lam * (|s|^2 + |b|^2)`` plus ``inertia * mean((p - p0)^2)``, the change of
+  the whole map from the network's own ``p0``. A global scale and bias can
+  satisfy a click by rewriting the whole mask; the inertia term keeps the rest
+  (multi_stage round 2 with click honouring, 20 clicks: GrabCut, 8 objects, mIoU@20
+  0.80 without it, 0.88 with 100, 0.85 without f-BRS; dsb2018/val, 10 objects, 0.92 ->
+  0.93, NoC@90 6.0 -> 5.6). At 1000 it kept f-BRS from satisfying contradicted clicks.
 
 Click points are (sub-pixel) coordinates in the network input (the zoom crop);
 probabilities are sampled there bilinearly, which is what the click pixel gets
@@ -32,6 +37,8 @@ __all__ = ["BRS_MODES", "RefineResult", "brs", "fbrs", "refine"]
 
 BRS_MODES = ("off", "brs", "fbrs")
 LAMBDA = 1e-3
+#: weight of f-BRS's penalty on changing the map away from the clicks (module docstring)
+INERTIA = 100.0
 
 
 @dataclass
@@ -206,6 +213,7 @@ def fbrs(
     max_evals: int = 20,
     time_cap: float = 5.0,
     lam: float = LAMBDA,
+    inertia: float = INERTIA,
     amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> RefineResult:
     """Feature backpropagating refinement (scale and bias of ``enc["x"]``), see module docstring."""
@@ -218,6 +226,7 @@ def fbrs(
     if _satisfied(torch.sigmoid(_sample(logits0, ys, xs)), target):
         return RefineResult(logits0, 0, True, time.perf_counter() - t0)
     x = enc["x"]
+    p0 = torch.sigmoid(logits0)
     c = x.shape[1]
     s = torch.zeros(c, device=x.device, requires_grad=True)
     b = torch.zeros(c, device=x.device, requires_grad=True)
@@ -229,7 +238,8 @@ def fbrs(
             xm = x * (1 + s).view(1, c, 1, 1).to(x.dtype) + b.view(1, c, 1, 1).to(x.dtype)
             logits = _logits(model.decode({**enc, "x": xm}, image))
         p_patch = torch.sigmoid(logits[0, 0, py, px])
-        loss = ((patch_target - p_patch) ** 2).sum() + lam * ((s**2).sum() + (b**2).sum())
+        change = ((torch.sigmoid(logits) - p0) ** 2).mean()
+        loss = ((patch_target - p_patch) ** 2).sum() + lam * ((s**2).sum() + (b**2).sum()) + inertia * change
         return loss, logits, torch.sigmoid(_sample(logits, ys, xs))
 
     logits, n, ok = _Search([s, b], energy, target, max_evals, time_cap).run(t0)
