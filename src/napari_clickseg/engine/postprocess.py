@@ -2,11 +2,11 @@
 
 - ``honour_clicks``: a click whose pixel the map gives the other label gets its
   label back in a disk around it, of radius ``min(D, radius)`` where ``D`` is the
-  distance to the nearest pixel already carrying that label (and short of any
-  click of the other label): a positive click
-  next to the mask joins it, a negative click cuts the mask back to the
-  background, and a click is never ignored (a network that ignores a click would
-  otherwise return the same mask however often the user clicks there).
+  distance to the nearest pixel already carrying that label, and short of every
+  click of the other label: a positive click next to the mask joins it, a
+  negative click cuts the mask back to the background, and no click is ignored
+  (a network that ignores a click would otherwise return the same mask however
+  often the user clicks there).
 - ``structural_integrity`` (FCA-Net): keep a foreground pixel only if an
   8-connected path of foreground pixels joins it to a positive click.
 - ``graph_cut`` (iFCN / FCTSFN): a min-cut over the pixel grid with unary terms
