@@ -132,10 +132,10 @@ class Predictor:
             of up to this many view pixels, reaching no further than the nearest
             pixel that already has that label (``postprocess.honour_clicks``). A
             network that ignores a click would otherwise give the same mask however
-            often the user clicks there. With the round-2 default weights, 15 objects
-            per dataset and 20 clicks, NoC@90 without -> with (radius 5): dsb2018/val
-            10.53 -> 9.73, ph2/val 3.07 -> 2.87, GrabCut 14.13 -> 13.07 (radius 10:
-            the same within 0.1). 0 returns the network's map as it is.
+            often the user clicks there. With the round-2 multi_stage weights, 15
+            objects per dataset and 20 clicks, NoC@90 without -> with (radius 5):
+            dsb2018/val 10.53 -> 8.60, ph2/val 3.07 -> 2.87, GrabCut 14.13 -> 13.13.
+            0 returns the network's map as it is.
         full_max_side: without zoom-in, images are downscaled to this long side.
         brs_max_evals, brs_time_cap: caps of BRS / f-BRS (evaluations, seconds).
         normalization: image mean/std (default: the model's).
