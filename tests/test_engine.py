@@ -305,8 +305,14 @@ def test_a_contradicted_click_gets_its_label_back():
     # the history keeps the network's map: undo and redo give the same result
     p.predict(clicks[:1])
     np.testing.assert_array_equal(p.predict(clicks, structural_integrity=False), out)
-    with pytest.raises(ValueError, match="click_radius"):
-        Predictor(ClickDisk(), device="cpu", click_radius=-1)
+    for bad in (-1, float("nan"), "5", None):
+        with pytest.raises(ValueError, match="click_radius"):
+            Predictor(ClickDisk(), device="cpu", click_radius=bad)
+        with pytest.raises(ValueError, match="click_radius"):
+            p.click_radius = bad
+    assert p.click_radius == 5.0
+    p.click_radius = np.float32(2)
+    assert p.click_radius == 2.0
 
 
 class CachingClickDisk(ClickDisk):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import numbers
 import os
 import threading
 import time
@@ -171,8 +172,6 @@ class Predictor:
             raise ValueError("target_size and first_window must be >= 32, min_crop_size >= 1")
         if expansion < 1.0 or max_upscale <= 0:
             raise ValueError("expansion must be >= 1 and max_upscale > 0")
-        if not (np.isfinite(click_radius) and click_radius >= 0):
-            raise ValueError(f"click_radius must be a finite number >= 0, got {click_radius}")
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self._channels_last = self.device.type == "cpu"
@@ -185,7 +184,7 @@ class Predictor:
         self.target_size, self.min_crop_size = int(target_size), int(min_crop_size)
         self.first_window, self.expansion = int(first_window), float(expansion)
         self.max_upscale, self.full_max_side = float(max_upscale), int(full_max_side)
-        self.click_radius = float(click_radius)
+        self.click_radius = click_radius  # validated by the setter
         self.brs_max_evals, self.brs_time_cap = int(brs_max_evals), float(brs_time_cap)
         self.normalization = dict(normalization or model.normalization)
         self.weights_meta = dict(weights_meta or {})
@@ -230,6 +229,17 @@ class Predictor:
             "click_radius": self.click_radius,
             "threads": torch.get_num_threads(),
         }
+
+    @property
+    def click_radius(self) -> float:
+        """Click honouring radius in view pixels (0: off); see the class docstring."""
+        return self._click_radius
+
+    @click_radius.setter
+    def click_radius(self, value: float) -> None:
+        if isinstance(value, bool) or not (isinstance(value, numbers.Real) and np.isfinite(value) and value >= 0):
+            raise ValueError(f"click_radius must be a finite number >= 0, got {value!r}")
+        self._click_radius = float(value)
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, channel_axis: int | None = None) -> None:

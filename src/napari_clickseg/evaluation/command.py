@@ -82,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     results = []
     for name in models:
-        predictor = load_predictor(name, device=args.device, zoom_in=args.zoom_in,
-                                   click_radius=args.click_radius)
+        predictor = load_predictor(name, device=args.device, zoom_in=args.zoom_in)
         for mode in modes:
             if name == "random_walker" and mode != "off" and "off" in modes:
                 continue  # BRS does not apply to the baseline; its "off" run stands for it

@@ -255,9 +255,7 @@ def _configure(predictor: Any, zoom_in: bool | None, click_radius: float | None)
     if zoom_in is not None and hasattr(predictor, "zoom_in"):
         predictor.zoom_in = bool(zoom_in)
     if click_radius is not None and hasattr(predictor, "click_radius"):
-        if not (np.isfinite(click_radius) and click_radius >= 0):
-            raise ValueError(f"click_radius must be a finite number >= 0, got {click_radius}")
-        predictor.click_radius = float(click_radius)
+        predictor.click_radius = click_radius  # the predictor validates it
 
 
 def _info(predictor: Any) -> dict:
