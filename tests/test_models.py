@@ -263,3 +263,40 @@ def test_save_load_round_trip(name, eval_models, tmp_path):
     # weights are stored in fp16: compare with a tolerance relative to the logits' scale
     tol = 2e-2 * max(1.0, ref.abs().max().item())
     assert (got - ref).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("shape, r", [((1, 1, 9, 13), 2), ((2, 4, 40, 33), 3), ((1, 2, 5, 5), 3)])
+def test_box_filter_is_the_clipped_window_mean(shape, r):
+    from napari_clickseg.models.blocks import box_filter
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    ones = torch.ones((1, 1, *shape[-2:]))
+    k = 2 * r + 1
+    pool = torch.nn.functional.avg_pool2d
+    reference = pool(x, k, 1, r, count_include_pad=True) / pool(ones, k, 1, r, count_include_pad=True)
+    torch.testing.assert_close(box_filter(x, r), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_guided_filter_keeps_flat_maps_and_follows_guide_edges():
+    from napari_clickseg.models.blocks import GuidedFilter, box_filter
+
+    gf = GuidedFilter(3, radius=2).eval()
+    image = torch.zeros(1, 3, 24, 24)
+    image[..., 12:] = 1.0
+    flat = torch.full((1, 1, 24, 24), 3.0)
+    with torch.no_grad():
+        torch.testing.assert_close(gf(flat, image), flat)
+        # guide = the image's mean channel (0 left, 1 right)
+        gf.guide[0].weight.fill_(1 / 3)
+        gf.guide[0].bias.zero_()
+        gf.guide[2].weight.zero_()
+        gf.guide[2].weight[0, 0] = 1.0
+        gf.guide[2].bias.zero_()
+        step = torch.zeros(1, 1, 24, 24)
+        step[..., 11:] = 1.0  # an edge one pixel off the image edge
+        out = gf(step, image)[0, 0, 0]
+        blurred = box_filter(step, 2)[0, 0, 0]
+    # the largest jump of the output sits on the guide's edge, and is sharper than a plain blur's
+    jumps = out.diff()
+    assert int(jumps.argmax()) == 11
+    assert jumps[11] > 2 * blurred.diff().max()
