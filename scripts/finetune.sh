@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Fine-tune shipped weights on ../shared/data with RITM's normalized focal loss and iterative
+# robot clicks, several models side by side, one CPU thread each, in the background (nohup).
+# Usage: bash scripts/finetune.sh OUT_RUNS MODEL:MINUTES:LR:VAL_EVERY ...
+#        (then scripts/ship_weights.py --copy)
+set -euo pipefail
+runs=${1:?output runs dir}
+shift
+data=${DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
+for spec in "$@"; do
+  IFS=: read -r model minutes lr val_every <<<"$spec"
+  mkdir -p "$runs/$model"
+  nohup nice -n 5 napari-clickseg train --model "$model" \
+    --data "$data/dsb2018/train" --data "$data/ph2/train" --data "$data/coco_mval" \
+    --val "$data/dsb2018/val" --val "$data/ph2/val" \
+    --init "weights/$model.safetensors" --loss nfl --click-schedule iterative --lr "$lr" \
+    --minutes "$minutes" --batch-size 8 --crop-size 192 --threads 1 --val-every "$val_every" --val-objects 48 \
+    --set "object_scale=[0.05,0.8]" --out "$runs/$model" \
+    >"$runs/$model.log" 2>&1 &
+  echo "started $model (pid $!) -> $runs/$model.log"
+done
