@@ -3,9 +3,10 @@
 Usage::
 
     python scripts/ship_weights.py --runs RUNS_DIR --eval EVAL_DIR [--eval EVAL_DIR2 ...] \
-        [--copy two_stream ...] [--default NAME] [--status NAME=TEXT ...]
+        [--copy two_stream ...] [--last NAME ...] [--default NAME] [--status NAME=TEXT ...]
 
-For each model named by ``--copy``, ``RUNS_DIR/<model>/best.safetensors`` (or ``last.safetensors``) is copied to
+For each model named by ``--copy``, ``RUNS_DIR/<model>/best.safetensors`` (``last.safetensors`` where there is no best, or for
+models named by ``--last``) is copied to
 ``weights/<model>.safetensors`` (replacing the old file); ``EVAL_DIR`` holds the
 ``evaluation.json`` written by ``napari-clickseg evaluate`` on those copies. The
 card says how the weights were made (from the file's own training metadata) and
@@ -194,15 +195,19 @@ def main() -> int:
     ap.add_argument("--notes", default="scripts/train_shipped.sh, then scripts/finetune_stage2.sh where there are two stages")
     ap.add_argument("--copy", nargs="*", default=[], metavar="NAME",
                     help="models whose weights are copied from the runs (others keep theirs; cards for all)")
+    ap.add_argument("--last", nargs="*", default=[], metavar="NAME",
+                    help="of the --copy models, those whose run's last.safetensors is shipped instead of best")
     ap.add_argument("--status", action="append", default=[], metavar="NAME=TEXT",
                     help="a model's status line on its card")
     ap.add_argument("--sharing", default="", help="how many runs shared the CPU cores in each stage")
     args = ap.parse_args()
 
     WEIGHTS.mkdir(exist_ok=True)
+    if set(args.last) - set(args.copy):
+        ap.error(f"--last names models that are not copied: {sorted(set(args.last) - set(args.copy))}")
     for name in args.copy:
-        src = args.runs / name / "best.safetensors"
-        if not src.is_file():
+        src = args.runs / name / ("last.safetensors" if name in args.last else "best.safetensors")
+        if not src.is_file() and name not in args.last:
             src = args.runs / name / "last.safetensors"
         if not src.is_file():
             ap.error(f"--copy {name}: no best.safetensors or last.safetensors in {args.runs / name}")
