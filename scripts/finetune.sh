@@ -9,6 +9,10 @@ shift
 data=${DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 for spec in "$@"; do
   IFS=: read -r model minutes lr val_every <<<"$spec"
+  if [[ -z "$model" || -z "$minutes" || -z "$lr" || -z "$val_every" ]]; then
+    echo "finetune.sh: bad spec '$spec': expected MODEL:MINUTES:LR:VAL_EVERY (e.g. hires:128:3e-4:100)" >&2
+    exit 2
+  fi
   mkdir -p "$runs/$model"
   nohup nice -n 5 napari-clickseg train --model "$model" \
     --data "$data/dsb2018/train" --data "$data/ph2/train" --data "$data/coco_mval" \
