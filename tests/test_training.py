@@ -17,7 +17,7 @@ from PIL import Image
 from napari_clickseg.training.checkpoint import load_checkpoint
 from napari_clickseg.training.command import add_arguments, config_from_args
 from napari_clickseg.training.config import TrainConfig
-from napari_clickseg.training.trainer import RunDirError, train
+from napari_clickseg.training.trainer import RunDirError, rank_device, train
 from napari_clickseg.weights import load_weights, read_metadata
 
 
@@ -181,6 +181,17 @@ def test_distributed_two_processes(data, tmp_path):
     assert meta["training"]["hardware"]["processes"] == 2
     assert meta["training"]["samples_seen"] == 2 * 2 * 2
     assert _log_steps(out) == [1, 2]
+
+
+def test_rank_device_shares_gpus_over_gloo():
+    cpu = torch.device("cpu")
+    assert rank_device(cpu, 1, 2, 0) == (cpu, "gloo")
+    gpu = torch.device("cuda", 0)
+    # one rank per GPU: nccl on the rank's own GPU
+    assert rank_device(gpu, 1, 2, 2) == (torch.device("cuda", 1), "nccl")
+    # four ranks on one GPU (CPU-bound click simulation): all on cuda:0, over gloo
+    assert rank_device(gpu, 3, 4, 1) == (torch.device("cuda", 0), "gloo")
+    assert rank_device(gpu, 3, 4, 2) == (torch.device("cuda", 1), "gloo")
 
 
 def test_sampler_shards_without_overlap():

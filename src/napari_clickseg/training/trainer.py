@@ -2,7 +2,9 @@
 
 Run it with ``train(config)`` or ``napari-clickseg train``. Under ``torchrun``
 (``WORLD_SIZE`` > 1) it uses DistributedDataParallel (gloo on CPU, nccl on
-GPU); every rank draws its own samples and only rank 0 writes files.
+GPU); every rank draws its own samples and only rank 0 writes files. Several
+ranks may share one GPU (the click simulation runs on the CPU, so one process
+rarely keeps a GPU busy); they then talk over gloo, which NCCL requires.
 
 The output folder holds ``config.json``, ``checkpoint.pt`` (latest, atomic,
 ``weights_only``-loadable), ``log.csv``, ``curves.png``, ``last.safetensors``
@@ -42,7 +44,7 @@ from .samples import ClickSamples, GlobalIndexSampler
 from .sampling import ClickSamplingConfig, array_to_clicks
 from .validation import ValidationSet, validate
 
-__all__ = ["RunDirError", "train", "lr_factor"]
+__all__ = ["RunDirError", "train", "lr_factor", "rank_device"]
 
 LOG_FIELDS = [
     "step", "elapsed_s", "lr", "loss", "samples_per_s",
@@ -69,15 +71,32 @@ class _Dist:
         return self.rank == 0
 
 
-def _init_distributed(device: torch.device) -> _Dist:
+def rank_device(device: torch.device, local_rank: int, local_world: int, gpus: int) -> tuple[torch.device, str]:
+    """The device of one rank and the process-group backend.
+
+    On GPU, ranks go round-robin over the node's ``gpus``; nccl needs one rank
+    per GPU, so ranks that share a GPU use gloo.
+    """
+    if device.type != "cuda":
+        return device, "gloo"
+    return torch.device("cuda", local_rank % gpus), ("nccl" if local_world <= gpus else "gloo")
+
+
+def _init_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return _Dist()
+        return _Dist(), device
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    device, backend = rank_device(device, local_rank, local_world, gpus)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -271,9 +290,7 @@ def train(
     from ..engine.device import cpu_has_native_bf16, pick_device
 
     device = pick_device(None if cfg.device == "auto" else cfg.device)
-    dist = _init_distributed(device)
-    if device.type == "cuda" and dist.world > 1:
-        device = torch.device("cuda", dist.local_rank)
+    dist, device = _init_distributed(device)
     if log is None:
         def log(msg: str) -> None:
             if dist.main:

@@ -1,0 +1,64 @@
+"""Pack the training folders of ../shared/data small enough to travel to a lent GPU machine.
+
+The device tool carries at most 64 MiB (repository included), so images are re-encoded as
+JPEG and the natural / dermoscopy images are downscaled; label maps and masks
+stay lossless (masks resized with nearest neighbour). The folder layout stays the
+``images/`` + ``labels/`` / ``masks/`` one that ``napari-clickseg train`` reads.
+
+Usage: python scripts/pack_training_data.py ../shared/data .gpu/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+#: folder -> (scale applied to images and masks, JPEG quality); dsb2018 nuclei are small:
+#: kept at full size and the highest quality
+FOLDERS = {"dsb2018/train": (1.0, 95), "ph2/train": (0.5, 90), "coco_mval": (0.75, 85)}
+
+
+def pack(src: Path, dst: Path) -> None:
+    """Write the packed copy of every folder in ``FOLDERS`` from ``src`` under ``dst``."""
+    for name, (scale, quality) in FOLDERS.items():
+        out = dst / name
+        if out.exists():
+            shutil.rmtree(out)
+        (out / "images").mkdir(parents=True)
+        sizes: dict[str, tuple[int, int]] = {}
+        for img_path in sorted((src / name / "images").iterdir()):
+            im = Image.open(img_path)
+            im = im.convert("L" if im.mode in ("L", "I;16", "I") else "RGB")
+            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+            sizes[img_path.stem] = size
+            if scale != 1.0:
+                im = im.resize(size, Image.BICUBIC)
+            im.save(out / "images" / f"{img_path.stem}.jpg", quality=quality)
+        for kind in ("labels", "masks"):
+            if not (src / name / kind).is_dir():
+                continue
+            (out / kind).mkdir()
+            for p in sorted((src / name / kind).iterdir()):
+                if scale == 1.0:
+                    shutil.copy2(p, out / kind / p.name)
+                    continue
+                m = Image.open(p)
+                m.resize(sizes[p.stem], Image.NEAREST).save(out / kind / f"{p.stem}.png")
+        print(
+            f"{name}: {sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 1e6:.1f} MB"
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    a = p.parse_args()
+    pack(a.src, a.dst)
+
+
+if __name__ == "__main__":
+    main()
