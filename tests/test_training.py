@@ -171,7 +171,8 @@ def test_distributed_two_processes(data, tmp_path):
     r = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "napari_clickseg.cli", "train",
          "--config", str(cfg_path), "--out", str(out), "--init", "scratch", "--iterations", "2",
-         "--batch-size", "2", "--crop-size", "64", "--threads", "1"],
+         "--batch-size", "2", "--crop-size", "64", "--threads", "1",
+         "--set", "checkpoint_minutes=0.0001"],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert r.returncode == 0, r.stderr[-3000:]

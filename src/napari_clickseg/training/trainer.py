@@ -472,7 +472,8 @@ def train(
     old_handler = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
     model.train()
     it = iter(loader)
-    last_ckpt = time.monotonic()
+    # checkpoint times are read from rank 0's broadcast clock: every rank decides alike
+    last_ckpt = elapsed_before
     win_loss, win_n, win_t0, win_steps = 0.0, 0, time.monotonic(), 0
     steps_this_call = 0
     interrupted = False
@@ -513,9 +514,9 @@ def train(
                 if dist.main:
                     run_validation()
                 _barrier(dist)
-            if time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes:
+            if elapsed - last_ckpt >= 60 * cfg.checkpoint_minutes:
                 checkpoint()
-                last_ckpt = time.monotonic()
+                last_ckpt = elapsed
                 _barrier(dist)
     except (KeyboardInterrupt, _Stop):
         interrupted = True
