@@ -105,11 +105,15 @@ def _stage(tr: dict) -> str:
     cfg = tr.get("config", {})
     init = cfg.get("init")
     init_txt = "ImageNet (EfficientNet-Lite0)" if init == "imagenet" else f"`{init}`"
+    hw = tr.get("hardware", {})
+    procs = int(hw.get("processes") or 1)
+    batch = f"{cfg.get('batch_size')}" + (f" x {procs} processes" if procs > 1 else "")
+    where = f"on one {hw['gpu']}" if hw.get("device") == "cuda" and hw.get("gpu") else "on CPU"
     return (
         f"init {init_txt}; loss `{cfg.get('loss')}`; clicks `{cfg.get('click_schedule')}`; "
-        f"crop {cfg.get('crop_size')}, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}, "
+        f"crop {cfg.get('crop_size')}, batch {batch}, lr {cfg.get('lr')}, "
         f"object scale {cfg.get('object_scale')}; {tr.get('iterations')} iterations, "
-        f"{tr.get('samples_seen')} samples, {(tr.get('wall_time_s') or 0) / 60:.0f} min wall time"
+        f"{tr.get('samples_seen')} samples, {(tr.get('wall_time_s') or 0) / 60:.0f} min wall time {where}"
     )
 
 
@@ -161,16 +165,27 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         "## How they were made",
         "",
         f"Trained with `napari-clickseg train` ({notes}) on {data}; each folder sampled equally "
-        f"often; model selection on {', '.join(cfg.get('val_dirs', []))}. Stages:",
+        f"often; "
+        + (
+            f"model selection on {', '.join(cfg['val_dirs'])}"
+            if cfg.get("val_dirs")
+            else "no validation during the last stage (the Status line says how it was chosen)"
+        )
+        + ". Stages:",
         "",
         *(f"{i + 1}. {_stage(t)}" for i, t in enumerate(stages(meta))),
         "",
         f"Hardware (last stage): {json.dumps(tr.get('hardware', {}))}. {sharing}",
         "",
-        "Selection scores (48 val objects on crops, 5 clicks; not PROTOCOL numbers): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in meta.get("metrics", {}).items()
-                    if isinstance(v, float)),
-        "",
+        *(
+            [
+                "Selection scores (48 val objects on crops, 5 clicks; not PROTOCOL numbers): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in meta["metrics"].items() if isinstance(v, float)),
+                "",
+            ]
+            if meta.get("metrics")
+            else []
+        ),
         f"## How well (PROTOCOL.md robot user, up to 20 clicks, no BRS, no structural integrity, {_honouring(results, name)})",
         "",
         f"Command: `{eval_cmd}`",
