@@ -4,7 +4,7 @@ Run it with ``train(config)`` or ``napari-clickseg train``. Under ``torchrun``
 (``WORLD_SIZE`` > 1) it uses DistributedDataParallel (gloo on CPU, nccl on
 GPU); every rank draws its own samples and only rank 0 writes files. Several
 ranks may share one GPU (the click simulation runs on the CPU, so one process
-rarely keeps a GPU busy); they then talk over gloo, which NCCL requires.
+rarely keeps a GPU busy); they then talk over gloo (NCCL wants one process per GPU).
 
 The output folder holds ``config.json``, ``checkpoint.pt`` (latest, atomic,
 ``weights_only``-loadable), ``log.csv``, ``curves.png``, ``last.safetensors``
