@@ -12,6 +12,16 @@
 set -uo pipefail
 minutes=${1:?minutes} runs=${2:?runs dir} data=${3:?data dir}
 shift 3
+for spec in "$@"; do
+  IFS=: read -r model init ranks batch workers lr <<<"$spec"
+  if [[ -z "$lr" || ! "$ranks$batch$workers" =~ ^[0-9]+$ || ! -f "$init" ]]; then
+    echo "gpu_train.sh: bad spec '$spec': expected MODEL:INIT_WEIGHTS_FILE:RANKS:BATCH:WORKERS:LR" >&2
+    exit 2
+  fi
+done
+for d in dsb2018/train ph2/train coco_mval; do
+  [[ -d "$data/$d/images" ]] || { echo "gpu_train.sh: no $data/$d/images (scripts/pack_training_data.py)" >&2; exit 2; }
+done
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 nvidia-smi --query-gpu=name,memory.total,utilization.gpu --format=csv,noheader || true
 python3 -c "import torch, numpy, scipy, skimage, tifffile, safetensors, matplotlib; \

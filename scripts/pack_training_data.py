@@ -23,6 +23,9 @@ FOLDERS = {"dsb2018/train": (1.0, 95), "ph2/train": (0.5, 90), "coco_mval": (0.7
 
 def pack(src: Path, dst: Path) -> None:
     """Write the packed copy of every folder in ``FOLDERS`` from ``src`` under ``dst``."""
+    missing = [name for name in FOLDERS if not (src / name / "images").is_dir()]
+    if missing:
+        raise SystemExit(f"pack_training_data: no images/ folder in {', '.join(str(src / m) for m in missing)}")
     for name, (scale, quality) in FOLDERS.items():
         out = dst / name
         if out.exists():
