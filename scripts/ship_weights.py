@@ -108,12 +108,12 @@ def _stage(tr: dict) -> str:
     hw = tr.get("hardware", {})
     procs = int(hw.get("processes") or 1)
     batch = f"{cfg.get('batch_size')}" + (f" x {procs} processes" if procs > 1 else "")
-    where = f"on one {hw['gpu']}" if hw.get("device") == "cuda" and hw.get("gpu") else "on CPU"
+    where = {"cuda": f"on one {hw.get('gpu', 'GPU')}", "cpu": "on CPU"}.get(hw.get("device"), "")
     return (
         f"init {init_txt}; loss `{cfg.get('loss')}`; clicks `{cfg.get('click_schedule')}`; "
         f"crop {cfg.get('crop_size')}, batch {batch}, lr {cfg.get('lr')}, "
         f"object scale {cfg.get('object_scale')}; {tr.get('iterations')} iterations, "
-        f"{tr.get('samples_seen')} samples, {(tr.get('wall_time_s') or 0) / 60:.0f} min wall time {where}"
+        f"{tr.get('samples_seen')} samples, {(tr.get('wall_time_s') or 0) / 60:.0f} min wall time{' ' + where if where else ''}"
     )
 
 
