@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from napari_clickseg.evaluation.report import markdown_table
 from napari_clickseg.evaluation.runner import evaluate, load_eval_set
 
 
@@ -171,7 +172,8 @@ def test_random_init_model_in_the_harness():
     assert len(r["metrics"]["miou_curve"]) == 3
     assert all(0.0 <= v <= 1.0 for v in r["metrics"]["miou_curve"])
     assert r["model"]["arch"] == "early" and r["model"]["device"] == "cpu"
-    assert r["settings"]["zoom_in"] is True
+    assert r["settings"]["zoom_in"] is True and r["settings"]["zoom_expansion"] == p.expansion
+    assert f"zoom-in True (box x{p.expansion:g})" in markdown_table([r])
     assert r["set_image_seconds"]["n"] == 2
     # the model can also be passed directly
     r2 = evaluate(create_model("early"), samples[:1], max_clicks=1, zoom_in=False)

@@ -124,12 +124,14 @@ def markdown_table(results: Sequence[dict]) -> str:
         stop_txt = (
             f"; objects stop at IoU >= {stop} and repeat their last IoU" if stop is not None else ""
         )
+        expansion = s.get("zoom_expansion")
+        expansion_txt = f" (box x{expansion:g})" if s.get("zoom_in") and expansion else ""
         lines.append(
             f"- **{run_label(r)}** on `{d.get('path') or d.get('name')}` (split {d.get('split')}, "
             f"{sampled}, {d.get('n_images_used')} images): weights `{weights}` sha256 `{sha}`; "
             f"device {mod.get('device', 'n/a')}, dtype {mod.get('dtype', 'n/a')}; "
             f"BRS {s.get('brs')}, structural integrity {s.get('structural_integrity')}, "
-            f"zoom-in {s.get('zoom_in')}, click honouring radius {s.get('click_radius')}, "
+            f"zoom-in {s.get('zoom_in')}{expansion_txt}, click honouring radius {s.get('click_radius')}, "
             f"graph cut {s.get('graph_cut')}, "
             f"max clicks {s.get('max_clicks')}{stop_txt}."
         )

@@ -399,6 +399,7 @@ def evaluate(
         "brs": brs,
         "structural_integrity": bool(structural_integrity),
         "zoom_in": getattr(predictor, "zoom_in", zoom_in),
+        "zoom_expansion": getattr(predictor, "expansion", None),
         "click_radius": getattr(predictor, "click_radius", None),
         "graph_cut": bool(graph_cut),
         "stop_iou": stop_iou,
