@@ -259,7 +259,7 @@ def test_reports_written(tmp_path):
     assert len(data["runs"]) == 2
     assert data["runs"][1]["settings"]["brs"] == "fbrs"
     md = markdown_table(runs)
-    assert "growing [f-BRS]" in md and "NoC@90" in md and "mIoU@3" in md
+    assert "growing [f-BRS]" in md and "NoC@90" in md and "mIoU@3" in md and "NoC@90 95% interval" in md
 
 
 def test_cli_evaluate_writes_reports(tmp_path, capsys):

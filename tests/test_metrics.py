@@ -159,6 +159,23 @@ def test_summarize_all_numbers():
     assert s["corrective_accuracy"]["per_click"][0] == pytest.approx(1.0)
     assert s["corrective_accuracy"]["per_click"][1] == pytest.approx(0.5)
     assert set(s["miou"]) == {"1", "3", "5", "10", "20"}
+    lo, hi = s["noc90_interval95"]
+    assert 1 <= lo <= s["noc90"] <= hi <= 20
+
+
+def test_mean_interval_bootstrap():
+    values = np.random.default_rng(1).integers(1, 21, size=200).astype(float)
+    lo, hi = M.mean_interval(values)
+    assert lo < values.mean() < hi
+    # a 95 % interval of a mean spans about 4 standard errors
+    se = values.std(ddof=1) / np.sqrt(values.size)
+    assert hi - lo == pytest.approx(3.92 * se, rel=0.15)
+    assert M.mean_interval(values) == (lo, hi)  # seeded: reports repeat
+    assert M.mean_interval([5.0] * 10) == (5.0, 5.0)  # no spread, no interval
+    assert all(np.isnan(M.mean_interval([])))
+    # fewer objects, wider interval
+    lo15, hi15 = M.mean_interval(values[:15])
+    assert hi15 - lo15 > hi - lo
 
 
 def test_summarize_with_fewer_clicks_reports_available_k():

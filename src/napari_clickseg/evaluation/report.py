@@ -76,6 +76,12 @@ def _f(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _interval(v: Any) -> str:
+    if not v or any(x is None or not math.isfinite(x) for x in v):
+        return "n/a"
+    return f"{v[0]:.2f}-{v[1]:.2f}"
+
+
 def markdown_table(results: Sequence[dict]) -> str:
     """One markdown row per run with the protocol's numbers, then the provenance of each run."""
     if not results:
@@ -83,7 +89,7 @@ def markdown_table(results: Sequence[dict]) -> str:
     max_clicks = max(r["metrics"]["max_clicks"] for r in results)
     ks = [k for k in ("1", "3", "5", "10", "20") if int(k) <= max_clicks]
     head = (
-        ["model", "dataset", "objects", "NoC@85", "NoC@90", "NoF@90"]
+        ["model", "dataset", "objects", "NoC@85", "NoC@90", "NoC@90 95% interval", "NoF@90"]
         + [f"mIoU@{k}" for k in ks]
         + ["AuC", f">95%@{max_clicks}", f">99%@{max_clicks}", "s/click median", "s/click p90"]
     )
@@ -97,6 +103,7 @@ def markdown_table(results: Sequence[dict]) -> str:
             f"{d.get('n_objects')}" + (f" of {d.get('n_objects_total')}" if d.get("sampled") else ""),
             _f(m.get("noc85"), 2),
             _f(m.get("noc90"), 2),
+            _interval(m.get("noc90_interval95")),
             _f(m.get("nof90")),
         ]
         row += [_f(m.get("miou", {}).get(k)) for k in ks]
@@ -137,7 +144,9 @@ def markdown_table(results: Sequence[dict]) -> str:
         )
     lines.append("")
     lines.append(
-        "NoC@t: mean clicks to reach IoU t (max clicks if never); NoF@90: objects never reaching 0.90; "
+        "NoC@t: mean clicks to reach IoU t (max clicks if never); NoC@90 95% interval: bootstrap over "
+        "the objects, how far the mean could move on another sample of such objects (compare models "
+        "object by object on the same sample, not by overlapping intervals); NoF@90: objects never reaching 0.90; "
         "AuC: mean of the mIoU curve over clicks 1..max; >95%/>99%: share of objects above that IoU "
         "after the last click; s/click: wall time of one predict call (image features cached)."
     )
