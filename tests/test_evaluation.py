@@ -262,6 +262,24 @@ def test_reports_written(tmp_path):
     assert "growing [f-BRS]" in md and "NoC@90" in md and "mIoU@3" in md and "NoC@90 95% interval" in md
 
 
+def test_paired_differences_object_by_object():
+    from napari_clickseg.evaluation.report import paired_differences
+
+    image, labels, samples = _arrays()
+    one = [samples[2]]
+    oracle = evaluate(OraclePredictor([s[1] for s in samples]), one, max_clicks=6)
+    growing = evaluate(GrowingPredictor(samples[2][1]), one, max_clicks=6)
+    noc_growing = growing["metrics"]["noc90"]
+    assert oracle["metrics"]["noc90"] == 1 and noc_growing > 1
+    other_objects = evaluate(OraclePredictor([s[1] for s in samples]), samples[:2], max_clicks=6)
+    no_objects = evaluate(GrowingPredictor(samples[2][1]), one, max_clicks=6, keep_objects=False)
+    lines = paired_differences([oracle, growing, other_objects, no_objects])
+    assert len(lines) == 1  # runs on other objects, or without per-object curves, are not paired
+    assert f"growing minus model: {noc_growing - 1:+.2f} clicks" in lines[0]  # the oracle has no name
+    assert "fewer clicks on 0, more on 1 of 1 objects" in lines[0]
+    assert lines[0] in markdown_table([oracle, growing])
+
+
 def test_cli_evaluate_writes_reports(tmp_path, capsys):
     from napari_clickseg.cli import main
 

@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["jsonable", "markdown_table", "plot_miou", "run_label", "write_reports"]
+import numpy as np
+
+from . import metrics as M
+
+__all__ = ["jsonable", "markdown_table", "paired_differences", "plot_miou", "run_label", "write_reports"]
 
 
 def jsonable(obj: Any) -> Any:
@@ -82,6 +86,45 @@ def _interval(v: Any) -> str:
     return f"{v[0]:.2f}-{v[1]:.2f}"
 
 
+def _object_nocs(result: dict) -> dict[tuple[str, int], int] | None:
+    objs = result.get("objects")
+    if not objs:
+        return None
+    mc = int(result["metrics"]["max_clicks"])
+    return {(str(o["image"]), int(o["object"])): M.noc(M.fill_curve(o["ious"], mc), 0.90, mc) for o in objs}
+
+
+def paired_differences(results: Sequence[dict]) -> list[str]:
+    """NoC@90 of each run against the first run on the same dataset, object by object.
+
+    Only runs that kept their ``objects`` and scored exactly the same objects are
+    paired. Per-object differences cancel what the objects share (a hard object is
+    hard for both), so the interval is much tighter than either run's own.
+    """
+    lines = []
+    first: dict[tuple, tuple[dict, dict]] = {}
+    for r in results:
+        nocs = _object_nocs(r)
+        if nocs is None:
+            continue
+        d = r["dataset"]
+        key = (d.get("name"), d.get("path"))
+        if key not in first:
+            first[key] = (r, nocs)
+            continue
+        ref, ref_nocs = first[key]
+        if set(nocs) != set(ref_nocs):
+            continue
+        diff = np.array([nocs[k] - ref_nocs[k] for k in ref_nocs], dtype=np.float64)
+        lo, hi = M.mean_interval(diff)
+        lines.append(
+            f"- {d.get('name')}: {run_label(r)} minus {run_label(ref)}: {diff.mean():+.2f} clicks "
+            f"(95 % interval {lo:+.2f} to {hi:+.2f}); fewer clicks on {int((diff < 0).sum())}, "
+            f"more on {int((diff > 0).sum())} of {diff.size} objects"
+        )
+    return lines
+
+
 def markdown_table(results: Sequence[dict]) -> str:
     """One markdown row per run with the protocol's numbers, then the provenance of each run."""
     if not results:
@@ -115,6 +158,9 @@ def markdown_table(results: Sequence[dict]) -> str:
             _f(spc.get("p90")),
         ]
         lines.append("| " + " | ".join(row) + " |")
+    paired = paired_differences(results)
+    if paired:
+        lines += ["", "NoC@90 object by object, against the first run on the same objects:", "", *paired]
     lines.append("")
     lines.append("Runs:")
     lines.append("")
