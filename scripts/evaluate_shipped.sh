@@ -13,5 +13,11 @@ sets=(--data "$data/dsb2018/val" --data "$data/ph2/val" --data "$data/grabcut")
 common=(--max-clicks 20 --max-objects "$n" --seed 0 --stop-iou 0.99 --device cpu -q)
 export OMP_NUM_THREADS=1
 napari-clickseg evaluate --model two_stream --model early --model multi_stage --model fca --model hires "${sets[@]}" "${common[@]}" --out "$out/a" &
+models=$!
 napari-clickseg evaluate --model random_walker "${sets[@]}" "${common[@]}" --out "$out/b" &
-wait
+baseline=$!
+# a bare `wait` returns 0 whatever the evaluations did: wait for each and fail if either failed
+status=0
+wait "$models" || status=$?
+wait "$baseline" || status=$?
+exit "$status"

@@ -192,8 +192,8 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         "",
         table(results, [name, "random_walker"]),
         "",
-        "Objects: on full images; where the table says N of M, a fixed-seed sample (seed 0) of the "
-        "dataset's M objects. The random walker is the classical baseline on the same objects. s/click measured with "
+        "Objects: on full images; where the table says N of M with N below M, a fixed-seed sample (seed 0) "
+        "of the dataset's M objects, else all of them. The random walker is the classical baseline on the same objects. s/click measured with "
         "evaluations running side by side on the 2 CPU cores, one thread each (see the benchmark for latency).",
         "",
     ]
