@@ -247,6 +247,25 @@ def test_as_clicks_rejects_bad_items(bad, match):
         as_clicks([(0, 0, True), bad])
 
 
+@pytest.mark.parametrize("flag", ["-", "+", "False", "", None, 2, -1, 0.5, float("nan"), [True]])
+def test_as_clicks_rejects_flags_that_are_not_bool_0_or_1(flag):
+    # regression: bool("-") is True, so a "-" click silently became a positive one
+    with pytest.raises(ValueError, match="click 1 has positive="):
+        as_clicks([(0, 0, True), (5, 5, flag)])
+    with pytest.raises(ValueError, match="click 0 has positive="):
+        as_clicks([Click(5, 5, flag)])
+
+
+@pytest.mark.parametrize(
+    "flag, expected",
+    [(True, True), (False, False), (1, True), (0, False), (1.0, True), (0.0, False),
+     (np.bool_(True), True), (np.bool_(False), False), (np.int64(1), True), (np.float32(0), False)],
+)
+def test_as_clicks_accepts_bools_and_0_1(flag, expected):
+    (c,) = as_clicks([(5, 5, flag)])
+    assert c.positive is expected
+
+
 def test_as_clicks_rejects_non_finite_click_objects():
     with pytest.raises(ValueError, match="non-finite"):
         as_clicks([Click(float("nan"), 1, True)])

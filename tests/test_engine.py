@@ -94,6 +94,8 @@ def test_errors(early, image):
         p.predict(None)
     with pytest.raises(ValueError, match="click 0"):
         p.predict([(1, 2)])
+    with pytest.raises(ValueError, match="positive="):
+        p.predict([(5, 5, "-")])  # bool("-") is True: a string flag is refused, not guessed
     with pytest.raises(ValueError):
         p.set_image(np.zeros((4, 5, 6, 7)))
     with pytest.raises(ValueError):

@@ -69,13 +69,28 @@ class Click:
 ClickLike = Click | Sequence
 
 
+def _as_positive(value: object, i: int) -> bool:
+    """The positive flag of click ``i``: a bool (Python or numpy) or a number equal to 0 or 1."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(
+        f"click {i} has positive={value!r}; expected True/False (or 1/0), not {type(value).__name__}"
+    )
+
+
 def as_clicks(clicks: Iterable[ClickLike]) -> list[Click]:
     """Normalise clicks given as ``Click`` or ``(row, col, positive)`` tuples.
 
-    Orders are reassigned from the position in the list.
+    ``positive`` must be a bool (numpy bools included) or a number equal to 1 or 0;
+    strings such as ``"+"`` or ``"-"`` are rejected rather than guessed (parse them
+    first, e.g. with ``napari_clickseg.segment.parse_click``). Orders are reassigned
+    from the position in the list.
 
     Raises:
-        ValueError: if an item is not a click or has non-finite coordinates.
+        ValueError: if an item is not a click, has non-finite coordinates or a positive
+            flag that is not a bool, 0 or 1.
     """
     out: list[Click] = []
     for i, c in enumerate(clicks):
@@ -94,7 +109,7 @@ def as_clicks(clicks: Iterable[ClickLike]) -> list[Click]:
             raise ValueError(f"click {i} has non-numeric coordinates: {c!r}") from None
         if not (np.isfinite(row) and np.isfinite(col)):
             raise ValueError(f"click {i} has non-finite coordinates: {c!r}")
-        out.append(Click(row, col, bool(pos), i))
+        out.append(Click(row, col, _as_positive(pos, i), i))
     return out
 
 
