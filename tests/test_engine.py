@@ -102,6 +102,27 @@ def test_errors(early, image):
         Predictor(nn.Conv2d(1, 1, 1))
 
 
+def test_channels_first_without_channel_axis_is_refused(early):
+    from napari_clickseg.engine.image import validate_image
+
+    # regression: (3, 64, 64) was taken as a 3x64 image with 64 channels
+    p = Predictor(early, device="cpu")
+    with pytest.raises(ValueError, match="channels-first.*channel_axis=0"):
+        p.set_image(np.zeros((3, 64, 64), dtype=np.uint8))
+    p.set_image(np.zeros((3, 64, 64), dtype=np.uint8), channel_axis=0)
+    assert p.predict([(5, 5, True)]).shape == (64, 64)
+    with pytest.raises(ValueError, match="channels-first"):
+        validate_image(np.zeros((2, 40, 50)))
+    with pytest.raises(ValueError, match="120 channels.*channel_axis=0"):
+        validate_image(np.zeros((10, 100, 120)))
+    # channels last, many channels, and what napari's widget sends (channel_axis=2) still pass
+    assert validate_image(np.zeros((64, 64, 3))).shape == (64, 64, 3)
+    assert validate_image(np.zeros((20, 24, 64))).shape == (20, 24, 64)
+    assert validate_image(np.zeros((5, 40, 17))).shape == (5, 40, 17)
+    assert validate_image(np.zeros((3, 64, 64)), channel_axis=2).shape == (3, 64, 64)
+    assert validate_image(np.zeros((3, 64, 64)), channel_axis=-1).shape == (3, 64, 64)
+
+
 def test_output_and_info(early, image):
     p = Predictor(early, device="cpu")
     p.set_image(image)

@@ -20,6 +20,7 @@ __all__ = ["prepare_image", "standardize", "validate_image"]
 PERCENTILES = (0.5, 99.5)
 _MAX_SAMPLES = 1 << 20
 _F32_SAFE = 1e30
+MAX_CHANNELS = 64
 
 
 def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
@@ -30,7 +31,9 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
         channel_axis: axis holding channels for 3D input (default: last).
 
     Raises:
-        ValueError: wrong ndim, too small, unsupported dtype, NaN or inf values.
+        ValueError: wrong ndim, too small, unsupported dtype, NaN or inf values; a 3D
+            image that looks channels-first, (C <= 4, H, W > 16), given without
+            ``channel_axis`` (pass ``channel_axis=0``, or ``-1`` if it really is that thin).
     """
     if not isinstance(image, np.ndarray):
         try:
@@ -46,6 +49,8 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
     elif image.ndim == 3:
         if channel_axis is not None:
             image = np.moveaxis(image, channel_axis, -1)
+        else:
+            _refuse_channels_first(image.shape)
     else:
         raise ValueError(
             f"image must be 2D: (H, W) or (H, W, C); got shape {image.shape}. "
@@ -54,11 +59,26 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
     h, w, c = image.shape
     if h < 2 or w < 2:
         raise ValueError(f"image is too small: {h}x{w} pixels (need at least 2x2)")
-    if c < 1 or c > 64:
-        raise ValueError(f"image has {c} channels; expected 1 to 64 (is the channel axis right?)")
+    if c < 1 or c > MAX_CHANNELS:
+        hint = " (is the channel axis right? for channels first pass channel_axis=0)"
+        raise ValueError(f"image has {c} channels; expected 1 to {MAX_CHANNELS}{hint}")
     if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         raise ValueError("image contains NaN or infinite values")
     return image
+
+
+def _refuse_channels_first(shape: tuple[int, ...]) -> None:
+    """Raise if a 3D shape given without a channel axis looks like (C, H, W).
+
+    A first axis of at most 4 (gray, two channels, RGB, RGBA) before a last axis of
+    more than 16 is read as channels first rather than silently as an image a few
+    pixels tall with many channels.
+    """
+    if shape[0] <= 4 and shape[-1] > 16:
+        raise ValueError(
+            f"image of shape {shape} looks channels-first (C, H, W); pass channel_axis=0 "
+            "(or channel_axis=-1 if it really is (H, W, C))"
+        )
 
 
 def _scale(x: np.ndarray) -> np.ndarray:
