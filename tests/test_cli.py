@@ -79,7 +79,7 @@ def fake_command(monkeypatch):
 
     def add_arguments(p):
         p.add_argument("--value", type=int, default=1)
-        p.add_argument("--fail", choices=["value", "file", "other"])
+        p.add_argument("--fail", choices=["value", "file", "isdir", "perm", "other"])
 
     def run(args):
         calls.append(args)
@@ -87,6 +87,10 @@ def fake_command(monkeypatch):
             raise ValueError("bad value given")
         if args.fail == "file":
             raise FileNotFoundError("no such file: x.tif")
+        if args.fail == "isdir":
+            raise IsADirectoryError(21, "Is a directory", "out")
+        if args.fail == "perm":
+            raise PermissionError(13, "Permission denied", "runs/x")
         if args.fail == "other":
             raise RuntimeError("boom")
         return args.value
@@ -104,7 +108,15 @@ def test_dispatch_passes_arguments_and_exit_code(fake_command):
     assert [a.value for a in fake_command] == [1, 0, 3]
 
 
-@pytest.mark.parametrize("kind, message", [("value", "bad value given"), ("file", "no such file: x.tif")])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("value", "bad value given"),
+        ("file", "no such file: x.tif"),
+        ("isdir", "[Errno 21] Is a directory: 'out'"),  # any OSError, not only FileNotFoundError
+        ("perm", "[Errno 13] Permission denied: 'runs/x'"),
+    ],
+)
 def test_user_errors_become_exit_2_with_message(fake_command, capsys, kind, message):
     assert cli.main(["fake", "--fail", kind]) == 2
     err = capsys.readouterr().err
@@ -131,3 +143,63 @@ def test_every_command_has_help(name):
     res = run_cli(name, "--help")
     assert res.returncode == 0, res.stderr
     assert f"napari-clickseg {name}" in res.stdout
+
+
+# ----------------------------------------------------------------------------- segment inputs and outputs
+# These fail before any model is loaded, so "--model" never needs to exist.
+@pytest.fixture
+def gray_tif(tmp_path):
+    import numpy as np
+    import tifffile
+
+    src = tmp_path / "img.tif"
+    tifffile.imwrite(src, np.zeros((40, 50), dtype=np.uint8))
+    return src
+
+
+def test_segment_refuses_a_directory_as_output(gray_tif, tmp_path, capsys):
+    # regression: with --overwrite an existing directory raised IsADirectoryError (a traceback)
+    out_dir = tmp_path / "results"
+    out_dir.mkdir()
+    args = ["segment", str(gray_tif), "--click", "5,6,+", "--model", "none", "-o", str(out_dir)]
+    for extra in ([], ["--overwrite"]):
+        assert cli.main([*args, *extra]) == 2
+        assert "is a directory" in capsys.readouterr().err
+    out_tif = tmp_path / "results.tif"
+    out_tif.mkdir()
+    assert cli.main([*args[:-1], str(out_tif), "--overwrite"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert out_dir.is_dir() and not any(out_dir.iterdir())
+
+
+@pytest.mark.parametrize("name", ["labels.png", "labels.jpg", "labels", "labels.tif.bak"])
+def test_segment_refuses_non_tiff_output_names(gray_tif, tmp_path, capsys, name):
+    # regression: "-o out.png" wrote TIFF bytes under a .png name
+    out = tmp_path / name
+    assert cli.main(["segment", str(gray_tif), "--click", "5,6,+", "--model", "none", "-o", str(out)]) == 2
+    assert ".tif or .tiff" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _bad_tiffs(tmp_path):
+    import numpy as np
+    import tifffile
+
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\0garbage")
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, np.arange(100 * 120, dtype=np.uint8).reshape(100, 120))
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(whole.read_bytes()[:300])
+    return corrupt, truncated
+
+
+def test_segment_read_errors_name_the_file(tmp_path, capsys):
+    # regression: a corrupt TIFF gave "image must be 2D ... got shape (0,)", a truncated one
+    # "failed to read 12000 bytes, got 44", neither naming the file
+    for bad in _bad_tiffs(tmp_path):
+        out = tmp_path / f"{bad.stem}_labels.tif"
+        assert cli.main(["segment", str(bad), "--click", "5,6,+", "--model", "none", "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "napari-clickseg segment: error: " in err and str(bad) in err
+        assert not out.exists()

@@ -463,3 +463,31 @@ def test_segment_command(tmp_path, capsys):
     assert main(["segment", str(src), "--click", "250,35,+", "--model", str(f), "-o", str(tmp_path / "y.tif")]) == 2
     assert "outside the image" in capsys.readouterr().err
     assert not (tmp_path / "y.tif").exists()
+
+
+def test_segment_reads_files_like_train_and_evaluate(tmp_path, capsys):
+    import tifffile
+
+    from napari_clickseg.cli import main
+    from napari_clickseg.data.io import read_array
+
+    # regression: a channels-first TIFF (3, H, W) gave "image has W channels" in segment while
+    # data.io.read_array (train, evaluate) reads it channels last
+    torch.manual_seed(0)
+    f = tmp_path / "w.safetensors"
+    save_weights(create_model("early"), f, trained=True)
+    rgb = np.zeros((40, 50, 3), dtype=np.uint8)
+    rgb[10:30, 15:35] = (200, 40, 90)
+    last, first = tmp_path / "last.tif", tmp_path / "first.tif"
+    tifffile.imwrite(last, rgb)
+    tifffile.imwrite(first, np.ascontiguousarray(np.moveaxis(rgb, -1, 0)), photometric="minisblack")
+    assert read_array(first).shape == (40, 50, 3)
+    common = ["--click", "20,25,+", "--model", str(f), "--device", "cpu"]
+    results = []
+    for src, extra in ((last, []), (first, []), (first, ["--channel-axis", "0"])):
+        out = tmp_path / f"out{len(results)}.tif"
+        assert main(["segment", str(src), *common, *extra, "-o", str(out)]) == 0, capsys.readouterr().err
+        results.append(tifffile.imread(out))
+    assert results[0].shape == (40, 50)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])

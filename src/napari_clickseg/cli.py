@@ -21,7 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``napari-clickseg`` console script."""
+    """Entry point of the ``napari-clickseg`` console script.
+
+    A ``ValueError`` or ``OSError`` from a command (bad input, missing or unwritable
+    files) becomes a one-line message and exit code 2; any other exception is a bug
+    and keeps its traceback.
+    """
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="napari-clickseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # user errors and file system errors; bugs keep their traceback
         print(f"napari-clickseg {args.command}: error: {e}", file=sys.stderr)
         return 2
 

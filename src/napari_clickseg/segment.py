@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_arguments", "parse_click", "read_image", "run"]
+__all__ = ["add_arguments", "file_channel_axis", "output_path", "parse_click", "read_image", "run"]
 
 _POS = {"+": True, "pos": True, "positive": True, "1": True, "-": False, "neg": False, "negative": False, "0": False}
 
@@ -35,20 +35,65 @@ def parse_click(text: str) -> tuple[float, float, bool]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a 2D image (TIFF via tifffile, other formats via scikit-image)."""
+    """Read a 2D image file as ``train`` and ``evaluate`` do (``data.io.read_array``).
+
+    Returns (H, W) or (H, W, C): a TIFF stored channels first with few channels,
+    such as (3, H, W), comes back channels last.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be decoded or is not a 2D image (message names it).
+    """
+    from .data.io import read_array
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    if path.suffix.lower() in (".tif", ".tiff"):
+    return read_array(path)
+
+
+def file_channel_axis(path: str | Path, image: np.ndarray, axis: int | None) -> int | None:
+    """Map ``--channel-axis`` (an axis of the array stored in the file) onto ``read_image``'s array.
+
+    ``read_image`` moves the channels of a channels-first TIFF last; the user's axis then
+    moves with them, so ``--channel-axis 0`` on a (3, H, W) file still means its first axis.
+    """
+    if axis is None or image.ndim != 3:
+        return axis
+    if not -3 <= axis < 3:
+        raise ValueError(f"--channel-axis {axis} is out of range for a 3D image")
+    stored = image.shape
+    if Path(path).suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
-        return np.asarray(tifffile.imread(path))
-    from skimage import io
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(tif.series[0].shape)
+        stored = tuple(n for n in shape if n != 1) if len(shape) > 3 else shape
+    if stored == image.shape:
+        return axis
+    return (axis % 3 - 1) % 3  # stored (C, H, W) was read as (H, W, C)
 
-    try:
-        return np.asarray(io.imread(path))
-    except Exception as e:  # imageio raises many error types
-        raise ValueError(f"cannot read image {path}: {e}") from None
+
+def output_path(src: Path, output: str | None, overwrite: bool) -> Path:
+    """The label TIFF to write: checked to be a new (or, with ``overwrite``, a replaceable) file.
+
+    Raises:
+        ValueError: a directory, not a .tif/.tiff name, an existing file without
+            ``overwrite``, or the input image itself.
+    """
+    out = Path(output) if output else src.with_name(src.stem + "_labels.tif")
+    if out.is_dir():
+        raise ValueError(f"output {out} is a directory; give a file name such as {out / (src.stem + '_labels.tif')}")
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(
+            f"output {out} must be a .tif or .tiff file (labels are written as TIFF, keeping "
+            "their exact values)"
+        )
+    if out.exists() and not overwrite:
+        raise ValueError(f"output {out} exists; pass --overwrite to replace it")
+    if out.resolve() == src.resolve():
+        raise ValueError("output would overwrite the input image")
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="input image (TIFF, PNG, JPEG, ...); 2D, gray, RGB or multichannel")
     parser.add_argument("--click", action="append", default=[], metavar="ROW,COL,+|-",
                         help="a click: ROW,COL,+ (object) or ROW,COL,- (background); repeat in order")
-    parser.add_argument("-o", "--output", help="label TIFF to write (default: IMAGE_labels.tif)")
+    parser.add_argument("-o", "--output", help="label TIFF (.tif/.tiff) to write (default: IMAGE_labels.tif)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--model", default="default",
                         help="shipped model name, 'default', or a .safetensors weights file")
@@ -67,7 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graph-cut", action="store_true", help="min-cut post-processing")
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground threshold (default 0.5)")
     parser.add_argument("--label", type=int, default=1, help="label value of the object (1..65535)")
-    parser.add_argument("--channel-axis", type=int, default=None, help="channel axis of a 3D image")
+    parser.add_argument("--channel-axis", type=int, default=None, help="channel axis of a 3D image as stored in the file (default: last, or first "
+                        "for a TIFF stored channels first such as (3, H, W))")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
 
@@ -86,16 +132,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.threshold <= 1.0:
         raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
     src = Path(args.image)
-    out = Path(args.output) if args.output else src.with_name(src.stem + "_labels.tif")
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"output {out} exists; pass --overwrite to replace it")
-    if out.resolve() == src.resolve():
-        raise ValueError("output would overwrite the input image")
+    out = output_path(src, args.output, args.overwrite)
     image = read_image(src)
+    channel_axis = file_channel_axis(src, image, args.channel_axis)
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, zoom_in=not args.no_zoom_in
     )
-    predictor.set_image(image, channel_axis=args.channel_axis)
+    predictor.set_image(image, channel_axis=channel_axis)
     t0 = time.perf_counter()
     prob = predictor.predict(
         clicks, brs=args.brs, structural_integrity=not args.no_structural_integrity,
