@@ -300,6 +300,46 @@ def test_cli_evaluate_writes_reports(tmp_path, capsys):
     assert (out / "evaluation.md").is_file() and (out / "miou.png").is_file()
 
 
+def test_cli_evaluate_never_replaces_results_without_overwrite(tmp_path, capsys):
+    # regression: a second run into the same --out silently replaced the first run's table
+    from napari_clickseg.cli import main
+
+    root = _write_folder(tmp_path / "toy" / "val")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", "random_walker", "--data", str(root), "--max-clicks", "1",
+            "--out", str(out), "-q"]  # fmt: skip
+    assert main([*args, "--max-objects", "2"]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(first) == {"evaluation.json", "evaluation.md", "miou.png"}
+    capsys.readouterr()
+    assert main([*args, "--max-objects", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds results" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert main([*args, "--max-objects", "1", "--overwrite"]) == 0
+    assert _strict_json(out / "evaluation.json")["runs"][0]["dataset"]["n_objects"] == 1
+
+
+def test_cli_evaluate_checks_out_before_evaluating(tmp_path, capsys, monkeypatch):
+    # regression: "--out FILE" raised FileExistsError (a traceback) after the whole evaluation
+    from napari_clickseg.cli import main
+    from napari_clickseg.evaluation import runner
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated although --out is unusable")
+
+    monkeypatch.setattr(runner, "evaluate", no_evaluation)
+    root = _write_folder(tmp_path / "toy" / "val")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    for out, message in ((a_file, "is a file"), (a_file / "eval", "notes.txt")):
+        rc = main(["evaluate", "--model", "random_walker", "--data", str(root), "--out", str(out), "-q"])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert "napari-clickseg evaluate: error:" in err and message in err
+    assert a_file.read_text() == "keep me"
+
+
 def test_cli_evaluate_errors_are_clean(tmp_path, capsys):
     from napari_clickseg.cli import main
 

@@ -9,13 +9,16 @@ Example::
 Every model x BRS mode x dataset combination is one run. Writes
 ``evaluation.json`` (all numbers, per-object curves and clicks, dataset path
 and split, weights file and sha256, settings), ``evaluation.md`` and
-``miou.png`` to ``--out``, and prints the table.
+``miou.png`` to ``--out``, and prints the table. Earlier results in ``--out`` are
+never replaced without ``--overwrite``; ``--out`` is checked before evaluating.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
 from .runner import BRS_MODES
 
@@ -33,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "ignore); repeatable",
     )
     p.add_argument("--out", default="runs/evaluate", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier evaluation in --out")
     p.add_argument(
         "--brs", action="append", choices=BRS_MODES,
         help="test-time refinement; repeat to compare modes (default: off)",
@@ -62,6 +67,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
 
 
+def check_out(out: str | Path, overwrite: bool = False) -> Path:
+    """Make sure ``out`` can take the reports, before anything is evaluated; creates it.
+
+    Raises:
+        ValueError: ``out`` is a file, or holds earlier results and ``overwrite`` is False.
+        OSError: ``out`` cannot be created or written to.
+    """
+    from .report import report_paths
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    found = [p for p in report_paths(out).values() if p.exists()]
+    if found and not overwrite:
+        names = ", ".join(p.name for p in found)
+        raise ValueError(
+            f"--out {out} already holds results ({names}); pass --overwrite to replace them "
+            "or choose another --out"
+        )
+    for p in found:
+        if p.is_dir():
+            raise ValueError(f"cannot write {p}: it is a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out):  # raises PermissionError if out is read-only
+        pass
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Run every model x BRS mode x dataset and write the reports."""
     from .report import markdown_table, write_reports
@@ -80,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         load_eval_set(d, max_objects=args.max_objects, seed=args.seed, progress=progress)
         for d in args.data
     ]
+    out = check_out(args.out, args.overwrite)  # after --data is known good, before evaluating
     results = []
     for name in models:
         predictor = load_predictor(name, device=args.device, zoom_in=args.zoom_in)
@@ -107,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 if name == "random_walker":
                     r["settings"]["brs"] = "off"
                 results.append(r)
-    paths = write_reports(results, args.out)
+    paths = write_reports(results, out)
     print(markdown_table(results))
     for kind, path in paths.items():
         print(f"{kind}: {path}")

@@ -19,7 +19,15 @@ import numpy as np
 
 from . import metrics as M
 
-__all__ = ["jsonable", "markdown_table", "paired_differences", "plot_miou", "run_label", "write_reports"]
+__all__ = [
+    "jsonable",
+    "markdown_table",
+    "paired_differences",
+    "plot_miou",
+    "report_paths",
+    "run_label",
+    "write_reports",
+]
 
 
 def jsonable(obj: Any) -> Any:
@@ -237,13 +245,18 @@ def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
     return path
 
 
+def report_paths(out_dir: str | os.PathLike, stem: str = "evaluation") -> dict[str, Path]:
+    """The files ``write_reports`` writes into ``out_dir``: json, markdown and plot."""
+    out = Path(out_dir)
+    return {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md", "plot": out / "miou.png"}
+
+
 def write_reports(
     results: Sequence[dict], out_dir: str | os.PathLike, stem: str = "evaluation"
 ) -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``miou.png`` into ``out_dir``; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md", "plot": out / "miou.png"}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = report_paths(out_dir, stem)
     paths["json"].write_text(json.dumps(jsonable({"runs": list(results)}), indent=1) + "\n")
     paths["markdown"].write_text("# Robot-user evaluation\n\n" + markdown_table(results))
     plot_miou(results, paths["plot"])
