@@ -202,15 +202,22 @@ def test_file_without_metadata(saved, tmp_path):
         load_weights(path)
 
 
-@pytest.mark.parametrize("raw", ["not json", "[]", '{"arch": "early"}', '{"kwargs": {}}', "null"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json", "[]", '{"arch": "early"}', '{"kwargs": {}}', "null",
+        '{"arch": "early", "kwargs": [1, 2]}', '{"arch": ["early"], "kwargs": {}}',
+    ],
+)
 def test_corrupt_metadata(saved, tmp_path, raw):
     src, _ = saved
     with safe_open(str(src), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     path = tmp_path / "meta.safetensors"
     save_file(tensors, str(path), metadata={META_KEY: raw})
-    with pytest.raises(WeightsError, match="corrupt napari-clickseg metadata"):
+    with pytest.raises(WeightsError, match="corrupt napari-clickseg metadata") as e:
         load_weights(path)
+    assert str(path) in str(e.value)
 
 
 def test_wrong_arch(saved):
@@ -226,10 +233,12 @@ def test_unknown_arch_in_file(saved, tmp_path):
         load_weights(path)
 
 
-def test_bad_kwargs_in_file(saved, tmp_path):
-    path = rewrite(saved[0], tmp_path / "k.safetensors", meta={"kwargs": {"bogus": 1}})
-    with pytest.raises(WeightsError, match="bad arguments"):
+@pytest.mark.parametrize("kwargs", [{"bogus": 1}, {"decoder_width": "wide"}])
+def test_bad_kwargs_in_file(saved, tmp_path, kwargs):
+    path = rewrite(saved[0], tmp_path / "k.safetensors", meta={"kwargs": kwargs})
+    with pytest.raises(WeightsError, match="cannot build model 'early'") as e:
         load_weights(path)
+    assert str(path) in str(e.value)
 
 
 def test_strict_loading_missing_key(saved, tmp_path):
@@ -268,6 +277,25 @@ def test_non_finite_parameters_are_refused(model, tmp_path):
     save_weights(bad, path)
     with pytest.raises(WeightsError, match="non-finite"):
         load_weights(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_buffers_are_refused(saved, tmp_path, value):
+    """BatchNorm statistics are buffers, not parameters: a NaN there gives NaN predictions."""
+    key = next(k for k in read_metadata_keys(saved[0]) if k.endswith("running_var"))
+
+    def poison(t):
+        t[key] = torch.full_like(t[key], value)
+        return t
+
+    path = rewrite(saved[0], tmp_path / "nanbuf.safetensors", state=poison)
+    with pytest.raises(WeightsError, match=f"non-finite values in tensor '{key}'"):
+        load_weights(path)
+
+
+def read_metadata_keys(path) -> list[str]:
+    with safe_open(str(path), framework="pt") as f:
+        return sorted(f.keys())
 
 
 def test_sha256_mismatch(saved):

@@ -114,9 +114,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path} is a safetensors file but has no napari-clickseg metadata")
     try:
         meta = json.loads(raw)
-        meta["arch"], meta["kwargs"]  # noqa: B018
+        ok = isinstance(meta["arch"], str) and isinstance(meta["kwargs"], dict)
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise WeightsError(f"{path} has corrupt napari-clickseg metadata") from None
+        ok = False
+    if not ok:
+        raise WeightsError(
+            f"{path} has corrupt napari-clickseg metadata (expected 'arch': name and 'kwargs': {{...}})"
+        )
     return meta
 
 
@@ -141,7 +145,6 @@ def load_weights(
     Raises:
         WeightsError: on any problem, with a message naming the file.
     """
-    import torch
     from safetensors.torch import load_file
 
     from .models import create_model
@@ -157,8 +160,8 @@ def load_weights(
         raise WeightsError(f"{path} holds untrained (random) weights; refusing to use them")
     try:
         model = create_model(meta["arch"], **meta["kwargs"])
-    except ValueError as e:
-        raise WeightsError(f"{path}: {e}") from None
+    except (ValueError, TypeError, RuntimeError) as e:  # e.g. kwargs of the wrong type or range
+        raise WeightsError(f"{path}: cannot build model {meta['arch']!r} from its metadata: {e}") from None
     try:
         state = load_file(str(path))
     except Exception as e:
@@ -169,12 +172,19 @@ def load_weights(
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise WeightsError(f"{path} does not fit model {meta['arch']!r}: {e}") from None
-    for p in model.parameters():
-        if not torch.isfinite(p).all():
-            raise WeightsError(f"{path} contains non-finite parameters")
+    _check_finite(model, path)
     model.eval()
     meta = dict(meta, sha256=digest, path=str(path))
     return model, meta
+
+
+def _check_finite(model: ClickSegModel, path: Path) -> None:
+    """Raise if any floating tensor of the state dict (parameters and buffers) is NaN or inf."""
+    import torch
+
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise WeightsError(f"{path} contains non-finite values in tensor {name!r}")
 
 
 def weights_dir() -> Path:
