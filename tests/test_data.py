@@ -63,6 +63,35 @@ def test_labels_folder(tmp_path):
     assert mask.sum() == ds.objects[0].area and not ignore.any()
 
 
+@pytest.mark.parametrize("big", [2**32 - 1, 2**31 + 7, 5_000_000])
+def test_large_label_ids_keep_their_value_and_cost_no_memory(tmp_path, big):
+    """Ids near the uint32 limit: no 32 GiB bincount, no object lost to int32 wrap-around."""
+    import tracemalloc
+
+    from napari_clickseg.evaluation.runner import load_eval_set
+
+    lab = np.zeros((64, 64), np.uint32)
+    lab[5:20, 5:20] = 1
+    lab[30:50, 30:50] = big
+    _png(tmp_path / "images" / "a.png", (lab > 0).astype(np.uint8) * 200)
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", lab)
+    tracemalloc.start()
+    try:
+        ds = FolderDataset(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # independent of the largest id (5e6 ids alone would be 40 MB)
+    assert [(o.label, o.area, o.bbox) for o in ds.objects] == [(1, 225, (5, 5, 20, 20)), (big, 400, (30, 30, 50, 50))]
+    _, mask, _ = ds.object_masks(1)
+    assert mask.sum() == 400
+    # evaluation results name the user's own ids
+    es = load_eval_set(ds)
+    assert [k for _, _, k in es.items] == [1, big]
+    assert es.get_object(0, big)[0].sum() == 400
+
+
 def test_masks_folder_ignore_band(tmp_path):
     ds = FolderDataset(make_masks_folder(tmp_path))
     assert ds.kind == "masks" and len(ds) == 2

@@ -57,13 +57,13 @@ def _list_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _smallest_int(arr: np.ndarray) -> np.ndarray:
+def _smallest_int(arr: np.ndarray, path: Path) -> np.ndarray:
     lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
     for dt in (np.int8, np.int16, np.int32, np.int64):
         info = np.iinfo(dt)
         if info.min <= lo and hi <= info.max:
             return arr.astype(dt, copy=False)
-    raise DataError("label values out of range")
+    raise DataError(f"{path}: label values out of range")
 
 
 class FolderDataset:
@@ -160,6 +160,8 @@ class FolderDataset:
             raise DataError(f"{self.root}: no object of at least {self.min_object_px} pixels in any {self.kind[:-1]} file")
 
     def _target(self, gt: np.ndarray, path: Path) -> np.ndarray:
+        if gt.dtype == np.uint64 and gt.size and gt.max() > np.iinfo(np.int64).max:
+            raise DataError(f"{path}: label values above {np.iinfo(np.int64).max} are not supported")
         gt = gt.astype(np.int64)
         if self.kind == "masks":
             ignore = gt == self.ignore_value if self.ignore_value is not None else np.zeros(gt.shape, bool)
@@ -168,24 +170,26 @@ class FolderDataset:
             return t
         if gt.min() < 0:
             raise DataError(f"{path}: negative label values")
-        return _smallest_int(gt)
+        return _smallest_int(gt, path)
 
     def _add_objects(self, index: int, target: np.ndarray) -> None:
-        labels = target.copy()
-        labels[labels == IGNORE_LABEL] = 0
-        slices = ndimage.find_objects(labels.astype(np.int32, copy=False))
-        if not slices:
-            return
-        areas = np.bincount(labels.ravel().astype(np.int64), minlength=len(slices) + 1)
-        for lab0, sl in enumerate(slices):
-            if sl is None:
-                continue
-            lab = lab0 + 1
-            if areas[lab] < self.min_object_px:
+        """Record the objects of one target map; ``ObjectRef.label`` is the file's own label value.
+
+        Labels are relabelled to consecutive ids first, so memory and time depend on the
+        number of objects, not on the largest id (ids up to 2**63 - 1 work).
+        """
+        values, inverse = np.unique(target, return_inverse=True)
+        is_object = values > 0  # 0 is background, IGNORE_LABEL is negative
+        lut = (np.cumsum(is_object) * is_object).astype(np.int32)
+        compact = lut[inverse.reshape(target.shape)]
+        slices = ndimage.find_objects(compact)
+        areas = np.bincount(compact.ravel(), minlength=len(slices) + 1)
+        for value, sl, area in zip(values[is_object], slices, areas[1:], strict=True):
+            if area < self.min_object_px:
                 self.skipped_small += 1
                 continue
             bbox = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
-            self.objects.append(ObjectRef(index, lab, bbox, int(areas[lab])))
+            self.objects.append(ObjectRef(index, int(value), bbox, int(area)))
 
     def __len__(self) -> int:
         """Number of objects (samples)."""
