@@ -130,6 +130,100 @@ def test_run_dir_is_protected(data, tmp_path):
         train(_cfg(data, tmp_path / "empty"), resume=True, log=lambda m: None)
 
 
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def test_resume_of_a_finished_run_changes_nothing(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=2), log=lambda m: None)
+    before = _files(out)
+    msgs: list[str] = []
+    s = train(_cfg(data, out, iterations=2), resume=True, log=msgs.append)
+    assert s["finished"] and s["steps"] == 2
+    assert any("already finished at iteration 2; nothing to do" in m for m in msgs)
+    assert _files(out) == before  # no second validation row, no rewritten best/last weights
+
+
+def test_resume_refuses_changed_options(data, tmp_path):
+    from napari_clickseg.training.command import explicit_fields, run
+    from napari_clickseg.training.trainer import check_resume_options
+
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=1, val_every=0, val_dirs=[]), log=lambda m: None)
+    before = _files(out)
+    args = _parse(["--resume", "--out", str(out), "--iterations", "4", "--model", "fca",
+                   "--batch-size", "4", "--lr", "0.1"])
+    with pytest.raises(RunDirError, match=r"--batch-size 4 \(saved: 2\); --lr 0.1 \(saved: 0.0005\); "
+                                          r"--model 'fca' \(saved: 'early'\)") as e:
+        run(args)
+    assert "--iterations 4" not in str(e.value) and _files(out) == before
+    # extending the run, or repeating the saved values, is fine
+    for argv in (["--iterations", "4"], ["--minutes", "9", "--batch-size", "2", "--model", "early",
+                                         "--set", "max_iter_clicks=1"]):
+        args = _parse(["--resume", "--out", str(out), *argv])
+        check_resume_options(config_from_args(args), explicit_fields(args))
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a zip", "pickled list"])
+def test_corrupt_checkpoint_is_reported_and_kept(data, tmp_path, content):
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=1, val_every=0, val_dirs=[]), log=lambda m: None)
+    ckpt = out / "checkpoint.pt"
+    if isinstance(content, bytes):
+        ckpt.write_bytes(content)
+    else:
+        torch.save([1, 2], ckpt)  # loads fine, but is no checkpoint
+    before = _files(out)
+    with pytest.raises(ValueError, match=r"corrupt or not a napari-clickseg checkpoint: .*checkpoint.pt") as e:
+        train(_cfg(data, out, iterations=2), resume=True, log=lambda m: None)
+    assert "weights_only" not in str(e.value)
+    assert _files(out) == before
+
+
+def test_out_that_is_a_file_fails_first(tmp_path):
+    out = tmp_path / "run.txt"
+    out.write_text("keep me")
+    for resume in (False, True):  # data folder does not exist: the --out check comes first
+        with pytest.raises(RunDirError, match=r"--out .*run.txt is a file"):
+            train(_cfg(tmp_path / "no_data", out), resume=resume, log=lambda m: None)
+    assert out.read_text() == "keep me"
+
+
+def test_bad_init_fails_before_data_loading(tmp_path):
+    from napari_clickseg.models import create_model
+    from napari_clickseg.weights import save_weights
+
+    weights = tmp_path / "early.safetensors"
+    save_weights(create_model("early", decoder_width=8), weights)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    no_data = tmp_path / "no_data"  # loading it would fail with "dataset folder not found"
+    with pytest.raises(ValueError, match="holds weights for 'early', not 'fca'"):
+        train(_cfg(no_data, tmp_path / "a", model="fca", init=str(weights), model_kwargs={}), log=lambda m: None)
+    with pytest.raises(ValueError, match="truncated.safetensors"):
+        train(_cfg(no_data, tmp_path / "b", init=str(truncated)), log=lambda m: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_model_default_is_the_shipped_default(data, tmp_path, monkeypatch):
+    from napari_clickseg.weights import ENV_WEIGHTS_DIR, shipped_manifest
+
+    assert TrainConfig().model == "default" and config_from_args(_parse(["--out", "r"])).model == "default"
+    assert TrainConfig().resolved().model == shipped_manifest()["default"]
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    (shipped / "manifest.json").write_text('{"default": "early", "models": {}}')
+    monkeypatch.setenv(ENV_WEIGHTS_DIR, str(shipped))
+    out = tmp_path / "run"
+    train(_cfg(data, out, model="default", iterations=1, val_every=0, val_dirs=[]), log=lambda m: None)
+    assert TrainConfig.load(out / "config.json").model == "early"
+    assert read_metadata(out / "last.safetensors")["arch"] == "early"
+    (shipped / "manifest.json").write_text('{"models": {}}')
+    with pytest.raises(ValueError, match="--model default: no default model is shipped"):
+        _cfg(data, out, model="default").validate()
+
+
 def test_bad_data_fails_before_writing(tmp_path):
     bad = _folder(tmp_path / "bad", n=2)
     (bad / "masks" / "s1.png").unlink()
@@ -158,6 +252,40 @@ def test_command_line_config(tmp_path):
         config_from_args(p.parse_args(["--data", "a", "--out", "r", "--set", "nope=1"]))
     with pytest.raises(ValueError, match="--minutes and/or --iterations"):
         TrainConfig(train_dirs=["a"]).validate()
+
+
+def _parse(argv: list[str]):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--threads", "-1"], r"--threads must be an integer >= 1 \(or unset\), got -1"),
+        (["--workers", "-2"], r"--workers must be an integer >= 0, got -2"),
+        (["--set", "object_scale=5"], r"object_scale must be a pair \[lo, hi\]"),
+        (["--set", "object_scale=[0.5, 0.2]"], r"object_scale must be a pair"),
+        (["--minutes", "nan"], r"--minutes must be a finite number > 0"),
+        (["--minutes", "inf"], r"--minutes must be a finite number > 0"),
+        (["--lr", "0"], r"--lr must be a finite number > 0"),
+        (["--set", "lr=\"fast\""], r"--lr must be a finite number > 0 \(or unset\), got 'fast'"),
+        (["--set", "iterations=2.5"], r"--iterations must be an integer >= 1"),
+        (["--set", "batch_size=true"], r"--batch-size must be an integer >= 1"),
+        (["--set", "log_every=0"], r"log_every must be an integer >= 1"),
+        (["--set", "bf16=\"yes\""], r"--bf16 must be true or false"),
+        (["--set", "model_kwargs=3"], r"model_kwargs must be a JSON object"),
+        (["--set", "balance=\"images\""], r"balance must be one of dataset, object; got 'images'"),
+        (["--model", "nope"], r"--model must be one of .*early.*; got 'nope'"),
+    ],
+)
+def test_config_validation_messages(argv, message):
+    base = ["--data", "a", "--out", "r", "--iterations", "1"]
+    with pytest.raises(ValueError, match=message):
+        config_from_args(_parse(base + argv)).validate()
 
 
 @pytest.mark.slow

@@ -31,16 +31,25 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+#: entries every checkpoint written by ``trainer.train`` holds
+REQUIRED_KEYS = ("model", "arch_kwargs", "optimizer", "step", "elapsed", "rng")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``).
+    """Load a checkpoint safely (``weights_only=True``); the file is only read, never changed.
 
     Raises:
-        ValueError: missing or unreadable file, with the path in the message.
+        ValueError: missing, unreadable, corrupt or foreign file, with the path in the message.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot load checkpoint {path}: {e}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise ValueError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    except Exception:  # torch's own message advises weights_only=False: never do that here
+        state = None
+    if not isinstance(state, dict) or not all(k in state for k in REQUIRED_KEYS):
+        raise ValueError(f"corrupt or not a napari-clickseg checkpoint: {path} (left unchanged)")
+    return state

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from .config import TrainConfig
 
@@ -23,7 +25,7 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``train`` options."""
     p.description = __doc__.split("\n\n")[0]
-    p.add_argument("--model", help="architecture name (default: early)")
+    p.add_argument("--model", help="architecture name, or default: the shipped default model (default: default)")
     p.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="training folder (images/ + labels/ or masks/); repeat for several")
     p.add_argument("--val", action="append", default=[], metavar="DIR",
@@ -34,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, help="training time budget in minutes")
     p.add_argument("--iterations", type=int, help="number of iterations (batches)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder for checkpoints, logs and weights")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out with its saved settings "
+                        "(only --minutes / --iterations may be given, to extend it)")
     p.add_argument("--batch-size", type=int, help="samples per iteration and process (default: 8)")
     p.add_argument("--crop-size", type=int, help="training crop side, a multiple of 32 (default: 320)")
     p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 from ImageNet, 1e-4 fine-tuning)")
@@ -53,9 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="any other TrainConfig field, value as JSON (e.g. --set max_iter_clicks=2)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Build a ``TrainConfig`` from parsed arguments."""
-    base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """Config fields set by named command-line options (``None``: not given)."""
     given = {
         "model": args.model, "train_dirs": args.data or None, "val_dirs": args.val or None,
         "init": args.init, "minutes": args.minutes, "iterations": args.iterations, "out": args.out,
@@ -64,23 +67,46 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "bf16": args.bf16, "threads": args.threads, "num_workers": args.workers,
         "val_every": args.val_every, "val_objects": args.val_objects,
     }
-    base.update({k: v for k, v in given.items() if v is not None})
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _set_items(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--set KEY=VALUE`` pairs (values parsed as JSON, else kept as strings)."""
+    items: dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
         try:
-            base[key] = json.loads(value)
+            items[key] = json.loads(value)
         except json.JSONDecodeError:
-            base[key] = value
+            items[key] = value
+    return items
+
+
+def explicit_fields(args: argparse.Namespace) -> set[str]:
+    """Config fields the user set: named options, ``--set`` keys and the keys of a ``--config`` file."""
+    fields = set(_given(args)) | set(_set_items(args))
+    if args.config:
+        fields |= set(json.loads(Path(args.config).read_text()))
+    return fields
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build a ``TrainConfig`` from parsed arguments."""
+    base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    base.update(_given(args))
+    base.update(_set_items(args))
     return TrainConfig.from_dict(base)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``train`` from the command line; returns the exit code."""
-    from .trainer import train
+    from .trainer import check_resume_options, train
 
     cfg = config_from_args(args)
+    if args.resume:
+        check_resume_options(cfg, explicit_fields(args))
     try:
         train(cfg, resume=args.resume)
     except KeyboardInterrupt:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "CLICK_SCHEDULES", "DEFAULT_SCHEDULE"]
+__all__ = ["TrainConfig", "CLICK_SCHEDULES", "DEFAULT_SCHEDULE", "option_name", "resolve_model_name"]
 
 #: "iterative": random initial clicks, then 0..max_iter_clicks robot clicks made
 #: without gradients (RITM), one loss. "click_by_click": the "99 %" scheme: first
@@ -17,6 +19,87 @@ __all__ = ["TrainConfig", "CLICK_SCHEDULES", "DEFAULT_SCHEDULE"]
 CLICK_SCHEDULES = ("iterative", "click_by_click")
 DEFAULT_SCHEDULE = {"hires": "click_by_click"}
 SCHEDULES = ("cosine", "step", "constant")
+
+#: numeric fields: (integer?, lower bound, bound excluded?, None allowed?); numbers must be finite
+_NUMBERS: dict[str, tuple[bool, float, bool, bool]] = {
+    "minutes": (False, 0, True, True),
+    "iterations": (True, 1, False, True),
+    "batch_size": (True, 1, False, False),
+    "crop_size": (True, 32, False, False),
+    "lr": (False, 0, True, True),
+    "weight_decay": (False, 0, False, False),
+    "backbone_lr_mult": (False, 0, False, True),
+    "warmup_iterations": (True, 0, False, False),
+    "max_iter_clicks": (True, 0, False, False),
+    "click_steps": (True, 1, False, False),
+    "max_positive": (True, 1, False, False),
+    "max_negative": (True, 0, False, False),
+    "max_upscale": (False, 0, True, False),
+    "ignore_value": (True, 0, False, True),
+    "min_object_px": (True, 0, False, False),
+    "seed": (True, 0, False, False),
+    "threads": (True, 1, False, True),
+    "num_workers": (True, 0, False, False),
+    "checkpoint_minutes": (False, 0, True, False),
+    "log_every": (True, 1, False, False),
+    "val_every": (True, 0, False, False),
+    "val_objects": (True, 1, False, False),
+    "val_clicks": (True, 1, False, False),
+    "val_batch_size": (True, 1, False, False),
+}
+#: command-line spellings of fields whose option name differs from ``--field-name``
+_CLI_NAMES = {"train_dirs": "--data", "val_dirs": "--val", "num_workers": "--workers"}
+_CLI_FIELDS = {
+    "model", "init", "minutes", "iterations", "out", "batch_size", "crop_size", "lr", "loss",
+    "click_schedule", "seed", "device", "bf16", "threads", "val_every", "val_objects",
+}
+
+
+def resolve_model_name(name: str) -> str:
+    """``name`` itself, or for "default" the model the shipped weights manifest names default.
+
+    Raises:
+        ValueError: "default" but no default model is shipped.
+    """
+    if name != "default":
+        return name
+    from ..weights import shipped_manifest
+
+    default = shipped_manifest().get("default")
+    if not isinstance(default, str) or not default:
+        raise ValueError("--model default: no default model is shipped; name an architecture with --model")
+    return default
+
+
+def option_name(name: str) -> str:
+    """How the user sets a field: ``--batch-size`` for command-line options, else the field name."""
+    if name in _CLI_NAMES:
+        return _CLI_NAMES[name]
+    return "--" + name.replace("_", "-") if name in _CLI_FIELDS else name
+
+
+def _is_number(value: Any, integer: bool = False) -> bool:
+    """A finite int (or float unless ``integer``); bools are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        return False
+    return integer or math.isfinite(value)
+
+
+def _number(name: str, value: Any, integer: bool, low: float, strict: bool, optional: bool) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number of the kind and range given."""
+    if value is None and optional:
+        return
+    if not (_is_number(value, integer) and (value > low if strict else value >= low)):
+        kind = "an integer" if integer else "a finite number"
+        unset = " (or unset)" if optional else ""
+        raise ValueError(f"{option_name(name)} must be {kind} {'>' if strict else '>='} {low}{unset}, got {value!r}")
+
+
+def _choice(name: str, value: Any, valid: Sequence[str], optional: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``valid`` (or None when optional)."""
+    if (value is None and optional) or (isinstance(value, str) and value in valid):
+        return
+    raise ValueError(f"{option_name(name)} must be one of {', '.join(valid)}; got {value!r}")
 
 
 @dataclass
@@ -27,7 +110,7 @@ class TrainConfig:
     (loss, click schedule, learning rate, backbone lr factor, threads).
     """
 
-    model: str = "early"
+    model: str = "default"  # a registered name, or "default": the shipped default model (manifest)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train_dirs: list[str] = field(default_factory=list)
     val_dirs: list[str] = field(default_factory=list)
@@ -71,43 +154,50 @@ class TrainConfig:
         from ..models import list_models
         from .losses import LOSSES
 
-        if self.model not in list_models():
-            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(list_models())}")
+        _choice("model", self.model, [*list_models(), "default"])
+        resolve_model_name(self.model)  # "default" needs a shipped default
         if not self.train_dirs:
             raise ValueError("no training data: give at least one --data DIR")
+        for name in ("train_dirs", "val_dirs"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{option_name(name)} must be a list of folders, got {value!r}")
+        for name in ("out", "init", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{option_name(name)} must be a non-empty string, got {getattr(self, name)!r}")
+        for name in ("bf16", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{option_name(name)} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.model_kwargs, dict):
+            raise ValueError(f"model_kwargs must be a JSON object, got {self.model_kwargs!r}")
         if self.minutes is None and self.iterations is None:
             raise ValueError("give --minutes and/or --iterations")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError("--minutes must be positive")
-        if self.iterations is not None and self.iterations <= 0:
-            raise ValueError("--iterations must be positive")
-        if self.batch_size < 1:
-            raise ValueError("--batch-size must be at least 1")
-        if self.crop_size < 32 or self.crop_size % 32:
+        for name, rule in _NUMBERS.items():
+            _number(name, getattr(self, name), *rule)
+        if self.crop_size % 32:
             raise ValueError(f"--crop-size must be a multiple of 32 (>= 32), got {self.crop_size}")
-        if self.loss is not None and self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(sorted(LOSSES))}")
-        if self.click_schedule is not None and self.click_schedule not in CLICK_SCHEDULES:
-            raise ValueError(f"unknown click schedule {self.click_schedule!r}; valid: {', '.join(CLICK_SCHEDULES)}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if self.balance not in ("dataset", "object"):
-            raise ValueError(f"balance must be 'dataset' or 'object', got {self.balance!r}")
-        lo, hi = self.object_scale
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"object_scale must satisfy 0 < lo <= hi <= 1, got {self.object_scale}")
-        if self.max_positive < 1 or self.max_negative < 0:
-            raise ValueError("max_positive must be >= 1 and max_negative >= 0")
+        _choice("loss", self.loss, sorted(LOSSES), optional=True)
+        _choice("click_schedule", self.click_schedule, CLICK_SCHEDULES, optional=True)
+        _choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        _choice("balance", self.balance, ("dataset", "object"))
+        scale = self.object_scale
+        if not (
+            isinstance(scale, list | tuple) and len(scale) == 2
+            and all(_is_number(v) for v in scale) and 0 < scale[0] <= scale[1] <= 1
+        ):
+            raise ValueError(f"object_scale must be a pair [lo, hi] with 0 < lo <= hi <= 1, got {scale!r}")
 
     def resolved(self) -> TrainConfig:
         """A copy with model-dependent defaults filled in."""
         from .losses import DEFAULT_LOSS
 
         finetune = self.init not in ("imagenet", "scratch")
+        model = resolve_model_name(self.model)
         return replace(
             self,
-            loss=self.loss or DEFAULT_LOSS.get(self.model, "balanced_bce"),
-            click_schedule=self.click_schedule or DEFAULT_SCHEDULE.get(self.model, "iterative"),
+            model=model,
+            loss=self.loss or DEFAULT_LOSS.get(model, "balanced_bce"),
+            click_schedule=self.click_schedule or DEFAULT_SCHEDULE.get(model, "iterative"),
             lr=self.lr if self.lr is not None else (1e-4 if finetune else 5e-4),
             backbone_lr_mult=(
                 self.backbone_lr_mult
@@ -126,12 +216,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a training config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
         d = dict(d)
-        if "object_scale" in d:
+        if isinstance(d.get("object_scale"), list):  # anything else is reported by validate()
             d["object_scale"] = tuple(d["object_scale"])
         return cls(**d)
 

@@ -22,7 +22,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +38,16 @@ from ..data.io import available_cpus
 from ..models import create_model
 from ..robot import next_click
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, option_name, resolve_model_name
 from .losses import get_loss
 from .samples import ClickSamples, GlobalIndexSampler
 from .sampling import ClickSamplingConfig, array_to_clicks
 from .validation import ValidationSet, validate
 
-__all__ = ["RunDirError", "train", "lr_factor", "rank_device"]
+__all__ = ["RESUME_MAY_CHANGE", "RunDirError", "check_resume_options", "train", "lr_factor", "rank_device"]
+
+#: config fields a resumed run may change: raising them extends the run (``out`` names the run)
+RESUME_MAY_CHANGE = ("minutes", "iterations", "out")
 
 LOG_FIELDS = [
     "step", "elapsed_s", "lr", "loss", "samples_per_s",
@@ -145,6 +148,47 @@ def _init_weights_file(cfg: TrainConfig) -> tuple[Path, str | None]:
     except WeightsError as e:
         hint = " (start from ImageNet with --init imagenet)" if cfg.init == "default" else ""
         raise ValueError(f"--init {cfg.init}: {e}{hint}") from None
+
+
+def _already_finished(cfg: TrainConfig, state: dict[str, Any]) -> bool:
+    """Whether a resumed run has nothing left to do: it finished and its budget is not raised.
+
+    Checkpoints from before the ``finished`` flag count as finished once the budget is spent.
+    """
+    spent = _progress(cfg, int(state["step"]), float(state["elapsed"])) >= 1.0
+    return spent and bool(state.get("finished", True))
+
+
+def check_resume_options(cfg: TrainConfig, explicit: Iterable[str]) -> None:
+    """Refuse options given for ``--resume`` that differ from the run's saved config.
+
+    A resumed run continues with its saved settings; only ``minutes`` and
+    ``iterations`` may change (to extend it).
+
+    Args:
+        cfg: the configuration built from the command line.
+        explicit: the fields the user set (options, ``--set`` keys, ``--config`` keys).
+
+    Raises:
+        RunDirError: listing each differing option with its given and saved value.
+    """
+    path = Path(cfg.out) / "config.json"
+    if not path.is_file():
+        return  # train() says there is nothing to resume
+    saved, given = TrainConfig.load(path).to_dict(), cfg.to_dict()
+    if "model" in explicit:
+        given["model"] = resolve_model_name(cfg.model)
+    differ = [
+        f"{option_name(k)} {given[k]!r} (saved: {saved.get(k)!r})"
+        for k in sorted(set(explicit) - set(RESUME_MAY_CHANGE))
+        if given.get(k) is not None and given.get(k) != saved.get(k)  # None: "the model's default"
+    ]
+    if differ:
+        raise RunDirError(
+            f"--resume continues {cfg.out} with its saved settings, but these options differ: "
+            f"{'; '.join(differ)}. Drop them (only --minutes and --iterations may change on resume) "
+            "or start a new run with another --out"
+        )
 
 
 def _earlier_stages(meta: dict) -> list[dict]:
@@ -256,7 +300,8 @@ def train(
     Args:
         cfg: the configuration (validated here).
         resume: continue the run in ``cfg.out`` (its saved config is used; ``minutes``
-            and ``iterations`` may be raised to extend it).
+            and ``iterations`` may be raised to extend it; a finished run that is not
+            extended is left untouched).
         log: progress printer (default: print to stderr from rank 0).
         stop_after: stop (with a checkpoint) after this many steps in this call (tests).
 
@@ -265,6 +310,8 @@ def train(
         ValueError: bad configuration or data (the message names the file).
     """
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file; give a folder for the run")
     ckpt_path = out / CHECKPOINT_NAME
     state: dict[str, Any] | None = None
     if resume:
@@ -286,6 +333,15 @@ def train(
         )
     cfg.validate()
     cfg = cfg.resolved()
+    if state is not None and _already_finished(cfg, state):  # never re-validate or rewrite files
+        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+            f"{out} already finished at iteration {state['step']}; nothing to do "
+            "(raise --iterations or --minutes to continue it)"
+        )
+        return {
+            "steps": int(state["step"]), "elapsed_s": float(state["elapsed"]), "best": state.get("best"),
+            "finished": True, "interrupted": False, "out": str(out),
+        }
 
     from ..engine.device import cpu_has_native_bf16, pick_device
 
@@ -302,8 +358,13 @@ def train(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    if state is None and cfg.init not in ("imagenet", "scratch"):
-        _init_weights_file(cfg)  # fail before the (slow) data loading
+    # the model first: bad --init weights fail before the (slow) data loading
+    if state is not None:  # the checkpoint replaces the weights: skip the init
+        model = create_model(cfg.model, **state["arch_kwargs"])
+        earlier_stages = list(state.get("earlier_stages", []))
+    else:
+        model, earlier_stages = _build_model(cfg, log)
+    model = model.to(device)
     # data next: a broken folder fails before anything is written
     datasets = [
         FolderDataset(d, ignore_value=cfg.ignore_value, min_object_px=cfg.min_object_px, progress=log)
@@ -317,12 +378,6 @@ def train(
         desc = ds.describe()
         log(f"{desc['path']}: {desc['images']} images, {desc['objects']} objects ({desc['kind']})")
 
-    if state is not None:  # the checkpoint replaces the weights: skip the init
-        model = create_model(cfg.model, **state["arch_kwargs"]).to(device)
-        earlier_stages = list(state.get("earlier_stages", []))
-    else:
-        model, earlier_stages = _build_model(cfg, log)
-        model = model.to(device)
     inputs = model.inputs
     normalization = {k: tuple(v) for k, v in model.normalization.items()}
     if cfg.channels_last:
@@ -406,7 +461,7 @@ def train(
     def elapsed_now() -> float:
         return elapsed_before + time.monotonic() - t_start
 
-    def checkpoint() -> None:
+    def checkpoint(finished: bool = False) -> None:
         if not dist.main:
             return
         save_checkpoint(ckpt_path, {
@@ -420,6 +475,7 @@ def train(
             "rng": {"torch": torch.get_rng_state(), "python": _to_list(random.getstate())},
             "config": cfg.to_dict(),
             "earlier_stages": earlier_stages,
+            "finished": finished,  # resuming a finished run is a no-op
         })
         _write_log(out / "log.csv", rows)
         from ..weights import save_weights
@@ -527,7 +583,7 @@ def train(
     done = not interrupted and (stop_after is None or steps_this_call < stop_after)
     if done and vset is not None and last_val["step"] != step:
         run_validation()
-    checkpoint()
+    checkpoint(finished=done)
     _barrier(dist)
     summary = {
         "steps": step,
