@@ -40,7 +40,7 @@ _NUMBERS: dict[str, tuple[bool, float, bool, bool]] = {
     "seed": (True, 0, False, False),
     "threads": (True, 1, False, True),
     "num_workers": (True, 0, False, False),
-    "checkpoint_minutes": (False, 0, True, False),
+    "checkpoint_minutes": (False, 0, False, False),  # 0: after every iteration
     "log_every": (True, 1, False, False),
     "val_every": (True, 0, False, False),
     "val_objects": (True, 1, False, False),
