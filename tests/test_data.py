@@ -144,6 +144,13 @@ def test_read_array_formats(tmp_path):
     assert read_array(tmp_path / "m.tif").shape == (20, 30, 5)
 
 
+def test_read_array_corrupt_tiff_names_the_file(tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\0garbage")  # a TIFF header and nothing readable behind it
+    with pytest.raises(DataError, match=r"cannot read .*bad\.tif"):
+        read_array(bad)
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_augmentation_keeps_the_object(tmp_path, seed):
     shape = (300, 400)

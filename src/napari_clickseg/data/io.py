@@ -57,6 +57,8 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
                     arr = np.asarray(im)
     except Exception as e:  # decoders raise many types
         raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    if arr.size == 0:
+        raise DataError(f"cannot read {path}: no image data (corrupt or empty file?)")
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if arr.ndim == 3 and arr.shape[0] < arr.shape[-1] and arr.shape[0] <= 64 and arr.shape[-1] > 4:
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
