@@ -257,3 +257,102 @@ def test_corrupt_provenance_is_an_error(tmp_path):
     js.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(SessionError, match="not a napari-clickseg"):
         AnnotationSession(np.zeros((8, 8), np.uint16)).load(tif)
+
+
+# --- audit fixes ----------------------------------------------------------------------------
+
+
+def test_background_id_is_not_an_object():
+    labels = np.zeros((20, 20), np.uint16)
+    labels[2:8, 2:8] = 1
+    s = AnnotationSession(labels)
+    for bad in (0, -1):
+        with pytest.raises(SessionError, match="start at 1"):
+            s.reopen(bad, P2)
+        with pytest.raises(SessionError, match="start at 1"):
+            s.delete(bad)
+    assert s.editing is None and (labels == 1).sum() == 36 and labels.sum() == 36
+    with pytest.raises(SessionError, match="corrupt"):
+        from napari_clickseg._napari.session import ObjectRecord
+
+        ObjectRecord.from_json({"id": 0})
+
+
+def test_attach_follows_the_new_array_and_drops_records_of_absent_ids():
+    s = AnnotationSession(np.zeros((20, 20), np.uint16))
+    for center in ((5, 5), (14, 14)):
+        s.add_click(*center, True, P2)
+        s.commit(disk((20, 20), center, 3))
+    new = s.labels.copy()
+    new[new == 2] = 0  # object 2 erased, a painted object 7 added
+    new[0:2, 18:20] = 7
+    assert s.attach(new) == [2]
+    assert s.labels is new and set(s.records) == {1} and s.next_id() == 8
+    s.add_click(10, 3, True, P2)
+    assert s.commit(disk((20, 20), (10, 3), 1)).id == 8 and (new == 8).any()
+    with pytest.raises(SessionError, match="do not fit"):
+        s.attach(np.zeros((5, 5), np.uint16))
+    with pytest.raises(SessionError, match="integer"):
+        s.attach(np.zeros((20, 20), np.float32))
+    assert s.labels is new and set(s.records) == {1, 8}  # a refused attach changes nothing
+
+
+def test_unsaved_follows_commits_saves_loads_and_hand_edits(tmp_path):
+    s = AnnotationSession(np.zeros((10, 10), np.uint16))
+    assert not s.unsaved
+    s.add_click(5, 5, True, P2)
+    assert not s.unsaved  # clicks are not committed work
+    s.commit(disk((10, 10), (5, 5), 2))
+    assert s.unsaved
+    s.save(tmp_path / "a.tif")
+    assert not s.unsaved
+    s.labels[0, 0] = 9  # painted by hand
+    assert s.unsaved
+    s.load(tmp_path / "a.tif")
+    assert not s.unsaved and s.labels[0, 0] == 0
+    s.delete(1)
+    assert s.unsaved
+
+
+def test_save_writes_the_chosen_name_and_never_a_foreign_json(tmp_path):
+    s = AnnotationSession(np.ones((6, 6), np.uint16))
+    (tmp_path / "cells.tif").write_bytes(b"ORIG")
+    tif, js = s.save(tmp_path / "cells.tiff")
+    assert tif == tmp_path / "cells.tiff" and js == tmp_path / "cells.json"
+    assert (tmp_path / "cells.tif").read_bytes() == b"ORIG"
+    assert json.loads(js.read_text())["labels_file"] == "cells.tiff"
+    # cells.json is now the provenance of cells.tiff: saving cells.tif must not take it
+    with pytest.raises(SessionError, match="provenance of cells.tiff"):
+        s.save(tmp_path / "cells.tif")
+    assert (tmp_path / "cells.tif").read_bytes() == b"ORIG"
+    # a json the user owns is never overwritten
+    (tmp_path / "x.json").write_text('{"mine": 1}')
+    with pytest.raises(SessionError, match="not a napari-clickseg"):
+        s.save(tmp_path / "x.tif")
+    assert (tmp_path / "x.json").read_text() == '{"mine": 1}' and not (tmp_path / "x.tif").exists()
+    for bad in ("x.json", "x.png", "x.tif.bak"):
+        with pytest.raises(SessionError, match=r"\.tif or \.tiff"):
+            s.save(tmp_path / bad)
+    assert (tmp_path / "x.json").read_text() == '{"mine": 1}'
+    # re-saving over our own files works; upper-case suffixes are kept as chosen
+    assert s.save(tmp_path / "cells.tiff")[0] == tmp_path / "cells.tiff"
+    assert s.save(tmp_path / "B.TIF") == (tmp_path / "B.TIF", tmp_path / "B.json")
+    t = AnnotationSession(np.zeros((6, 6), np.uint16))
+    assert t.load(tmp_path / "cells.tiff") == [] and t.labels.all()
+
+
+def test_load_reads_files_saved_before_labels_file_was_recorded(tmp_path):
+    s = AnnotationSession(np.zeros((8, 8), np.uint16))
+    s.add_click(4, 4, True, P2)
+    s.commit(disk((8, 8), (4, 4), 2))
+    tif, js = s.save(tmp_path / "old.tif")
+    doc = json.loads(js.read_text())
+    del doc["labels_file"]  # as version 0.x wrote it
+    js.write_text(json.dumps(doc))
+    t = AnnotationSession(np.zeros((8, 8), np.uint16))
+    assert t.load(tif) == [] and len(t.records[1].clicks) == 1
+    # the same json does not describe old.tiff: loaded without provenance, with a warning
+    tif.rename(tmp_path / "old.tiff")
+    u = AnnotationSession(np.zeros((8, 8), np.uint16))
+    assert any("provenance of old.tif" in w for w in u.load(tmp_path / "old.tiff"))
+    assert u.records == {} and u.labels.any()

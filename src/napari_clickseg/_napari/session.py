@@ -10,13 +10,15 @@ undoable; a commit writes the object's mask into the labels under the next free 
 (or the re-opened id), without touching pixels of other objects unless asked, and
 keeps its provenance (clicks, plane, model, weights sha256, settings).
 
-Annotations are saved as ``<name>.tif`` (the labels) plus ``<name>.json`` (format
-``napari-clickseg-annotations`` version 1, the provenance of every object).
+Annotations are saved as the chosen ``<stem>.tif`` / ``<stem>.tiff`` (the labels) plus
+the sidecar ``<stem>.json`` (format ``napari-clickseg-annotations`` version 1, the
+provenance of every object; its ``labels_file`` names the labels file it describes).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -105,6 +107,8 @@ class ObjectRecord:
         try:
             clicks = as_clicks((c["row"], c["col"], c["positive"]) for c in d.get("clicks", []))
             plane = None if d.get("plane") is None else Plane.from_json(d["plane"])
+            if int(d["id"]) < 1:
+                raise ValueError("object ids start at 1")
             return cls(
                 id=int(d["id"]),
                 clicks=tuple(clicks),
@@ -159,6 +163,7 @@ class AnnotationSession:
         self._state = _State((), None, None)
         self._undo: list[_State] = []
         self._redo: list[_State] = []
+        self._saved = self._digest()
 
     # --- state ---------------------------------------------------------------------------
 
@@ -177,12 +182,44 @@ class AnnotationSession:
         """The labels array (the same object the session writes into)."""
         return self._labels
 
-    def attach(self, labels: np.ndarray) -> None:
-        """Use another array of the same shape (e.g. after the layer's data was replaced)."""
+    def attach(self, labels: np.ndarray) -> list[int]:
+        """Use another array of the same shape (e.g. after the layer's data was replaced).
+
+        Provenance follows the pixels: records of ids absent from ``labels`` are dropped
+        (their object is gone; an id reused later must not inherit its clicks).
+
+        Returns:
+            The ids whose records were dropped, sorted.
+
+        Raises:
+            SessionError: not an integer numpy array of the session's shape (nothing changes).
+        """
         labels = self._check_labels(labels)
         if labels.shape != self._labels.shape:
             raise SessionError(f"labels of shape {labels.shape} do not fit {self._labels.shape}")
         self._labels = labels
+        present = set(self.object_ids_present())
+        gone = sorted(k for k in self.records if k not in present)
+        for k in gone:
+            del self.records[k]
+        return gone
+
+    def object_ids_present(self) -> list[int]:
+        """Ids with at least one pixel in the labels array, sorted."""
+        return [int(i) for i in np.unique(self._labels) if i > 0]
+
+    def _digest(self) -> str:
+        """Hash of the labels and the provenance (what a save writes)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self._labels.shape}{self._labels.dtype}".encode())
+        h.update(np.ascontiguousarray(self._labels).data)
+        h.update(repr(sorted(self.records.items())).encode())
+        return h.hexdigest()
+
+    @property
+    def unsaved(self) -> bool:
+        """Labels or provenance changed since the session started, was saved or loaded."""
+        return self._digest() != self._saved
 
     @property
     def clicks(self) -> tuple[Click, ...]:
@@ -280,8 +317,7 @@ class AnnotationSession:
 
     def object_ids(self) -> list[int]:
         """Ids present in the labels array or in the provenance, sorted."""
-        present = {int(i) for i in np.unique(self._labels) if i != 0}
-        return sorted(present | set(self.records))
+        return sorted(set(self.object_ids_present()) | set(self.records))
 
     def next_id(self) -> int:
         """The next free label: one more than the largest id in the labels or the records."""
@@ -373,6 +409,14 @@ class AnnotationSession:
         self._redo.clear()
         return CommitResult(oid, written, kept, overwritten)
 
+    @staticmethod
+    def _check_id(oid: int) -> int:
+        """``oid`` as an int; raises SessionError for the background (0) and negative ids."""
+        oid = int(oid)
+        if oid < 1:
+            raise SessionError(f"object ids start at 1 ({oid} is the background, not an object)")
+        return oid
+
     def reopen(self, oid: int, plane: Plane | None = None) -> ObjectRecord | None:
         """Make committed object ``oid`` the current object, with its clicks (one undo step).
 
@@ -385,9 +429,9 @@ class AnnotationSession:
             Its provenance record, or None for an object without one (no clicks come back).
 
         Raises:
-            SessionError: unknown id, or no plane for an object without provenance.
+            SessionError: an id < 1 or unknown, or no plane for an object without provenance.
         """
-        oid = int(oid)
+        oid = self._check_id(oid)
         record = self.records.get(oid)
         if record is None and not np.any(self._labels == oid):
             raise SessionError(f"there is no object {oid}")
@@ -404,9 +448,9 @@ class AnnotationSession:
         """Remove object ``oid`` from the labels and the provenance; returns pixels cleared.
 
         Raises:
-            SessionError: if there is no such object.
+            SessionError: an id < 1, or no such object.
         """
-        oid = int(oid)
+        oid = self._check_id(oid)
         hit = self._labels == oid
         n = int(hit.sum())
         if n == 0 and oid not in self.records:
@@ -425,9 +469,11 @@ class AnnotationSession:
 
     # --- save / load ---------------------------------------------------------------------
 
-    def to_json(self, image: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The provenance document saved beside the labels."""
-        return {
+    def to_json(
+        self, image: dict[str, Any] | None = None, labels_file: str | None = None
+    ) -> dict[str, Any]:
+        """The provenance document saved beside the labels (``labels_file``: its name)."""
+        doc = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "napari_clickseg": __version__,
@@ -437,38 +483,79 @@ class AnnotationSession:
             "image": image or {},
             "objects": [self.records[k].to_json() for k in sorted(self.records)],
         }
+        if labels_file is not None:
+            doc["labels_file"] = labels_file
+        return doc
 
     @staticmethod
     def paths(path: str | os.PathLike) -> tuple[Path, Path]:
-        """(labels tif, provenance json) for ``path`` (with or without the .tif suffix)."""
+        """(labels tif, provenance json) for ``path``.
+
+        The labels go to ``path`` itself when it ends in .tif or .tiff (any case), to
+        ``path`` + ".tif" when it has no suffix; the provenance to ``<stem>.json`` beside.
+
+        Raises:
+            SessionError: any other suffix (a .json is never taken for the labels).
+        """
         p = Path(path)
-        if p.suffix.lower() in (".tif", ".tiff", ".json"):
-            p = p.with_suffix("")
-        return p.with_name(p.name + ".tif"), p.with_name(p.name + ".json")
+        suffix = p.suffix.lower()
+        if suffix == "":
+            p = p.with_name(p.name + ".tif")
+        elif suffix not in (".tif", ".tiff"):
+            raise SessionError(
+                f"annotations are saved as a .tif or .tiff labels file, not {p.name!r} "
+                "(the .json provenance is written beside it)"
+            )
+        return p, p.with_suffix(".json")
+
+    @staticmethod
+    def _sidecar_owner(js: Path) -> str | None:
+        """The labels file name an existing ``js`` describes; None if it is not ours.
+
+        Files written before ``labels_file`` was recorded describe ``<stem>.tif``.
+        """
+        try:
+            doc = json.loads(js.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            return None
+        return str(doc.get("labels_file") or js.with_suffix(".tif").name)
 
     def save(
         self, path: str | os.PathLike, image: dict[str, Any] | None = None
     ) -> tuple[Path, Path]:
         """Write the labels (tif) and the provenance (json); returns both paths.
 
-        Files are written to temporary names first and then renamed, so a failed save
-        never leaves a half-written file under the final name.
+        See ``paths`` for the names. Files are written to temporary names first and then
+        renamed, so a failed save never leaves a half-written file under the final name.
+
+        Raises:
+            SessionError: a bad suffix, or the json name is taken by a file that is not
+                the provenance of these labels (nothing is written).
         """
         import tifffile
 
         tif, js = self.paths(path)
+        if js.exists() and self._sidecar_owner(js) != tif.name:
+            owner = self._sidecar_owner(js)
+            what = (
+                f"the provenance of {owner}" if owner else "not a napari-clickseg provenance file"
+            )
+            raise SessionError(f"not saved: {js} already exists and is {what}; choose another name")
         tif.parent.mkdir(parents=True, exist_ok=True)
         tmp_tif = tif.with_name(tif.name + ".tmp")
         tmp_js = js.with_name(js.name + ".tmp")
         try:
             tifffile.imwrite(tmp_tif, self._labels, compression="zlib")
-            tmp_js.write_text(json.dumps(self.to_json(image), indent=1))
+            tmp_js.write_text(json.dumps(self.to_json(image, tif.name), indent=1))
             os.replace(tmp_tif, tif)
             os.replace(tmp_js, js)
         finally:
             for t in (tmp_tif, tmp_js):
                 if t.exists():
                     t.unlink()
+        self._saved = self._digest()
         return tif, js
 
     def load(self, path: str | os.PathLike) -> list[str]:
@@ -476,6 +563,7 @@ class AnnotationSession:
 
         The current object is dropped. The labels are copied into the session's array
         when its dtype holds them, else the session gets a new array (read ``labels``).
+        A json beside that describes another labels file is ignored (with a warning).
 
         Raises:
             SessionError: missing or unreadable files, or a shape that does not fit.
@@ -510,6 +598,13 @@ class AnnotationSession:
                 raise SessionError(
                     f"{js} was written by a newer napari-clickseg (format {doc['version']})"
                 )
+            owner = self._sidecar_owner(js)
+            if owner != tif.name:
+                warnings.append(
+                    f"{js.name} is the provenance of {owner}, not of {tif.name}; "
+                    "objects have no recorded clicks"
+                )
+                doc = {}
             for d in doc.get("objects", []):
                 r = ObjectRecord.from_json(d)
                 if r.plane is not None and r.plane.ndim != data.ndim:
@@ -529,4 +624,5 @@ class AnnotationSession:
         self._state = _State((), None, None)
         self._undo.clear()
         self._redo.clear()
+        self._saved = self._digest()
         return warnings

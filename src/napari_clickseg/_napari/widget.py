@@ -182,7 +182,7 @@ class ClickSegWidget(Container):
         self.undo_button = PushButton(text="Undo (Ctrl+Z)")
         self.redo_button = PushButton(text="Redo (Ctrl+Shift+Z)")
         self.clear_button = PushButton(text="Clear (Esc)")
-        self.object_spin = SpinBox(label="object id", min=0, max=2**31 - 1, value=0)
+        self.object_spin = SpinBox(label="object id", min=1, max=2**31 - 1, value=1)
         self.reopen_button = PushButton(text="Re-open")
         self.delete_button = PushButton(text="Delete")
         self.save_button = PushButton(text="Save annotations...")
@@ -1194,7 +1194,7 @@ class ClickSegWidget(Container):
 
     def _save_dialog(self) -> None:
         path = self._ask_path(
-            "Save annotations (labels .tif + provenance .json)", "TIFF (*.tif)", True
+            "Save annotations (labels .tif + provenance .json beside)", "TIFF (*.tif *.tiff)", True
         )
         if path:
             self.save_annotations(path)
@@ -1205,7 +1205,11 @@ class ClickSegWidget(Container):
             self.load_annotations(path)
 
     def save_annotations(self, path: str | os.PathLike) -> tuple[Any, Any] | None:
-        """Save the committed labels (tif) and their provenance (json)."""
+        """Save the committed labels to ``path`` (.tif/.tiff) and their provenance beside it.
+
+        The provenance goes to ``<stem>.json``; a save that would overwrite a json that is
+        not the provenance of these labels is refused (see ``AnnotationSession.save``).
+        """
         if self.session is None or self.geometry is None:
             self._status("nothing to save: no image")
             return None
@@ -1217,7 +1221,7 @@ class ClickSegWidget(Container):
         }
         try:
             tif, js = self.session.save(path, image=info)
-        except OSError as e:
+        except (OSError, SessionError) as e:
             self._status(f"could not save: {e}")
             return None
         self._status(f"saved {len(self.session.records)} object(s) to {tif} and {js.name}")
