@@ -573,3 +573,112 @@ def test_layer_transforms_and_image_removal(open_dock, fluo):
     assert unwrap(w.image_layer) is other and w.session.labels.shape == (32, 32)
     viewer.layers.remove(other)
     assert w.image_layer is None and not w.add_click(1, 1, True)
+
+
+# --- audit fixes: never lose or mix up annotations --------------------------------------------
+
+
+def committed_layers(viewer):
+    from napari.layers import Labels
+
+    return [
+        la for la in viewer.layers if isinstance(la, Labels) and "clickseg_image_id" in la.metadata
+    ]
+
+
+def test_each_image_layer_keeps_its_own_committed_objects(open_dock, fluo, tmp_path):
+    viewer, w = open_dock(fluo)
+    a = unwrap(w.image_layer)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    a_layer, a_session = w.layers["committed"], w.session
+    a_data = a_layer.data.copy()
+    # an image of the same shape gets its own, empty layer and session
+    b = viewer.add_image(fluo[::-1].copy(), name="B")
+    w.bind(b)
+    assert w.layers["committed"] is not a_layer and w.session is not a_session
+    assert not w.layers["committed"].data.any() and w.session.records == {}
+    w.add_click(45, 45, True)
+    assert w.commit() == 1
+    assert (
+        np.array_equal(a_layer.data, a_data) and a_session.records[1].settings["image"] == "image"
+    )
+    assert (
+        a_layer.name == "committed objects (image)"
+        and a_layer.metadata["clickseg_image"] == "image"
+    )
+    # through an image of another shape and back: A's layer, objects and records come back
+    w.bind(viewer.add_image(fluo[:40, :30].copy(), name="C"))
+    assert w.session.labels.shape == (40, 30)
+    w.bind(a)
+    assert w.layers["committed"] is a_layer and w.session is a_session
+    assert a_layer.name == LAYER_NAMES["committed"] and set(w.session.records) == {1}
+    assert len(committed_layers(viewer)) == 3
+    assert w.reopen(1) and n_points(w, "positive") == 1
+    tif, _ = w.save_annotations(tmp_path / "a.tif")
+    import tifffile
+
+    assert np.array_equal(tifffile.imread(tif), a_data)
+
+
+def test_replacing_committed_data_keeps_the_session_on_what_is_shown(open_dock, fluo, tmp_path):
+    import tifffile
+
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.commit()
+    w.add_click(45, 45, True)
+    w.commit()
+    layer = w.layers["committed"]
+    new = layer.data.copy()
+    new[new == 2] = 0  # object 2 erased, object 7 painted
+    new[0:3, 0:3] = 7
+    layer.data = new
+    assert w.session.labels is new and set(w.session.records) == {1}
+    assert "dropped the provenance" in w.last_status
+    w.add_click(30, 50, True)
+    assert w.commit() == 8 and (layer.data == 8).any()
+    tif, _ = w.save_annotations(tmp_path / "x.tif")
+    saved = tifffile.imread(tif)
+    assert np.array_equal(saved, layer.data) and set(np.unique(saved)) == {0, 1, 7, 8}
+    # data that cannot hold the annotations: the layer is let go, the objects stay shown
+    w.add_click(10, 50, True)  # the open object survives too
+    layer.data = np.zeros((8, 8), np.uint8)
+    assert "does not fit" in w.last_status and "clickseg_image_id" not in layer.metadata
+    assert unwrap(w.layers["committed"]) is not unwrap(layer)
+    assert np.array_equal(w.layers["committed"].data, saved) and len(w.session.clicks) == 1
+    assert w.layers["committed"].name == LAYER_NAMES["committed"]
+    assert layer.name.endswith("(replaced data)") and (layer.data == 0).all()
+
+
+def test_save_names_and_object_ids(open_dock, fluo, tmp_path):
+    _, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.commit()
+    (tmp_path / "cells.tif").write_bytes(b"ORIG")
+    tif, js = w.save_annotations(tmp_path / "cells.tiff")
+    assert tif.name == "cells.tiff" and tif.is_file() and js.name == "cells.json"
+    assert (tmp_path / "cells.tif").read_bytes() == b"ORIG"
+    assert w.save_annotations(tmp_path / "x.json") is None and ".tif or .tiff" in w.last_status
+    assert not (tmp_path / "x.tif").exists() and not (tmp_path / "x.json").exists()
+    # id 0 is the background: no re-open, no delete, and the id box starts at 1
+    assert w.object_spin.min == 1 and w.object_spin.value >= 1
+    w.overwrite_check.value = True
+    assert not w.reopen(0) and "start at 1" in w.last_status and w.session.editing is None
+    assert not w.delete(0) and (w.layers["committed"].data == 1).any()
+
+
+def test_deleting_the_committed_layer_keeps_objects_and_clicks(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.commit()
+    w.add_click(45, 45, True)
+    viewer.layers.remove(w.layers["committed"])
+    assert len(w.session.clicks) == 1
+    w.add_click(45, 48, True)  # the layer comes back with the session's objects
+    assert len(w.session.clicks) == 2 and n_points(w, "positive") == 2
+    committed = w.layers["committed"]
+    assert (committed.data == 1).any() and set(w.session.records) == {1}
+    viewer.layers.remove(committed)
+    assert w.commit() == 2  # a commit shows it again too
+    assert (w.layers["committed"].data == 2).any() and (w.layers["committed"].data == 1).any()

@@ -66,6 +66,8 @@ NEGATIVE_COLOR = "#ff2080"
 PREVIEW_COLOR = "#ffd000"
 NO_MODEL = "(no trained weights shipped: load a file)"
 SESSION_KEY = "napari_clickseg_session"
+IMAGE_ID_KEY = "clickseg_image_id"  # unique_id of the image layer a committed layer belongs to
+GEOMETRY_KEY = "clickseg_geometry"
 KEYS = {
     "commit": "C",
     "clear": "Escape",
@@ -83,6 +85,11 @@ def _unwrap(obj: Any) -> Any:
 
 def _same(a: Any, b: Any) -> bool:
     return a is not None and _unwrap(a) is _unwrap(b)
+
+
+def _image_id(layer: Any) -> str:
+    """A stable id of a layer for this program run (napari's ``unique_id``)."""
+    return str(_unwrap(layer).unique_id)
 
 
 def _in_viewer(layer: Any, viewer: Any) -> bool:
@@ -143,6 +150,7 @@ class ClickSegWidget(Container):
         self._worker: Any = None
         self._pending: PredictionRequest | None = None
         self._syncing = False
+        self._writing_committed = False
         self._order = 0
         self._image_cache: tuple[Any, tuple[np.ndarray, int | None]] | None = None
         self._model_label: str | None = None
@@ -388,21 +396,33 @@ class ClickSegWidget(Container):
             self.channel_combo.value = "auto" if channel_axis is None else channel_axis
         finally:
             self._syncing = False
-        self._make_layers(old_committed)
+        self._park(old_committed)  # before a new layer would take its name
+        self._make_layers()
         self.viewer.layers.selection.active = layer
         size = " x ".join(map(str, geometry.spatial_shape))
         channels = f", {geometry.n_channels} channels" if geometry.n_channels > 1 else ""
         self._status(f"bound to {layer.name!r} ({size}{channels}): click on an object")
 
-    def _make_layers(self, old_committed: Any) -> None:
-        from napari.utils.colormaps import DirectLabelColormap
-
-        g, img, v = self.geometry, self.image_layer, self.viewer
-        assert g is not None
+    def _transform(self, img: Any, g: ImageGeometry) -> dict[str, Any]:
+        """Layer kwargs placing annotation layers of geometry ``g`` over image ``img``."""
         scale, translate = g.annotation_transform(img.scale, img.translate)
         common = {"scale": scale, "translate": translate, "affine": img.affine}
         if g.channel_axis is None:  # rotations/shears mixing in a stretched channel axis: skip
             common.update(rotate=img.rotate, shear=img.shear)
+        return common
+
+    def _make_layers(self, session: AnnotationSession | None = None) -> None:
+        """(Re-)create the click and preview layers and find or create the committed layer.
+
+        Args:
+            session: the session a new committed layer gets (when the image's layer was
+                deleted); default: the found layer's session, or a new one.
+        """
+        from napari.utils.colormaps import DirectLabelColormap
+
+        g, img, v = self.geometry, self.image_layer, self.viewer
+        assert g is not None
+        common = self._transform(img, g)
         for key in ("positive", "negative", "preview"):
             old = self.layers.pop(key, None)
             if _in_viewer(old, v):
@@ -434,28 +454,23 @@ class ClickSegWidget(Container):
             **common,
         )
         self._preview_array = preview
-        committed = self._find_committed(old_committed)
+        committed = self._find_committed(img, g)
         if committed is None:
-            if _in_viewer(old_committed, v):
-                old_committed.name = f"{LAYER_NAMES['committed']} ({old_committed.metadata.get('clickseg_image', 'old')})"
-            # uint16 draws fast in napari; the session widens it past 65535 objects
-            labels = np.zeros(g.spatial_shape, dtype=np.uint16)
-            committed = v.add_labels(
-                g.layer_labels_view(labels), name=LAYER_NAMES["committed"], opacity=0.5, **common
-            )
-            self.session = AnnotationSession(labels)
-            committed.metadata[SESSION_KEY] = self.session
-            committed.events.selected_label.connect(self._on_selected_label)
+            if session is None or session.labels.shape != g.spatial_shape:
+                # uint16 draws fast in napari; the session widens it past 65535 objects
+                session = AnnotationSession(np.zeros(g.spatial_shape, dtype=np.uint16))
+            committed = self._new_committed(img, g, session)
         else:
             labels = g.labels_from_layer(committed.data)
             session = committed.metadata.get(SESSION_KEY)
             if not isinstance(session, AnnotationSession) or session.labels.shape != labels.shape:
                 session = AnnotationSession(labels)
-            session.attach(labels)
-            self.session = session
-            committed.metadata[SESSION_KEY] = session
-            committed.events.selected_label.connect(self._on_selected_label)
-        committed.metadata["clickseg_image"] = self.image_layer.name
+                committed.metadata[SESSION_KEY] = session
+            elif not np.may_share_memory(session.labels, labels):
+                session.attach(labels)
+            if committed.name.startswith(LAYER_NAMES["committed"] + " ("):
+                committed.name = LAYER_NAMES["committed"]
+        self.session = session
         self.layers["committed"] = committed
         # keys work whichever of our layers is selected (Ctrl+Z on the labels layer stays napari's)
         for layer in (
@@ -467,25 +482,106 @@ class ClickSegWidget(Container):
             for name, key in KEYS.items():
                 layer.bind_key(key, self._key_action(name), overwrite=True)
 
-    def _find_committed(self, old: Any) -> Any:
-        """An existing committed-objects layer fitting the current image, if any."""
+    def _new_committed(self, img: Any, g: ImageGeometry, session: AnnotationSession) -> Any:
+        """A committed-objects layer showing ``session``'s labels, tied to image ``img``."""
+        layer = self.viewer.add_labels(
+            g.layer_labels_view(session.labels),
+            name=LAYER_NAMES["committed"],
+            opacity=0.5,
+            **self._transform(img, g),
+        )
+        layer.metadata.update(
+            {
+                SESSION_KEY: session,
+                IMAGE_ID_KEY: _image_id(img),
+                GEOMETRY_KEY: g,
+                "clickseg_image": img.name,
+            }
+        )
+        layer.events.selected_label.connect(self._on_selected_label)
+        layer.events.data.connect(self._on_committed_data)
+        return layer
+
+    def _find_committed(self, img: Any, g: ImageGeometry) -> Any:
+        """The committed-objects layer of image layer ``img`` with geometry ``g``, if any.
+
+        Layers are tied to the image layer's identity (its napari ``unique_id``), never to
+        names: another image of the same shape never gets them.
+        """
         from napari.layers import Labels
 
-        g = self.geometry
-        assert g is not None
-        candidates = [old] + [
-            la for la in self.viewer.layers if la.name == LAYER_NAMES["committed"]
-        ]
-        for layer in candidates:
+        key = _image_id(img)
+        for layer in self.viewer.layers:
             if (
                 isinstance(_unwrap(layer), Labels)
-                and _in_viewer(layer, self.viewer)
+                and layer.metadata.get(IMAGE_ID_KEY) == key
+                and layer.metadata.get(GEOMETRY_KEY) == g
                 and isinstance(layer.data, np.ndarray)
                 and np.issubdtype(layer.data.dtype, np.integer)
                 and tuple(layer.data.shape) == g.layer_labels_shape
             ):
                 return layer
         return None
+
+    def _park(self, layer: Any) -> None:
+        """Name the committed layer of an image the dock is leaving after that image."""
+        if not _in_viewer(layer, self.viewer) or layer.name != LAYER_NAMES["committed"]:
+            return
+        key = layer.metadata.get(IMAGE_ID_KEY)
+        names = [la.name for la in self.viewer.layers if _image_id(la) == key]
+        image = names[0] if names else layer.metadata.get("clickseg_image", "old image")
+        layer.name = f"{LAYER_NAMES['committed']} ({image})"
+
+    def _on_committed_data(self, event: Any) -> None:
+        """A committed layer's data was replaced: its session follows the new array.
+
+        Data that cannot hold the annotations (another shape, not a numpy array) leaves
+        the layer as a plain labels layer and puts the session's labels in a new layer.
+        """
+        layer = event.source
+        session = layer.metadata.get(SESSION_KEY)
+        g = layer.metadata.get(GEOMETRY_KEY)
+        if self._writing_committed or not isinstance(session, AnnotationSession) or g is None:
+            return
+        data = layer.data
+        try:
+            if not isinstance(data, np.ndarray) or tuple(data.shape) != g.layer_labels_shape:
+                raise SessionError(
+                    f"new data of shape {tuple(getattr(data, 'shape', ()))} "
+                    f"({type(data).__name__}) does not fit labels of shape {g.layer_labels_shape}"
+                )
+            gone = session.attach(g.labels_from_layer(data))
+        except SessionError as e:
+            self._detach_committed(layer, session, g, str(e))
+            return
+        if gone:
+            ids = ", ".join(map(str, gone))
+            self._status(
+                f"committed labels replaced: dropped the provenance of absent object(s) {ids}"
+            )
+        if session is self.session:
+            self._update_buttons()
+
+    def _detach_committed(
+        self, layer: Any, session: AnnotationSession, g: ImageGeometry, why: str
+    ) -> None:
+        """Untie ``layer`` from its image and show ``session``'s labels in a new layer."""
+        key = layer.metadata.get(IMAGE_ID_KEY)
+        for k in (SESSION_KEY, IMAGE_ID_KEY, GEOMETRY_KEY):
+            layer.metadata.pop(k, None)
+        old_name = layer.name
+        layer.name = f"{old_name} (replaced data)"
+        if _same(layer, self.layers.get("committed")):
+            del self.layers["committed"]
+            self._ensure_layers()
+        else:
+            img = next((la for la in self.viewer.layers if _image_id(la) == key), None)
+            if img is not None:
+                self._park(self._new_committed(img, g, session))
+        self._status(
+            f"{old_name!r}: {why}; it is now a plain labels layer and the annotations "
+            "stay in a new committed layer"
+        )
 
     def _on_selected_label(self, event: Any) -> None:
         layer = self.layers.get("committed")
@@ -600,12 +696,16 @@ class ClickSegWidget(Container):
         return self.layers["positive" if positive else "negative"]
 
     def _ensure_layers(self) -> None:
-        """Re-create our layers if the user deleted one (the session keeps the clicks)."""
+        """Re-create our layers if the user deleted one.
+
+        The session keeps the clicks and the committed objects: a deleted committed layer
+        comes back with them (deleting a layer is no way to lose annotations).
+        """
         if self.image_layer is None or all(
             k in self.layers for k in ("positive", "negative", "preview", "committed")
         ):
             return
-        self._make_layers(self.layers.get("committed"))
+        self._make_layers(session=self.session)
         self._sync_to_layers()
         self._show_preview()
 
@@ -927,11 +1027,18 @@ class ClickSegWidget(Container):
 
     def _refresh_committed(self, replaced: bool = False) -> None:
         """Redraw the committed labels; ``replaced``: the session holds a new array."""
-        layer = self.layers.get("committed")
-        if layer is None or self.session is None or self.geometry is None:
+        if self.session is None or self.geometry is None:
             return
+        if "committed" not in self.layers:
+            self._ensure_layers()  # shows the session's labels again
+            return
+        layer = self.layers["committed"]
         if replaced:
-            layer.data = self.geometry.layer_labels_view(self.session.labels)
+            self._writing_committed = True
+            try:
+                layer.data = self.geometry.layer_labels_view(self.session.labels)
+            finally:
+                self._writing_committed = False
         else:
             layer.refresh()
 
