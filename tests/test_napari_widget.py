@@ -476,7 +476,8 @@ def test_save_and_reload_annotations(open_dock, fluo, tmp_path):
     w.delete(1)
     w.delete(2)
     w.add_click(30, 30, True)  # an open object is dropped by loading
-    assert w.load_annotations(tif)
+    assert not w.load_annotations(tif) and "unsaved" in w.last_status  # the deletions
+    assert w.load_annotations(tif, discard_unsaved=True)
     assert np.array_equal(w.layers["committed"].data, saved) and w.session.clicks == ()
     assert n_points(w, "positive") == 0
     assert len(w.session.records[2].clicks) == 2
@@ -666,6 +667,31 @@ def test_save_names_and_object_ids(open_dock, fluo, tmp_path):
     w.overwrite_check.value = True
     assert not w.reopen(0) and "start at 1" in w.last_status and w.session.editing is None
     assert not w.delete(0) and (w.layers["committed"].data == 1).any()
+
+
+def test_load_asks_before_discarding_unsaved_objects(open_dock, fluo, tmp_path, monkeypatch):
+    _, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.commit()
+    tif, _ = w.save_annotations(tmp_path / "one.tif")
+    w.add_click(45, 45, True)
+    w.commit()  # object 2 is not saved
+    assert not w.load_annotations(tif) and "unsaved" in w.last_status
+    assert set(w.session.records) == {1, 2}
+    answers = []
+    # patched on the class: magicgui containers treat instance attributes as widgets
+    monkeypatch.setattr(ClickSegWidget, "_ask_path", lambda *a: str(tif))
+    monkeypatch.setattr(ClickSegWidget, "_confirm", lambda *a: answers.append(a) or False)
+    w.load_button.clicked.emit()  # the user says No
+    assert len(answers) == 1 and set(w.session.records) == {1, 2}
+    monkeypatch.setattr(ClickSegWidget, "_confirm", lambda *a: True)
+    w.load_button.clicked.emit()  # the user says Yes
+    assert set(w.session.records) == {1} and not (w.layers["committed"].data == 2).any()
+    monkeypatch.setattr(
+        ClickSegWidget, "_confirm", lambda *a: pytest.fail("nothing unsaved to ask about")
+    )
+    w.load_button.clicked.emit()
+    assert "loaded 1 object" in w.last_status
 
 
 def test_deleting_the_committed_layer_keeps_objects_and_clicks(open_dock, fluo):

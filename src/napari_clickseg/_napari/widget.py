@@ -1306,10 +1306,31 @@ class ClickSegWidget(Container):
         if path:
             self.save_annotations(path)
 
+    def _confirm(self, title: str, text: str) -> bool:
+        """Ask a yes/no question (No is the default)."""
+        from qtpy.QtWidgets import QMessageBox
+
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+        answer = QMessageBox.question(
+            self.native, title, text, buttons, QMessageBox.StandardButton.No
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def _load_dialog(self) -> None:
         path = self._ask_path("Load annotations", "TIFF (*.tif *.tiff)", False)
-        if path:
-            self.load_annotations(path)
+        if not path:
+            return
+        discard = False
+        if self.session is not None and self.session.unsaved:
+            discard = self._confirm(
+                "Discard unsaved annotations?",
+                f"The committed objects of {self.image_layer.name!r} changed since they were "
+                f"last saved. Loading {Path(path).name} replaces them. Discard them?",
+            )
+            if not discard:
+                self._status("not loaded: save the committed objects first")
+                return
+        self.load_annotations(path, discard_unsaved=discard)
 
     def save_annotations(self, path: str | os.PathLike) -> tuple[Any, Any] | None:
         """Save the committed labels to ``path`` (.tif/.tiff) and their provenance beside it.
@@ -1334,11 +1355,23 @@ class ClickSegWidget(Container):
         self._status(f"saved {len(self.session.records)} object(s) to {tif} and {js.name}")
         return tif, js
 
-    def load_annotations(self, path: str | os.PathLike) -> bool:
-        """Replace the committed labels and provenance by saved ones (drops the current object)."""
+    def load_annotations(self, path: str | os.PathLike, discard_unsaved: bool = False) -> bool:
+        """Replace the committed labels and provenance by saved ones (drops the current object).
+
+        Args:
+            path: the labels .tif/.tiff (its provenance json is read from beside it).
+            discard_unsaved: replace committed objects that were not saved; without it
+                loading is refused while there are any.
+        """
         s, g = self.session, self.geometry
         if s is None or g is None:
             self._status("load an image first")
+            return False
+        if s.unsaved and not discard_unsaved:
+            self._status(
+                "not loaded: the committed objects have unsaved changes; save them first "
+                "(or confirm discarding them)"
+            )
             return False
         before = s.labels
         try:
