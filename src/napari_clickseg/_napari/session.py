@@ -198,7 +198,8 @@ class AnnotationSession:
         if labels.shape != self._labels.shape:
             raise SessionError(f"labels of shape {labels.shape} do not fit {self._labels.shape}")
         self._labels = labels
-        present = set(self.object_ids_present())
+        ids = np.fromiter(self.records, dtype=np.int64, count=len(self.records))
+        present = set(np.unique(labels[np.isin(labels, ids)]).tolist()) if ids.size else set()
         gone = sorted(k for k in self.records if k not in present)
         for k in gone:
             del self.records[k]
