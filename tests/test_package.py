@@ -88,3 +88,19 @@ def test_dependencies_declared():
     testing = " ".join(project["optional-dependencies"]["testing"])
     for needed in ("pytest", "pytest-qt", "pytest-xvfb", "hypothesis"):
         assert needed in testing
+
+
+def test_readme_python_example_runs_verbatim():
+    """The README's Python API block runs as written (with the shipped default weights)."""
+    import re
+
+    import numpy as np
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S)
+    assert block is not None, "README has no python example"
+    scope: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), scope)
+    mask, prob = scope["mask"], scope["prob"]
+    assert prob.dtype == np.float32 and prob.shape == scope["image"].shape[:2]
+    assert mask.dtype == bool and 0 < mask.sum() < mask.size
