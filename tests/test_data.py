@@ -144,6 +144,41 @@ def test_read_array_formats(tmp_path):
     assert read_array(tmp_path / "m.tif").shape == (20, 30, 5)
 
 
+@pytest.mark.parametrize(("axes", "kind"), [("ZYX", "z-stack"), ("TYX", "time series")])
+def test_read_array_refuses_imagej_stacks(tmp_path, axes, kind):
+    """A z-stack or time series is not read as a multichannel 2D image."""
+    path = tmp_path / f"stack_{axes}.tif"
+    tifffile.imwrite(path, np.zeros((5, 20, 30), np.uint8), imagej=True, metadata={"axes": axes})
+    with pytest.raises(DataError, match=rf"stack_{axes}\.tif: a {kind} .*one 2D plane per file.*napari"):
+        read_array(path)
+
+
+def test_read_array_refuses_ome_and_hyperstack_z_axes(tmp_path):
+    ome = tmp_path / "z.ome.tif"
+    tifffile.imwrite(ome, np.zeros((5, 20, 30), np.uint8), metadata={"axes": "ZYX"})
+    with pytest.raises(DataError, match=r"z\.ome\.tif: a z-stack"):
+        read_array(ome)
+    hyper = tmp_path / "tzc.tif"
+    tifffile.imwrite(hyper, np.zeros((2, 3, 2, 20, 30), np.uint8), imagej=True, metadata={"axes": "TZCYX"})
+    with pytest.raises(DataError, match=r"tzc\.tif: a time series and z-stack"):
+        read_array(hyper)
+
+
+def test_read_array_keeps_channels_and_single_planes(tmp_path):
+    """ImageJ channels, RGB, plain multi-page and one-plane stacks still read as 2D images."""
+    chans = np.arange(5 * 20 * 30, dtype=np.uint16).reshape(5, 20, 30)
+    tifffile.imwrite(tmp_path / "c.tif", chans, imagej=True, metadata={"axes": "CYX"})
+    assert np.array_equal(read_array(tmp_path / "c.tif"), np.moveaxis(chans, 0, -1))
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    assert np.array_equal(read_array(tmp_path / "rgb.tif"), rgb)
+    tifffile.imwrite(tmp_path / "bare.tif", chans, metadata=None)  # no axis metadata at all
+    assert read_array(tmp_path / "bare.tif").shape == (20, 30, 5)
+    one = chans[:1].astype(np.uint8)
+    tifffile.imwrite(tmp_path / "z1.tif", one, imagej=True, metadata={"axes": "ZYX"})
+    assert np.array_equal(read_array(tmp_path / "z1.tif"), one[0])
+
+
 def test_read_array_corrupt_tiff_names_the_file(tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\0garbage")  # a TIFF header and nothing readable behind it

@@ -24,24 +24,48 @@ class DataError(ValueError):
     """A dataset folder or file is missing, unreadable or inconsistent (message names the file)."""
 
 
+_STACK_AXES = {"Z": "z-stack", "T": "time series"}
+
+
+def _refuse_stack(path: Path, axes: str, shape: tuple[int, ...]) -> None:
+    """Raise DataError when a TIFF's axis metadata marks a Z or T axis longer than 1."""
+    kinds = [_STACK_AXES[a] for a, n in zip(axes.upper(), shape) if a in _STACK_AXES and n > 1]
+    if kinds:
+        raise DataError(
+            f"{path}: a {' and '.join(kinds)} (axes {axes}, shape {tuple(shape)}), not a 2D image; "
+            "napari-clickseg reads one 2D plane per file: save each plane as its own file "
+            "(for the napari dock, open the stack in napari, where stacks are supported)"
+        )
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """Read a TIFF's first series, refusing z-stacks and time series (per its axis metadata)."""
+    import tifffile
+
+    with tifffile.TiffFile(str(path)) as tf:
+        series = tf.series[0]
+        _refuse_stack(path, series.axes, series.shape)
+        return np.asarray(tf.asarray())
+
+
 def read_array(path: str | os.PathLike) -> np.ndarray:
     """Read a 2D image file as an array: (H, W) or (H, W, C).
 
     TIFF files are read with tifffile (any dtype, channels last or, for small
-    leading axes such as (C, H, W), moved last); other formats with Pillow
-    (palette images become their indices, 16-bit PNGs stay uint16).
+    leading axes such as (C, H, W), moved last; an unlabelled leading axis counts
+    as channels); other formats with Pillow (palette images become their
+    indices, 16-bit PNGs stay uint16).
 
     Raises:
-        DataError: the file is missing or cannot be decoded, or is not 2D.
+        DataError: the file is missing or cannot be decoded, or is not 2D (including
+            TIFFs whose metadata, e.g. ImageJ or OME, marks a Z or T axis).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            arr = np.asarray(tifffile.imread(str(path)))
+            arr = _read_tiff(path)
         else:
             from PIL import Image
 
@@ -55,6 +79,8 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
                     arr = np.asarray(im.convert("RGB"))
                 else:
                     arr = np.asarray(im)
+    except DataError:
+        raise
     except Exception as e:  # decoders raise many types
         raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
     if arr.size == 0:
