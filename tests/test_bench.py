@@ -75,6 +75,37 @@ def test_bench_rejects_unknown_models(capsys):
     assert "nope" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["--repeats", "-2"], "--repeats must be at least 1, got -2"),
+        (["--clicks", "0"], "--clicks must be at least 1, got 0"),
+        (["--clicks", "-2"], "--clicks must be at least 1, got -2"),
+        (["--brs-clicks", "0"], "--brs-clicks must be at least 1, got 0"),
+        (["--train-batch", "0"], "--train-batch must be at least 1, got 0"),
+        (["--train-iters", "-1"], "--train-iters must be at least 0, got -1"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--case-timeout", "0"], "--case-timeout must be positive, got 0.0"),
+        (["--sizes", "96,x"], "--sizes takes comma-separated integers, got '96,x'"),
+        (["--sizes", ","], "--sizes must be at least 64, got ','"),
+    ],
+)
+def test_bench_rejects_bad_numbers(capsys, monkeypatch, args, message):
+    """Counts below their minimum are refused (exit 2, one line), not replaced by defaults."""
+    from napari_clickseg import bench
+
+    def no_run(*_a, **_k):
+        raise AssertionError("bench ran a case despite a bad option")
+
+    monkeypatch.setattr(bench, "_run_here", no_run)
+    monkeypatch.setattr(bench, "_run_isolated", no_run)
+    assert _run(["--quick", "--random-init", "--models", "early", "--no-isolate", "-q", *args]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""
+
+
 @pytest.mark.slow
 def test_bench_quick_isolated_with_fbrs_and_training(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_CLICKSEG_SHARED_DATA", str(tmp_path / "none"))

@@ -522,21 +522,46 @@ def _names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark, print the table, write JSON/markdown with ``--out``."""
-    import torch
+def _at_least(value: int | None, default: int, flag: str, minimum: int = 1) -> int:
+    """``value`` when the option was given (refused below ``minimum``), else ``default``."""
+    if value is None:
+        return default
+    if value < minimum:
+        raise ValueError(f"{flag} must be at least {minimum}, got {value}")
+    return value
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+def _sizes(text: str | None, quick: bool) -> list[int]:
+    """Parse ``--sizes`` (comma-separated integers >= 64); the defaults when not given."""
+    if not text:
+        return list(QUICK_SIZES if quick else DEFAULT_SIZES)
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--sizes takes comma-separated integers, got {text!r}") from None
+    if not sizes or any(s < 64 for s in sizes):
+        raise ValueError(f"--sizes must be at least 64, got {text!r}")
+    return sizes
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, write JSON/markdown with ``--out``.
+
+    Raises:
+        ValueError: a count option below 1 (``--train-iters`` below 0), a bad ``--sizes``,
+            ``--case-timeout`` not positive, an unknown model or BRS mode.
+    """
     quick = args.quick
-    sizes = (
-        [int(s) for s in args.sizes.split(",") if s.strip()] if args.sizes
-        else list(QUICK_SIZES if quick else DEFAULT_SIZES)
-    )
-    if any(s < 64 for s in sizes):
-        raise ValueError("--sizes must be at least 64")
-    repeats = args.repeats or (1 if quick else 3)
-    n_clicks = args.clicks or (3 if quick else 6)
+    sizes = _sizes(args.sizes, quick)
+    repeats = _at_least(args.repeats, 1 if quick else 3, "--repeats")
+    n_clicks = _at_least(args.clicks, 3 if quick else 6, "--clicks")
+    brs_clicks = _at_least(args.brs_clicks, 2 if quick else 3, "--brs-clicks")
+    train_iters = _at_least(args.train_iters, 1 if quick else 3, "--train-iters", minimum=0)
+    train_batch = _at_least(args.train_batch, 2 if quick else 8, "--train-batch")
+    if args.threads is not None:
+        _at_least(args.threads, 1, "--threads")
+    if not args.case_timeout > 0:
+        raise ValueError(f"--case-timeout must be positive, got {args.case_timeout}")
     modes = (
         [m.strip() for m in args.brs_modes.split(",") if m.strip()] if args.brs_modes is not None
         else (["fbrs"] if quick else ["fbrs", "brs"])
@@ -544,10 +569,11 @@ def run(args: argparse.Namespace) -> int:
     for m in modes:
         if m not in ("fbrs", "brs"):
             raise ValueError(f"--brs-modes takes fbrs and/or brs, got {m!r}")
-    brs_clicks = args.brs_clicks or (2 if quick else 3)
-    train_iters = args.train_iters if args.train_iters is not None else (1 if quick else 3)
-    train_batch = args.train_batch or (2 if quick else 8)
     names = _names(args)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     def say(msg: str) -> None:
         if not args.quiet:
