@@ -203,3 +203,17 @@ def test_segment_read_errors_name_the_file(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "napari-clickseg segment: error: " in err and str(bad) in err
         assert not out.exists()
+
+
+def test_segment_refuses_a_z_stack(tmp_path, capsys):
+    # regression: an ImageJ z-stack was read as a 5-channel 2D image and segmented (exit 0)
+    import numpy as np
+    import tifffile
+
+    stack = tmp_path / "s.tif"
+    tifffile.imwrite(stack, np.zeros((5, 64, 64), np.uint8), imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "o.tif"
+    assert cli.main(["segment", str(stack), "--click", "30,30,+", "--model", "none", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"napari-clickseg segment: error: {stack}: a z-stack" in err and "one 2D plane per file" in err
+    assert not out.exists()
