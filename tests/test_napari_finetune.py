@@ -63,3 +63,34 @@ def test_result_weights_and_card(tmp_path):
     )
     text = card.read_text()
     assert "4 committed objects" in text and "3 iterations" in text and "done" in text
+
+
+FAKE_TRAINER = """
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+def stop(*_):
+    (out / "checkpoint.pt").write_text("ckpt")
+    print("stopped: checkpoint written", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+for i in range(1200):
+    print(f"iteration {i} | loss 0.1", flush=True)
+    time.sleep(0.05)
+"""
+
+
+def fake_command(spec):
+    """A stand-in trainer: prints progress, writes a checkpoint on SIGTERM."""
+    return [sys.executable, "-c", FAKE_TRAINER, spec.out]
+
+
+def test_running_trainer_is_cancelled_at_exit(tmp_path, monkeypatch):
+    from napari_clickseg._napari import finetune
+
+    monkeypatch.setattr(FineTuneSpec, "command", fake_command)
+    proc = finetune.TrainingProcess(FineTuneSpec("early", "imagenet", [], str(tmp_path / "run")))
+    assert next(proc.lines()).startswith("iteration 0")
+    finetune._stop_live(timeout=20)  # what Python runs at exit
+    assert proc.cancelled and proc.returncode == 0
+    assert (tmp_path / "run" / "checkpoint.pt").read_text() == "ckpt"

@@ -708,3 +708,98 @@ def test_deleting_the_committed_layer_keeps_objects_and_clicks(open_dock, fluo):
     viewer.layers.remove(committed)
     assert w.commit() == 2  # a commit shows it again too
     assert (w.layers["committed"].data == 2).any() and (w.layers["committed"].data == 1).any()
+
+
+# --- audit fixes: closing the dock or the viewer, changing the image --------------------------
+
+
+def reopen_dock(viewer):
+    widget = ClickSegWidget(
+        viewer, models={"disk": DiskModel}, allow_untrained=True, synchronous=True,
+        predictor_kwargs=FAST,
+    )
+    dock = viewer.window.add_dock_widget(widget, name="Click segmentation")
+    return dock, widget
+
+
+def test_closing_the_viewer_cancels_finetune(open_dock, fluo, tmp_path, monkeypatch, qtbot):
+    from napari_clickseg._napari.finetune import FineTuneSpec
+    from test_napari_finetune import fake_command
+
+    monkeypatch.setattr(FineTuneSpec, "command", fake_command)
+    viewer, w = open_dock(fluo, sync=False)
+    w.finetune_root = tmp_path / "ft"
+    monkeypatch.setattr(ClickSegWidget, "_finetune_init", lambda self: "imagenet")
+    w.add_click(20, 20, True)
+    qtbot.waitUntil(lambda: not w.busy, timeout=60000)
+    assert w.commit() == 1
+    assert w.start_finetune(), w.last_status
+    proc = w._training
+    qtbot.waitUntil(lambda: w.ft_progress.value > 0 or len(proc.lines_seen) > 2, timeout=20000)
+    viewer.close()  # napari asks its tasks to cancel: the dock's run is one
+    qtbot.waitUntil(lambda: proc.returncode is not None, timeout=20000)
+    assert proc.cancelled and (Path(proc.spec.out) / "checkpoint.pt").is_file()
+    assert w._on_mouse not in viewer.mouse_drag_callbacks
+    qtbot.waitUntil(lambda: w._training is None, timeout=20000)  # late signals are ignored
+
+
+def test_closing_the_dock_unhooks_it_and_reopening_reuses_the_layers(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    dock = next(iter(viewer.window._wrapped_dock_widgets.values()))
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    w.add_click(45, 45, True)  # an open object
+    committed = w.layers["committed"]
+    dock.destroyOnClose()  # what the dock's X button does
+    names = [la.name for la in viewer.layers]
+    assert names == ["image", "committed objects (image)"] and (committed.data == 1).any()
+    assert w._on_mouse not in viewer.mouse_drag_callbacks
+    assert not any(getattr(f, "clickseg_owner", None) is w for f in viewer.keymap.values())
+    mouse_click(viewer, (10.0, 10.0))  # nothing reacts
+    assert [la.name for la in viewer.layers] == names
+    _, w2 = reopen_dock(viewer)
+    names = [la.name for la in viewer.layers]
+    assert sorted(names) == sorted(["image", *LAYER_NAMES.values()]), names  # no "[1]" copies
+    assert unwrap(w2.layers["committed"]) is unwrap(committed) and set(w2.session.records) == {1}
+    assert n_points(w2, "positive") == 1  # the open object came back
+    mouse_click(viewer, (10.0, 10.0))
+    assert n_points(w2, "positive") == 2 and len(w2.session.clicks) == 2
+    assert w2.commit() == 2 and (committed.data == 2).any()
+
+
+def test_image_data_changes_rebind_or_repredict(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    layer = unwrap(w.image_layer)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    old = w.layers["committed"]
+    kept = old.data.copy()
+    w.add_click(45, 45, True)
+    w.add_click(45, 48, True)
+    assert w._result.set_image_seconds == 0  # same image: cached features
+    layer.data[...] = fluo.max() - layer.data  # in place, then refreshed
+    layer.refresh()
+    assert w._result is not None and w._result.set_image_seconds > 0  # re-predicted
+    assert w.handle.image_key == w._last_image_key
+    layer.data = fluo[::-1].copy()  # same shape: re-predicted on the new pixels
+    assert w._result.set_image_seconds > 0 and len(w.session.clicks) == 2
+    layer.data = fluo[:32, :48].copy()  # new shape: rebound, the old objects parked intact
+    assert w.session.labels.shape == (32, 48) and w.session.clicks == ()
+    assert old.name == "committed objects (image)" and np.array_equal(old.data, kept)
+    assert w.layers["committed"] is not old and w.layers["committed"].data.shape == (32, 48)
+    assert w.add_click(10, 40, True) and w.commit() == 1, w.last_status
+    assert np.array_equal(old.data, kept)
+
+
+def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    w.add_click(45, 45, True)
+    viewer.layers.remove("image")
+    assert [la.name for la in viewer.layers] == ["committed objects (image)"]
+    assert (viewer.layers[0].data == 1).any()
+    assert w.image_layer is None and "no image" in w.last_status
+    assert not w.add_click(1, 1, True)
+    viewer.add_image(fluo, name="next")  # a new image binds, with its own layers
+    assert unwrap(w.image_layer) is viewer.layers["next"] and w.session.records == {}

@@ -3,18 +3,21 @@ run ``napari-clickseg train`` in a child process, and write a model card for the
 
 The training runs in its own process so annotation never waits on it (no shared GIL, no
 shared torch threads); cancelling sends SIGTERM, on which the trainer writes a checkpoint
-and stops. The weights it writes (``best.safetensors`` with validation, else
+and stops. A run still going when Python exits is cancelled the same way (and waited for, so
+its checkpoint is written), never left behind as an orphan. The weights it writes (``best.safetensors`` with validation, else
 ``last.safetensors``) are self-describing and load like any weights file.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import json
 import os
 import re
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,8 @@ from .session import AnnotationSession
 __all__ = ["FineTuneSpec", "TrainingProcess", "export_committed", "result_weights", "write_card"]
 
 _ITER = re.compile(r"^iteration (\d+) \|")
+_LIVE: weakref.WeakSet[TrainingProcess] = weakref.WeakSet()
+EXIT_WAIT_S = 60.0  # how long Python's exit waits for a cancelled trainer's checkpoint
 
 
 def export_committed(
@@ -130,6 +135,7 @@ class TrainingProcess:
             env=env,
         )
         self.cancelled = False
+        _LIVE.add(self)
 
     def lines(self) -> Iterator[str]:
         """Output lines until the process ends (blocking; call from a worker thread)."""
@@ -150,6 +156,19 @@ class TrainingProcess:
     @property
     def returncode(self) -> int | None:
         return self.proc.poll()
+
+
+@atexit.register
+def _stop_live(timeout: float | None = None) -> None:
+    """At exit: cancel running trainers and wait for their checkpoints (then kill)."""
+    procs = [p for p in list(_LIVE) if p.proc.poll() is None]
+    for p in procs:
+        p.cancel()
+    for p in procs:
+        try:
+            p.proc.wait(EXIT_WAIT_S if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
 
 
 def result_weights(out: str | os.PathLike) -> Path | None:

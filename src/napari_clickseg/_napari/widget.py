@@ -8,6 +8,9 @@ layers. Keys (bound on the viewer and the image/click layers):
   the sign of plain clicks
 - ``C``: commit the current object; ``Escape``: clear it
 - ``Control-Z`` / ``Control-Shift-Z``: undo / redo the last click change
+
+Closing the dock (its X button) or the viewer unhooks the dock: mouse callback, keys,
+layer events, predictions, and a running fine-tune (cancelled: it writes a checkpoint).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +100,28 @@ def _in_viewer(layer: Any, viewer: Any) -> bool:
     return layer is not None and any(_same(layer, la) for la in viewer.layers)
 
 
+def _plane_digest(image: np.ndarray) -> int:
+    """A cheap fingerprint of a plane's pixels (tells in-place edits apart)."""
+    return zlib.crc32(np.ascontiguousarray(image).view(np.uint8).reshape(-1))
+
+
+def _parent_watcher(on_parent: Any) -> Any:
+    """A Qt event filter calling ``on_parent(new_parent)`` when its widget's parent changes.
+
+    napari closes a dock (its X button, ``remove_dock_widget``) with ``setParent(None)``:
+    the widget is neither closed nor destroyed, so this is the signal that it left.
+    """
+    from qtpy.QtCore import QEvent, QObject
+
+    class _Watcher(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.ParentChange:
+                on_parent(obj.parent())
+            return False
+
+    return _Watcher()
+
+
 class ClickSegWidget(Container):
     """Click-based segmentation dock (see module docstring).
 
@@ -153,10 +179,15 @@ class ClickSegWidget(Container):
         self._writing_committed = False
         self._order = 0
         self._image_cache: tuple[Any, tuple[np.ndarray, int | None]] | None = None
+        self._image_version = 0  # bumped when the bound image's data is replaced
+        self._last_image_key: Any = None
+        self._closed = False  # the dock was closed: it no longer touches Qt or the viewer
+        self._docked = False
         self._model_label: str | None = None
         self.last_status = ""
         self._training: Any = None  # TrainingProcess while fine-tuning
         self._ft_worker: Any = None
+        self._ft_task: Any = None  # napari task status id: closing the window cancels the run
         self.finetune_root = Path(
             os.environ.get(ENV_FINETUNE_DIR) or Path.home() / ".napari-clickseg" / "finetune"
         )
@@ -271,21 +302,58 @@ class ClickSegWidget(Container):
         self.load_button.changed.connect(lambda *_: self._load_dialog())
         self.ft_button.changed.connect(lambda *_: self.start_finetune())
         self.ft_cancel.changed.connect(lambda *_: self.cancel_finetune())
-        self.native.destroyed.connect(self._disconnect_viewer)
+        self.native.destroyed.connect(lambda *_: self.close_dock(remove_layers=False))
+        self._watcher = _parent_watcher(self._on_parent_changed)
+        self.native.installEventFilter(self._watcher)
 
-    def _disconnect_viewer(self, *_: Any) -> None:
+    def _on_parent_changed(self, parent: Any) -> None:
+        """Docked (a parent) or closed (the parent taken away after docking)."""
+        if parent is not None:
+            self._docked = True
+        elif self._docked:
+            self.close_dock()
+
+    def close_dock(self, remove_layers: bool = True) -> None:
+        """Unhook the dock from the viewer (napari closed the dock, or the viewer); idempotent.
+
+        Cancels a running fine-tune (the trainer writes its checkpoint) and drops pending
+        predictions. ``remove_layers``: also remove the click and preview layers (the
+        committed layers stay: they hold the annotations, and a reopened dock finds them).
+        """
+        if self._closed:
+            return
+        self.cancel_finetune()
+        if self._ft_worker is not None:
+            self._ft_worker.quit()
         v = self.viewer
         try:
             if self._on_mouse in v.mouse_drag_callbacks:
                 v.mouse_drag_callbacks.remove(self._on_mouse)
             for target in (v, self.image_layer, *self.layers.values()):
-                if target is not None:
-                    for key in KEYS.values():
-                        target.bind_key(key, None)
+                self._unbind_keys(target)
             v.layers.events.inserted.disconnect(self._on_layers_changed)
             v.layers.events.removed.disconnect(self._on_layer_removed)
-        except (RuntimeError, ValueError):  # viewer already gone
+            if remove_layers:
+                self._unbind(remove_layers=True)
+            else:
+                self._cancel_pending()
+                self._watch_image(None)
+            for layer in list(v.layers):
+                if IMAGE_ID_KEY in layer.metadata:
+                    layer.events.selected_label.disconnect(self._on_selected_label)
+                    layer.events.data.disconnect(self._on_committed_data)
+        except (RuntimeError, ValueError, AttributeError):  # viewer already gone
             pass
+        self._closed = True
+
+    def _unbind_keys(self, target: Any) -> None:
+        """Remove this dock's key bindings from ``target`` (another dock's stay)."""
+        if target is None:
+            return
+        for key in KEYS.values():
+            func = target.bind_key(key, None)
+            if func is not None and getattr(func, "clickseg_owner", None) is not self:
+                target.bind_key(key, func, overwrite=True)
 
     def _key_action(self, name: str):
         def action(_target: Any) -> None:
@@ -294,6 +362,7 @@ class ClickSegWidget(Container):
             else:
                 getattr(self, name)()
 
+        action.clickseg_owner = self  # type: ignore[attr-defined]
         action.__name__ = f"clickseg_{name}"
         action.__doc__ = f"napari-clickseg: {name}"
         return action
@@ -302,6 +371,8 @@ class ClickSegWidget(Container):
 
     def _status(self, msg: str) -> None:
         self.last_status = msg
+        if self._closed:
+            return
         self.status_label.value = msg
         self.viewer.status = f"clickseg: {msg}" if msg else ""
 
@@ -329,6 +400,8 @@ class ClickSegWidget(Container):
         return images[-1] if images else None
 
     def _on_layers_changed(self, *_: Any) -> None:
+        if self._closed:
+            return
         self.image_combo.reset_choices()
         if self.image_layer is None:
             layer = self._default_image()
@@ -336,6 +409,8 @@ class ClickSegWidget(Container):
                 self._bind_to(layer)
 
     def _on_layer_removed(self, event: Any) -> None:
+        if self._closed:
+            return
         removed = event.value
         if _same(removed, self.image_layer):
             self._unbind()
@@ -356,20 +431,87 @@ class ClickSegWidget(Container):
         if self.image_layer is not None and not self._syncing:
             self._bind_to(self.image_layer, channel=value)
 
-    def _unbind(self) -> None:
+    def _unbind(self, remove_layers: bool = True) -> None:
+        """Leave the image: no clicks or preview on screen; the committed layer stays.
+
+        The session (with the open object's clicks) stays in the committed layer's metadata.
+        """
         self._cancel_pending()
+        self._watch_image(None)
+        if remove_layers:
+            for key in ("positive", "negative", "preview"):
+                layer = self.layers.pop(key, None)
+                if _in_viewer(layer, self.viewer):
+                    self.viewer.layers.remove(layer)
+            self._park(self.layers.get("committed"))
+        self.layers.pop("committed", None)
         self.image_layer = None
         self.geometry = None
         self.session = None
         self._image_cache = None
         self._result = None
         self._preview_plane = None
+        self._update_buttons()
+        self._status("no image: add or select one")
+
+    def _watch_image(self, layer: Any) -> None:
+        """Follow ``layer``'s data changes (None: stop following the bound image)."""
+        old = self.image_layer
+        if old is not None:
+            old.events.data.disconnect(self._on_image_data)
+            old.events.set_data.disconnect(self._on_image_data)
+        if layer is not None:
+            layer.events.data.connect(self._on_image_data)
+            layer.events.set_data.connect(self._on_image_data)
+
+    def _on_image_data(self, event: Any) -> None:
+        """The bound image changed: rebind on a new shape, else re-predict if its pixels did.
+
+        ``data`` events (the array replaced) and ``set_data`` events (``layer.refresh()``,
+        slicing) are seen. Numpy pixels edited in place are caught by a checksum of the
+        plane at the next prediction or refresh; for other arrays (dask, zarr) assign the
+        data again (``layer.data = layer.data``) after editing it in place.
+        """
+        layer = self.image_layer
+        if layer is None or self._closed:
+            return
+        if getattr(event, "type", "") == "data":
+            self._image_version += 1
+            data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+            if self.geometry is None or tuple(data.shape) != self.geometry.data_shape:
+                self._rebind_new_shape(layer)
+                return
+        self._image_cache = None
+        s = self.session
+        if s is None or not s.clicks or s.plane is None:
+            return
+        try:
+            key = self._plane_image(s.plane)[0]
+        except (ValueError, IndexError):
+            key = None
+        if key != self._last_image_key:
+            self.request_prediction()
+
+    def _rebind_new_shape(self, layer: Any) -> None:
+        """Bind ``layer`` again after its data changed shape (the old objects stay parked)."""
+        g = self.geometry
+        axis = None if g is None else g.channel_axis
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        shape = tuple(data.shape)
+        self._bind_to(layer, channel="auto" if axis is None or axis >= len(shape) else axis)
+        if self.geometry is None or self.geometry.data_shape != shape:
+            self._bind_to(layer)  # the channel axis does not fit the new data
+        if self.geometry is None or self.geometry.data_shape != shape:
+            self._unbind()
+            self._status(f"cannot segment {layer.name!r} with its new data: add or select an image")
 
     def bind(self, layer: Any, channel_axis: int | str | None = "auto") -> None:
         """Segment ``layer`` (an Image layer), with ``channel_axis`` a layer axis or "auto"."""
         self._bind_to(layer, channel=channel_axis)
 
     def _bind_to(self, layer: Any, channel: Any = "auto") -> None:
+        if self._closed:
+            return
         if layer is None:
             self._unbind()
             return
@@ -383,6 +525,7 @@ class ClickSegWidget(Container):
         if self.session is not None and self.session.clicks:
             self.clear()
         old_committed = self.layers.get("committed")
+        self._watch_image(layer)
         self.image_layer = layer
         self.geometry = geometry
         self._image_cache = None
@@ -398,6 +541,8 @@ class ClickSegWidget(Container):
             self._syncing = False
         self._park(old_committed)  # before a new layer would take its name
         self._make_layers()
+        if self.session is not None and self.session.clicks:  # left open by a closed dock
+            self._after_session_change()
         self.viewer.layers.selection.active = layer
         size = " x ".join(map(str, geometry.spatial_shape))
         channels = f", {geometry.n_channels} channels" if geometry.n_channels > 1 else ""
@@ -470,6 +615,7 @@ class ClickSegWidget(Container):
                 session.attach(labels)
             if committed.name.startswith(LAYER_NAMES["committed"] + " ("):
                 committed.name = LAYER_NAMES["committed"]
+            self._hook_committed(committed)  # a layer made by a dock that was closed
         self.session = session
         self.layers["committed"] = committed
         # keys work whichever of our layers is selected (Ctrl+Z on the labels layer stays napari's)
@@ -498,9 +644,13 @@ class ClickSegWidget(Container):
                 "clickseg_image": img.name,
             }
         )
+        self._hook_committed(layer)
+        return layer
+
+    def _hook_committed(self, layer: Any) -> None:
+        """Follow a committed layer's label selection and data (once)."""
         layer.events.selected_label.connect(self._on_selected_label)
         layer.events.data.connect(self._on_committed_data)
-        return layer
 
     def _find_committed(self, img: Any, g: ImageGeometry) -> Any:
         """The committed-objects layer of image layer ``img`` with geometry ``g``, if any.
@@ -608,7 +758,10 @@ class ClickSegWidget(Container):
         img, g = self.image_layer, self.geometry
         assert g is not None
         data = img.data[0] if getattr(img, "multiscale", False) else img.data
-        key = (id(_unwrap(img)), id(data), g.channel_axis, plane)
+        key: tuple[Any, ...] = (id(_unwrap(img)), self._image_version, g.channel_axis, plane)
+        if isinstance(data, np.ndarray):  # a view: cheap; the checksum sees in-place edits
+            image, ch = g.plane_image(data, plane)
+            return (*key, _plane_digest(image)), image, ch
         if self._image_cache is None or self._image_cache[0] != key:
             self._image_cache = (key, g.plane_image(data, plane))
         image, ch = self._image_cache[1]
@@ -818,6 +971,7 @@ class ClickSegWidget(Container):
         if s is None or not s.clicks or s.plane is None or self.handle is None:
             return None
         key, image, ch = self._plane_image(s.plane)
+        self._last_image_key = key
         return PredictionRequest(
             self._generation, self.handle, key, image, ch, tuple(s.clicks), self._options()
         )
@@ -869,7 +1023,7 @@ class ClickSegWidget(Container):
         return self._worker is not None or self._pending is not None
 
     def _on_result(self, res: PredictionResult) -> None:
-        if res.generation != self._generation:
+        if res.generation != self._generation or self._closed:
             return  # superseded by a newer click
         self._result = res
         if res.error:
@@ -1229,6 +1383,7 @@ class ClickSegWidget(Container):
         }
         self._ft_base = dict(prov)
         self._training = TrainingProcess(spec)
+        self._ft_task = self._register_task(f"fine-tuning {spec.arch} into {run_dir}")
         self.ft_button.enabled, self.ft_cancel.enabled = False, True
         self.ft_progress.visible, self.ft_progress.value = True, 0
         self._status(
@@ -1244,6 +1399,7 @@ class ClickSegWidget(Container):
             worker = create_worker(self._finetune_job, self._training, _start_thread=False)
             worker.yielded.connect(self._on_ft_progress)
             worker.returned.connect(self._on_ft_done)
+            worker.aborted.connect(lambda: self._on_ft_done(None))  # quit() by a closing window
             self._ft_worker = worker
             worker.start()
         return True
@@ -1255,7 +1411,37 @@ class ClickSegWidget(Container):
             yield proc.spec.progress(line, time.monotonic() - t0), line
         return proc.returncode
 
+    def _register_task(self, description: str) -> Any:
+        """Tell napari a run is going: closing its window asks first, then cancels the run.
+
+        Uses the window's task-status hook (private in napari 0.5-0.9; absent: None).
+        """
+        window = getattr(_unwrap(self.viewer), "window", None)
+        register = getattr(window, "_register_task_status", None)
+        if register is None:
+            return None
+        from napari.utils.task_status import Status
+
+        return register("napari-clickseg", Status.BUSY, description, self._on_window_closing)
+
+    def _end_task(self, cancelled: bool) -> None:
+        task, self._ft_task = self._ft_task, None
+        window = getattr(_unwrap(self.viewer), "window", None)
+        update = getattr(window, "_update_task_status", None)
+        if task is None or update is None:
+            return
+        from napari.utils.task_status import Status
+
+        update(task, Status.CANCELLED if cancelled else Status.COMPLETED, "")
+
+    def _on_window_closing(self) -> bool:
+        """napari's window is closing: unhook the dock and cancel the run."""
+        self.close_dock(remove_layers=False)
+        return True
+
     def _on_ft_progress(self, item: tuple[float | None, str]) -> None:
+        if self._closed:
+            return
         frac, line = item
         if frac is not None:
             self.ft_progress.value = int(1000 * frac)
@@ -1267,6 +1453,9 @@ class ClickSegWidget(Container):
         from .finetune import result_weights, write_card
 
         proc, self._training, self._ft_worker = self._training, None, None
+        self._end_task(cancelled=proc is None or proc.cancelled)
+        if self._closed:  # the dock is gone (the cancelled run left its checkpoint)
+            return
         self.ft_button.enabled, self.ft_cancel.enabled = True, False
         if proc is None:
             return
