@@ -70,6 +70,8 @@ import pathlib, signal, sys, time
 out = pathlib.Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
 def stop(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills the checkpoint
+    time.sleep(0.5)
     (out / "checkpoint.pt").write_text("ckpt")
     print("stopped: checkpoint written", flush=True)
     sys.exit(0)
@@ -91,6 +93,7 @@ def test_running_trainer_is_cancelled_at_exit(tmp_path, monkeypatch):
     monkeypatch.setattr(FineTuneSpec, "command", fake_command)
     proc = finetune.TrainingProcess(FineTuneSpec("early", "imagenet", [], str(tmp_path / "run")))
     assert next(proc.lines()).startswith("iteration 0")
+    proc.cancel()  # the dock cancelled it; exit must not signal it again
     finetune._stop_live(timeout=20)  # what Python runs at exit
     assert proc.cancelled and proc.returncode == 0
     assert (tmp_path / "run" / "checkpoint.pt").read_text() == "ckpt"

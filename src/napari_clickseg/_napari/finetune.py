@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from .session import AnnotationSession
 __all__ = ["FineTuneSpec", "TrainingProcess", "export_committed", "result_weights", "write_card"]
 
 _ITER = re.compile(r"^iteration (\d+) \|")
-_LIVE: weakref.WeakSet[TrainingProcess] = weakref.WeakSet()
+_LIVE: set[TrainingProcess] = set()  # strong: a run the dock let go of is still waited for
 EXIT_WAIT_S = 60.0  # how long Python's exit waits for a cancelled trainer's checkpoint
 
 
@@ -146,10 +145,12 @@ class TrainingProcess:
             del self.lines_seen[:-200]
             yield line
         self.proc.wait()
+        _LIVE.discard(self)
 
     def cancel(self) -> None:
-        """Ask the trainer to stop (it writes a checkpoint first)."""
-        if self.proc.poll() is None:
+        """Ask the trainer to stop (it writes a checkpoint first); once: a second SIGTERM
+        would interrupt the checkpoint."""
+        if self.proc.poll() is None and not self.cancelled:
             self.cancelled = True
             self.proc.terminate()
 
@@ -162,12 +163,13 @@ class TrainingProcess:
 def _stop_live(timeout: float | None = None) -> None:
     """At exit: cancel running trainers and wait for their checkpoints (then kill)."""
     procs = [p for p in list(_LIVE) if p.proc.poll() is None]
+    _LIVE.clear()
     for p in procs:
         p.cancel()
     for p in procs:
-        try:
-            p.proc.wait(EXIT_WAIT_S if timeout is None else timeout)
-        except subprocess.TimeoutExpired:
+        try:  # reads what is left of its output: a full or closed pipe would stop it
+            p.proc.communicate(timeout=EXIT_WAIT_S if timeout is None else timeout)
+        except (subprocess.TimeoutExpired, ValueError, OSError):
             p.proc.kill()
 
 
