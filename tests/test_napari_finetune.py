@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -94,6 +95,7 @@ def test_running_trainer_is_cancelled_at_exit(tmp_path, monkeypatch):
     proc = finetune.TrainingProcess(FineTuneSpec("early", "imagenet", [], str(tmp_path / "run")))
     assert next(proc.lines()).startswith("iteration 0")
     proc.cancel()  # the dock cancelled it; exit must not signal it again
+    time.sleep(0.25)  # the trainer is writing its checkpoint
     finetune._stop_live(timeout=20)  # what Python runs at exit
     assert proc.cancelled and proc.returncode == 0
     assert (tmp_path / "run" / "checkpoint.pt").read_text() == "ckpt"
