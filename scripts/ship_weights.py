@@ -167,7 +167,9 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         f"Trained with `napari-clickseg train` ({notes}) on {data}; each folder sampled equally "
         f"often; "
         + (
-            f"model selection on {', '.join(cfg['val_dirs'])}"
+            "validation folders "
+            + ", ".join(f"{Path(d).parent.name}/{Path(d).name}" for d in cfg["val_dirs"])
+            + " given to the last stage (the Status line says which weights were shipped and why)"
             if cfg.get("val_dirs")
             else "no validation during the last stage (the Status line says how it was chosen)"
         )
