@@ -123,6 +123,25 @@ def test_channels_first_without_channel_axis_is_refused(early):
     assert validate_image(np.zeros((3, 64, 64)), channel_axis=-1).shape == (3, 64, 64)
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "dtype"),
+    [(1e6, 1e6 + 0.01, np.float64), (4_000_000_000, 4_000_000_100, np.uint32),
+     (10**12, 10**12 + 1000, np.int64), (-1.7e308, 1.7e308, np.float64)],
+)
+def test_contrast_on_a_large_offset_or_range_survives_scaling(low, high, dtype):
+    from napari_clickseg.engine.image import prepare_image
+
+    # regression: values were cast to float32 before the offset was taken off, so 0.01 on
+    # 1e6 (or 100 on a uint32 4e9) became a blank image; a float64 range beyond float32's
+    # overflowed to NaN
+    inside = np.zeros((40, 50), dtype=bool)
+    inside[10:30, 15:35] = True
+    img = np.where(inside, high, low).astype(dtype)
+    out = prepare_image(img)
+    assert np.isfinite(out).all()
+    assert np.all(out[inside] == 1.0) and np.all(out[~inside] == 0.0)
+
+
 def test_output_and_info(early, image):
     p = Predictor(early, device="cpu")
     p.set_image(image)

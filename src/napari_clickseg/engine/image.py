@@ -86,16 +86,21 @@ def _scale(x: np.ndarray) -> np.ndarray:
     flat = x.reshape(-1)
     step = max(1, flat.size // _MAX_SAMPLES)
     sample = flat[::step].astype(np.float64)
+    peak = float(np.abs(sample).max())
+    if peak > _F32_SAFE:  # a global factor changes nothing here and keeps hi - lo finite
+        x, sample = x / peak, sample / peak
     lo, hi = np.percentile(sample, PERCENTILES)
     if hi <= lo:
         lo, hi = float(sample.min()), float(sample.max())
     if hi <= lo:
         return np.zeros(x.shape, dtype=np.float32)
-    if max(abs(lo), abs(hi), hi - lo) > _F32_SAFE:  # float64 data beyond float32's range
-        wide = (np.asarray(x, dtype=np.float64) - lo) / (hi - lo)
-        return np.clip(wide, 0.0, 1.0).astype(np.float32)
-    out = (x.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(out, 0.0, 1.0, out=out)
+    # float32 holds uint8, uint16 and float32 values exactly; wider types lose the offset in
+    # float64 first, so contrast riding on a large value (0.01 on 1e6) is kept
+    work = np.float32 if np.can_cast(x.dtype, np.float32) else np.float64
+    out = x.astype(work)  # a copy: the caller's array is never written
+    out -= work(lo)
+    out /= work(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
 def _pca3(x: np.ndarray) -> np.ndarray:
