@@ -165,6 +165,26 @@ def test_resume_refuses_changed_options(data, tmp_path):
         check_resume_options(config_from_args(args), explicit_fields(args))
 
 
+def test_relative_data_folders_resume_from_anywhere(data, tmp_path, monkeypatch):
+    from napari_clickseg.training.command import explicit_fields, run
+    from napari_clickseg.training.trainer import check_resume_options
+
+    # regression: config.json kept "--data train" as given, so --resume from another
+    # folder failed with "dataset folder not found: train", and --data ./train was refused
+    out = tmp_path / "run"
+    monkeypatch.chdir(data.parent)
+    args = _parse(["--model", "early", "--data", data.name, "--init", "scratch", "--iterations", "1",
+                   "--batch-size", "2", "--crop-size", "64", "--threads", "1", "--out", str(out),
+                   "--set", 'model_kwargs={"decoder_width": 8}'])
+    assert run(args) == 0
+    assert TrainConfig.load(out / "config.json").train_dirs == [str(data)]
+    args = _parse(["--resume", "--out", str(out), "--data", f"./{data.name}", "--iterations", "2"])
+    check_resume_options(config_from_args(args), explicit_fields(args))
+    monkeypatch.chdir(tmp_path)
+    assert run(_parse(["--resume", "--out", str(out), "--iterations", "2"])) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+
+
 @pytest.mark.parametrize("content", [b"garbage, not a zip", "pickled list"])
 def test_corrupt_checkpoint_is_reported_and_kept(data, tmp_path, content):
     out = tmp_path / "run"
@@ -241,7 +261,8 @@ def test_command_line_config(tmp_path):
     args = p.parse_args(["--model", "fca", "--data", "a", "--data", "b", "--val", "v", "--init", "imagenet",
                          "--minutes", "30", "--out", str(tmp_path / "r"), "--set", "max_iter_clicks=2"])
     cfg = config_from_args(args)
-    assert cfg.train_dirs == ["a", "b"] and cfg.val_dirs == ["v"] and cfg.minutes == 30
+    assert cfg.train_dirs == [os.path.abspath("a"), os.path.abspath("b")] and cfg.minutes == 30
+    assert cfg.val_dirs == [os.path.abspath("v")]
     assert cfg.max_iter_clicks == 2 and cfg.init == "imagenet"
     assert cfg.batch_size == 8 and cfg.model == "fca"  # TrainConfig defaults where not given
     saved = tmp_path / "c.json"

@@ -196,6 +196,9 @@ class TrainConfig:
         return replace(
             self,
             model=model,
+            # absolute, so that config.json (and --resume from another folder) finds the data
+            train_dirs=[os.path.abspath(d) for d in self.train_dirs],
+            val_dirs=[os.path.abspath(d) for d in self.val_dirs],
             loss=self.loss or DEFAULT_LOSS.get(model, "balanced_bce"),
             click_schedule=self.click_schedule or DEFAULT_SCHEDULE.get(model, "iterative"),
             lr=self.lr if self.lr is not None else (1e-4 if finetune else 5e-4),

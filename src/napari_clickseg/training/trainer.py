@@ -318,7 +318,8 @@ def train(
         if not ckpt_path.is_file():
             raise RunDirError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
         saved = TrainConfig.load(out / "config.json")
-        if cfg.train_dirs and list(cfg.train_dirs) != list(saved.train_dirs):
+        same = [os.path.abspath(d) for d in cfg.train_dirs] == [os.path.abspath(d) for d in saved.train_dirs]
+        if cfg.train_dirs and not same:
             raise RunDirError(
                 f"--resume continues {out} with its saved data {saved.train_dirs}; "
                 f"the given --data {cfg.train_dirs} differs (start a new run with another --out)"
