@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -170,6 +171,18 @@ def test_segment_refuses_a_directory_as_output(gray_tif, tmp_path, capsys):
     assert cli.main([*args[:-1], str(out_tif), "--overwrite"]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert out_dir.is_dir() and not any(out_dir.iterdir())
+
+
+def test_segment_never_writes_over_the_input_file(gray_tif, tmp_path, capsys):
+    # regression: the check compared resolved paths, so another name for the same file (a hard
+    # link here; a different case on macOS or Windows) was truncated with --overwrite
+    before = gray_tif.read_bytes()
+    link = tmp_path / "link.tif"
+    os.link(gray_tif, link)
+    args = ["segment", str(gray_tif), "--click", "5,6,+", "--model", "none", "-o", str(link), "--overwrite"]
+    assert cli.main(args) == 2
+    assert "overwrite the input image" in capsys.readouterr().err
+    assert gray_tif.read_bytes() == before
 
 
 @pytest.mark.parametrize("name", ["labels.png", "labels.jpg", "labels", "labels.tif.bak"])

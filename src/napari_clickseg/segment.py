@@ -91,7 +91,7 @@ def output_path(src: Path, output: str | None, overwrite: bool) -> Path:
         )
     if out.exists() and not overwrite:
         raise ValueError(f"output {out} exists; pass --overwrite to replace it")
-    if out.resolve() == src.resolve():
+    if out.exists() and src.exists() and out.samefile(src):  # also a link or another case of its name
         raise ValueError("output would overwrite the input image")
     return out
 
