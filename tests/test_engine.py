@@ -187,6 +187,20 @@ def test_one_forward_per_click_and_exact_undo(early, image):
     np.testing.assert_array_equal(out, replay(early, image, [d, a]))
 
 
+@pytest.mark.parametrize(("name", "value"), [("zoom_in", False), ("target_size", 96), ("expansion", 3.0)])
+def test_changed_settings_are_not_answered_from_history(early, image, name, value):
+    # regression: setting p.zoom_in = False after a click returned the zoomed-in map of that
+    # click from the history (and built later clicks on it)
+    clicks = [(35, 45, True), (5, 5, False)]
+    p = Predictor(early, device="cpu")
+    p.set_image(image)
+    p.predict(clicks)
+    setattr(p, name, value)
+    out = p.predict(clicks)
+    assert p.last_stats["forwards"] >= 2
+    np.testing.assert_array_equal(out, replay(early, image, clicks, **{name: value}))
+
+
 def test_history_is_bounded(early, image):
     p = Predictor(early, device="cpu", max_history=3)
     p.set_image(image)

@@ -36,6 +36,9 @@ from .zoom import Box, ZoomTransform, first_click_box, full_box, keeps_box, mask
 __all__ = ["Predictor"]
 
 _Key = tuple[tuple[float, float, bool], ...]
+#: attributes a state depends on besides the clicks: changing one is never answered from history
+_SETTINGS = ("zoom_in", "target_size", "min_crop_size", "first_window", "expansion", "max_upscale",
+             "full_max_side", "brs_max_evals", "brs_time_cap")
 
 #: the first click gets a second, zoomed pass when the object it found is small (its long
 #: side under this fraction of ``target_size``) and the zoom magnifies at least this much more
@@ -55,20 +58,20 @@ class _State:
 
 
 class _History:
-    """LRU map from (brs mode, click prefix) to ``_State``, bounded in entries and bytes."""
+    """LRU map from (brs mode and settings, click prefix) to ``_State``, bounded in entries and bytes."""
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._d: OrderedDict[tuple[str, _Key], _State] = OrderedDict()
+        self._d: OrderedDict[tuple[tuple, _Key], _State] = OrderedDict()
         self._bytes = 0
 
-    def get(self, key: tuple[str, _Key]) -> _State | None:
+    def get(self, key: tuple[tuple, _Key]) -> _State | None:
         s = self._d.get(key)
         if s is not None:
             self._d.move_to_end(key)
         return s
 
-    def put(self, key: tuple[str, _Key], state: _State) -> None:
+    def put(self, key: tuple[tuple, _Key], state: _State) -> None:
         if key in self._d:
             self._bytes -= self._d.pop(key).patch.nbytes
         self._d[key] = state
@@ -315,19 +318,20 @@ class Predictor:
 
     def _state_for(self, clicks: list[Click], brs: str) -> tuple[_State, int, int]:
         key: _Key = tuple((c.row, c.col, c.positive) for c in clicks)
+        mode = (brs, *(getattr(self, name) for name in _SETTINGS))
         k = len(key)
-        while k > 0 and self._history.get((brs, key[:k])) is None:
+        while k > 0 and self._history.get((mode, key[:k])) is None:
             k -= 1
-        state = self._history.get((brs, key[:k])) if k else None
+        state = self._history.get((mode, key[:k])) if k else None
         forwards = iters = 0
         for i in range(k + 1, len(key) + 1):
             state = self._step(state, clicks[:i], brs)
-            self._history.put((brs, key[:i]), state)
+            self._history.put((mode, key[:i]), state)
             forwards += state.passes
             iters += state.refine_iterations
         # touch the ancestors so undo stays cheap under LRU eviction
         for i in range(1, len(key)):
-            self._history.get((brs, key[:i]))
+            self._history.get((mode, key[:i]))
         assert state is not None
         return state, forwards, iters
 
