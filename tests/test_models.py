@@ -89,6 +89,12 @@ def test_bad_kwargs(name):
         create_model(name, not_an_argument=1)
 
 
+def test_bad_kwarg_values_name_the_model():
+    # regression: train --set 'model_kwargs={"decoder_width": -3}' ended in a torch traceback
+    with pytest.raises(ValueError, match="bad arguments for model 'early'.*negative dimension"):
+        create_model("early", decoder_width=-3)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_declared_attributes(name, eval_models):
     model = eval_models[name]

@@ -46,7 +46,7 @@ def create_model(name: str, **kwargs: Any) -> ClickSegModel:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
     try:
         model = _REGISTRY[name](**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError, RuntimeError) as e:  # unknown names; values torch refuses
         raise ValueError(f"bad arguments for model {name!r}: {e}") from None
     model.arch_kwargs = dict(kwargs)
     return model
