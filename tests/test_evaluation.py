@@ -126,6 +126,21 @@ def test_bad_options_raise():
         evaluate(OraclePredictor([]), samples, stop_iou=1.5)
 
 
+def test_in_memory_samples_refuse_instance_maps_and_no_objects():
+    image, labels, samples = _arrays()
+    # regression: an instance map given as gt was scored as one object (the union of all),
+    # and samples without any object gave NaN scores instead of an error
+    with pytest.raises(ValueError, match="sample 1: gt holds 4 labels"):
+        evaluate(OraclePredictor([]), [samples[0], (image, labels)])
+    tiny = np.zeros(labels.shape, dtype=bool)
+    tiny[:3, :3] = True
+    with pytest.raises(ValueError, match="no sample has an object of at least 30 pixels"):
+        evaluate(OraclePredictor([]), [(image, tiny), (image, samples[0][1], samples[0][1])])
+    # 0/255 and 0/1 masks of any dtype are one object each
+    r = evaluate(OraclePredictor([s[1] for s in samples]), [(image, s[1].astype(np.uint8) * 255) for s in samples])
+    assert r["dataset"]["n_objects"] == 3
+
+
 def test_random_walker_baseline_in_the_harness():
     image, labels, samples = _arrays()
     r = evaluate("random_walker", samples, max_clicks=3)

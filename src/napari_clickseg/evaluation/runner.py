@@ -150,7 +150,14 @@ def _from_arrays(samples: Sequence, max_objects: int | None, seed: int, min_obje
     for i, s in enumerate(samples):
         if not isinstance(s, (tuple, list)) or len(s) not in (2, 3):
             raise ValueError(f"sample {i} must be (image, gt) or (image, gt, ignore)")
-        image, gt = np.asarray(s[0]), np.asarray(s[1], dtype=bool)
+        image, gt = np.asarray(s[0]), np.asarray(s[1])
+        values = np.unique(gt[gt != 0])
+        if values.size > 1:
+            raise ValueError(
+                f"sample {i}: gt holds {values.size} labels; give one binary mask per object "
+                "(or a folder with labels/ for instance maps)"
+            )
+        gt = gt.astype(bool)
         ignore = None if len(s) == 2 or s[2] is None else np.asarray(s[2], dtype=bool)
         if gt.shape != image.shape[:2]:
             raise ValueError(f"sample {i}: gt shape {gt.shape} does not match image {image.shape}")
@@ -160,6 +167,8 @@ def _from_arrays(samples: Sequence, max_objects: int | None, seed: int, min_obje
             skipped += 1
             continue
         items_all.append((i, f"sample{i}", i))
+    if not items_all:
+        raise ValueError(f"no sample has an object of at least {min_object_px} pixels (outside its ignore mask)")
     items, sampled = _sample(items_all, max_objects, seed)
     return EvalSet(
         name="arrays",
