@@ -103,6 +103,23 @@ def test_masks_folder_ignore_band(tmp_path):
     assert ds2.object_masks(0)[1].sum() == mask.sum() + ignore.sum()
 
 
+def test_masks_folder_refuses_instance_maps(tmp_path):
+    # regression: an instance map in masks/ (cellpose's *_masks.tif are such maps) was read as
+    # one object, the union of every instance, with instance 128 taken as "ignore"
+    root = make_masks_folder(tmp_path / "inst", n=1)
+    lab = np.zeros((60, 60), np.uint16)
+    lab[_disk((60, 60), (15, 15), 8)] = 1
+    lab[_disk((60, 60), (40, 40), 8)] = 2
+    tifffile.imwrite(root / "masks" / "m0.tif", lab)
+    (root / "masks" / "m0.png").unlink()
+    with pytest.raises(DataError, match=r"m0.tif: .*2 object values \(1, 2\).*labels/"):
+        FolderDataset(root)
+    # 0/1 masks of any dtype stay one object; without an ignore value every non-zero value is object
+    tifffile.imwrite(root / "masks" / "m0.tif", (lab > 0).astype(np.uint16))
+    assert len(FolderDataset(root)) == 1
+    assert len(FolderDataset(make_masks_folder(tmp_path / "band"), ignore_value=None)) == 2
+
+
 def test_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match="not found"):
         FolderDataset(tmp_path / "nope")

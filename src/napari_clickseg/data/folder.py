@@ -8,8 +8,9 @@ error naming the file.
 - ``labels/``: instance maps, 0 = background, every other value one object;
   each object of at least ``min_object_px`` pixels is one sample.
 - ``masks/``: one object per file; ``ignore_value`` (default 128, GrabCut's
-  unlabelled band) marks pixels excluded from losses and scores; every other
-  non-zero value is the object.
+  unlabelled band) marks pixels excluded from losses and scores; the one other
+  non-zero value is the object (a file with several, e.g. an instance map, is
+  refused; with ``ignore_value=None`` every non-zero value is the object).
 
 Images are cached as the engine sees them: ``prepare_image`` (float (H, W, 3)
 in [0, 1], robust percentile scaling over the whole image), stored as float16.
@@ -165,6 +166,14 @@ class FolderDataset:
         gt = gt.astype(np.int64)
         if self.kind == "masks":
             ignore = gt == self.ignore_value if self.ignore_value is not None else np.zeros(gt.shape, bool)
+            values = np.unique(gt[(gt != 0) & ~ignore]) if self.ignore_value is not None else []
+            if len(values) > 1:
+                shown = ", ".join(str(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+                raise DataError(
+                    f"{path}: a mask holds one object, but this file has {len(values)} object values "
+                    f"({shown}); put instance label maps in labels/, and save masks losslessly "
+                    f"(0, one object value, {self.ignore_value} = ignore)"
+                )
             t = (gt != 0).astype(np.int8)
             t[ignore] = IGNORE_LABEL
             return t
