@@ -123,9 +123,18 @@ def test_run_dir_is_protected(data, tmp_path):
     out = tmp_path / "run"
     train(_cfg(data, out, iterations=1, val_every=0), log=lambda m: None)
     before = (out / "checkpoint.pt").read_bytes()
-    with pytest.raises(RunDirError, match="already holds a training run; use --resume"):
+    with pytest.raises(RunDirError, match="already holds checkpoint.pt, .*use --resume"):
         train(_cfg(data, out, iterations=1), log=lambda m: None)
     assert (out / "checkpoint.pt").read_bytes() == before
+    # regression: a folder with the user's own config.json or log.csv had them replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    (mine / "log.csv").write_text("my notes")
+    with pytest.raises(RunDirError, match="already holds config.json, log.csv"):
+        train(_cfg(data, mine, iterations=1), log=lambda m: None)
+    assert (mine / "log.csv").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == [
+        "config.json", "log.csv"]
     with pytest.raises(RunDirError, match="nothing to resume"):
         train(_cfg(data, tmp_path / "empty"), resume=True, log=lambda m: None)
 

@@ -159,6 +159,10 @@ def _already_finished(cfg: TrainConfig, state: dict[str, Any]) -> bool:
     return spent and bool(state.get("finished", True))
 
 
+#: every file a run writes into its folder; a new run refuses a folder holding any of them
+RUN_FILES = (CHECKPOINT_NAME, "config.json", "log.csv", "curves.png", "best.safetensors", "last.safetensors")
+
+
 def check_resume_options(cfg: TrainConfig, explicit: Iterable[str]) -> None:
     """Refuse options given for ``--resume`` that differ from the run's saved config.
 
@@ -328,9 +332,10 @@ def train(
         saved.iterations = cfg.iterations if cfg.iterations is not None else saved.iterations
         cfg = saved
         state = load_checkpoint(ckpt_path)
-    elif ckpt_path.exists() or any((out / n).exists() for n in ("best.safetensors", "last.safetensors")):
+    elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
         raise RunDirError(
-            f"{out} already holds a training run; use --resume to continue it or choose another --out"
+            f"{out} already holds {', '.join(found)}: a training run (use --resume to continue it) "
+            "or files a run would replace; choose another --out"
         )
     cfg.validate()
     cfg = cfg.resolved()
