@@ -371,6 +371,35 @@ def test_a_contradicted_click_gets_its_label_back():
     assert p.click_radius == 2.0
 
 
+class DiskAndFaintSquare(ClickDisk):
+    """The click disk (p ~ 1) and, apart from it, a square at p = 0.4 in the crop's corner."""
+
+    def decode(self, enc, image):
+        x = enc["x"]
+        logits = torch.where(x > 0.5, 10.0, -10.0)
+        logits[..., :40, :40] = float(np.log(0.4 / 0.6))
+        return {"logits": logits}
+
+
+def test_post_processing_judges_foreground_by_the_callers_threshold():
+    p = Predictor(DiskAndFaintSquare(), device="cpu", target_size=256, zoom_in=False, click_radius=0)
+    p.set_image(np.zeros((256, 256), dtype=np.uint8))
+    clicks = [(200, 200, True)]
+    raw = p.predict(clicks, structural_integrity=False)
+    assert raw[200, 200] > 0.99 and raw[10, 10] == pytest.approx(0.4, abs=1e-3)
+    # at 0.3 the square is foreground, not joined to the click: structural integrity drops it
+    low = p.predict(clicks, threshold=0.3)
+    assert low[10, 10] < 0.3 and low[200, 200] > 0.99
+    assert p.last_stats["from_history"]  # the threshold shapes only the returned map
+    # a negative click on the square: honouring judges "contradicted" at the threshold too
+    p.click_radius = 5
+    neg = p.predict([*clicks, (10, 10, False)], structural_integrity=False, threshold=0.3)
+    assert neg[10, 10] == 0.0
+    for bad in (0, 1.5, float("nan"), "0.5", True, None):
+        with pytest.raises(ValueError, match="threshold"):
+            p.predict(clicks, threshold=bad)
+
+
 class CachingClickDisk(ClickDisk):
     caches_image_features = True
 

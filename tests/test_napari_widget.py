@@ -216,7 +216,9 @@ def test_threshold_and_settings_repredict(open_dock, fluo):
     w.graphcut_check.value = True
     assert w._generation > gen and w._result.prob is not None
     area = w.layers["preview"].data.sum()
-    w.threshold_slider.value = 0.95  # re-thresholds without a new prediction
+    gen = w._generation
+    w.threshold_slider.value = 0.95  # post-processing judges by it: re-predicted from the history
+    assert w._generation > gen and w.handle.predictor.last_stats["from_history"]
     assert w.layers["preview"].data.sum() <= area
 
 

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     prob = predictor.predict(
         clicks, brs=args.brs, structural_integrity=not args.no_structural_integrity,
-        graph_cut=args.graph_cut,
+        graph_cut=args.graph_cut, threshold=args.threshold,
     )
     seconds = time.perf_counter() - t0
     dtype = np.uint8 if args.label <= 255 else np.uint16

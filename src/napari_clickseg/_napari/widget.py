@@ -289,9 +289,9 @@ class ClickSegWidget(Container):
         self.image_combo.changed.connect(self._on_image_changed)
         self.channel_combo.changed.connect(self._on_channel_changed)
         self.model_combo.changed.connect(self._on_model_changed)
-        for w in (self.refinement_combo, self.integrity_check, self.graphcut_check):
+        # the threshold reaches post-processing too; clicks already seen come from the history
+        for w in (self.refinement_combo, self.integrity_check, self.graphcut_check, self.threshold_slider):
             w.changed.connect(lambda *_: self.request_prediction())
-        self.threshold_slider.changed.connect(lambda *_: self._show_preview())
         self.commit_button.changed.connect(lambda *_: self.commit())
         self.undo_button.changed.connect(lambda *_: self.undo())
         self.redo_button.changed.connect(lambda *_: self.redo())
@@ -952,6 +952,7 @@ class ClickSegWidget(Container):
             "brs": REFINEMENTS[self.refinement_combo.value],
             "structural_integrity": bool(self.integrity_check.value),
             "graph_cut": bool(self.graphcut_check.value),
+            "threshold": float(self.threshold_slider.value),
         }
 
     def settings(self) -> dict[str, Any]:
@@ -959,7 +960,6 @@ class ClickSegWidget(Container):
         g = self.geometry
         return {
             **self._options(),
-            "threshold": float(self.threshold_slider.value),
             "overwrite": bool(self.overwrite_check.value),
             "image": None if self.image_layer is None else self.image_layer.name,
             "channel_axis": None if g is None else g.channel_axis,

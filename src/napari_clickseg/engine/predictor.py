@@ -274,6 +274,7 @@ class Predictor:
         brs: str = "off",
         structural_integrity: bool = True,
         graph_cut: bool = False,
+        threshold: float = 0.5,
     ) -> np.ndarray:
         """Foreground probability after ``clicks``.
 
@@ -282,6 +283,8 @@ class Predictor:
             brs: "off", "brs" or "fbrs" (test-time refinement at every click).
             structural_integrity: drop foreground not 8-connected to a positive click.
             graph_cut: refine the output with a min-cut (result is 0/1).
+            threshold: the foreground threshold the caller will apply; click honouring
+                and structural integrity judge foreground by it.
 
         Returns:
             A new float32 (H, W) array in [0, 1]. Post-processing (click honouring,
@@ -290,10 +293,12 @@ class Predictor:
 
         Raises:
             ValueError: no image set, no clicks, clicks outside the image or not
-                finite, or an unknown ``brs`` mode.
+                finite, an unknown ``brs`` mode, or a threshold outside (0, 1].
         """
         if not isinstance(brs, str) or brs not in BRS_MODES:
             raise ValueError(f"brs must be one of {BRS_MODES}, got {brs!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
         if isinstance(clicks, (str, bytes)) or not isinstance(clicks, Iterable):
             raise ValueError(f"clicks must be a sequence of (row, col, positive), got {type(clicks).__name__}")
         clicks = as_clicks(clicks)
@@ -305,7 +310,7 @@ class Predictor:
             t0 = time.perf_counter()
             state, forwards, iters = self._state_for(clicks, brs)
             out = np.zeros(shape, dtype=np.float32)  # calloc: untouched pages stay free
-            out[state.box.slices] = self._postprocess(state, clicks, structural_integrity, graph_cut)
+            out[state.box.slices] = self._postprocess(state, clicks, structural_integrity, graph_cut, threshold)
             self.last_stats = {
                 "forwards": forwards,
                 "from_history": forwards == 0,
@@ -431,17 +436,19 @@ class Predictor:
         return _State(tr.box, patch, tr, iters)
 
     def _postprocess(
-        self, state: _State, clicks: list[Click], structural: bool, graph_cut: bool
+        self, state: _State, clicks: list[Click], structural: bool, graph_cut: bool, threshold: float
     ) -> np.ndarray:
         patch = state.patch
         if not (structural or graph_cut or self.click_radius > 0):
             return patch
         local = [c.shifted(state.box.y0, state.box.x0) for c in clicks]
         if self.click_radius > 0:
-            patch = postprocess.honour_clicks(patch, local, self.click_radius / min(state.transform.scale))
+            patch = postprocess.honour_clicks(
+                patch, local, self.click_radius / min(state.transform.scale), threshold
+            )
         if graph_cut:
             assert self._image01 is not None
             patch = postprocess.graph_cut(patch, self._image01[state.box.slices], local)
         if structural:
-            patch = postprocess.structural_integrity(patch, local)
+            patch = postprocess.structural_integrity(patch, local, threshold)
         return patch
