@@ -181,8 +181,10 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         "",
         *(
             [
-                "Selection scores (48 val objects on crops, 5 clicks; not PROTOCOL numbers): "
-                + ", ".join(f"{k} {v:.3f}" for k, v in meta["metrics"].items() if isinstance(v, float)),
+                f"Selection scores ({int(meta['metrics'].get('val_crops_objects', 0))} val objects on crops, "
+                "5 clicks; not PROTOCOL numbers): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in meta["metrics"].items()
+                            if isinstance(v, float) and k != "val_crops_objects"),
                 "",
             ]
             if meta.get("metrics")
