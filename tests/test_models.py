@@ -93,6 +93,9 @@ def test_bad_kwarg_values_name_the_model():
     # regression: train --set 'model_kwargs={"decoder_width": -3}' ended in a torch traceback
     with pytest.raises(ValueError, match="bad arguments for model 'early'.*negative dimension"):
         create_model("early", decoder_width=-3)
+    # a zero width builds, then failed at the first forward pass
+    with pytest.raises(ValueError, match="bad arguments for model 'early'.*no channels"):
+        create_model("early", decoder_width=0)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -48,5 +48,10 @@ def create_model(name: str, **kwargs: Any) -> ClickSegModel:
         model = _REGISTRY[name](**kwargs)
     except (TypeError, ValueError, RuntimeError) as e:  # unknown names; values torch refuses
         raise ValueError(f"bad arguments for model {name!r}: {e}") from None
+    from torch import nn
+
+    empty = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and 0 in (m.in_channels, m.out_channels)]
+    if empty:  # torch builds these and fails only at the first forward pass
+        raise ValueError(f"bad arguments for model {name!r}: {kwargs} give layer {empty[0]} no channels")
     model.arch_kwargs = dict(kwargs)
     return model
