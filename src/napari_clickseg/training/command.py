@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,15 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="any other TrainConfig field, value as JSON (e.g. --set max_iter_clicks=2)")
 
 
-def _absolute(dirs: list[str]) -> list[str] | None:
-    """Folders as absolute paths (``--resume`` may run from elsewhere); None if none given."""
-    return [os.path.abspath(d) for d in dirs] or None
-
-
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """Config fields set by named command-line options (``None``: not given)."""
     given = {
-        "model": args.model, "train_dirs": _absolute(args.data), "val_dirs": _absolute(args.val),
+        "model": args.model, "train_dirs": args.data or None, "val_dirs": args.val or None,
         "init": args.init, "minutes": args.minutes, "iterations": args.iterations, "out": args.out,
         "batch_size": args.batch_size, "crop_size": args.crop_size, "lr": args.lr, "loss": args.loss,
         "click_schedule": args.click_schedule, "seed": args.seed, "device": args.device,

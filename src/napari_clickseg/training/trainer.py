@@ -180,6 +180,10 @@ def check_resume_options(cfg: TrainConfig, explicit: Iterable[str]) -> None:
     if not path.is_file():
         return  # train() says there is nothing to resume
     saved, given = TrainConfig.load(path).to_dict(), cfg.to_dict()
+    for d in (saved, given):  # folders compare as absolute paths (./DIR is DIR; saved runs hold them absolute)
+        for k in ("train_dirs", "val_dirs"):
+            if d.get(k) is not None:
+                d[k] = [os.path.abspath(p) for p in d[k]]
     if "model" in explicit:
         given["model"] = resolve_model_name(cfg.model)
     differ = [
