@@ -270,8 +270,10 @@ def test_command_line_config(tmp_path):
     args = p.parse_args(["--model", "fca", "--data", "a", "--data", "b", "--val", "v", "--init", "imagenet",
                          "--minutes", "30", "--out", str(tmp_path / "r"), "--set", "max_iter_clicks=2"])
     cfg = config_from_args(args)
-    assert cfg.train_dirs == [os.path.abspath("a"), os.path.abspath("b")] and cfg.minutes == 30
-    assert cfg.val_dirs == [os.path.abspath("v")]
+    assert cfg.train_dirs == ["a", "b"] and cfg.minutes == 30 and cfg.val_dirs == ["v"]
+    # the run (and its config.json) holds them absolute
+    assert cfg.resolved().train_dirs == [os.path.abspath("a"), os.path.abspath("b")]
+    assert cfg.resolved().val_dirs == [os.path.abspath("v")]
     assert cfg.max_iter_clicks == 2 and cfg.init == "imagenet"
     assert cfg.batch_size == 8 and cfg.model == "fca"  # TrainConfig defaults where not given
     saved = tmp_path / "c.json"
