@@ -188,7 +188,8 @@ def test_random_init_model_in_the_harness():
     assert all(0.0 <= v <= 1.0 for v in r["metrics"]["miou_curve"])
     assert r["model"]["arch"] == "early" and r["model"]["device"] == "cpu"
     assert r["settings"]["zoom_in"] is True and r["settings"]["zoom_expansion"] == p.expansion
-    assert f"zoom-in True (box x{p.expansion:g})" in markdown_table([r])
+    assert r["settings"]["zoom_min_crop"] == p.min_crop_size and r["settings"]["zoom_max_upscale"] == p.max_upscale
+    assert f"zoom-in True (box x{p.expansion:g}, at least {p.min_crop_size} px, up to {p.max_upscale:g}x)" in markdown_table([r])
     assert r["set_image_seconds"]["n"] == 2
     # the model can also be passed directly
     r2 = evaluate(create_model("early"), samples[:1], max_clicks=1, zoom_in=False)

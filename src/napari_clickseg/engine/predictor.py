@@ -124,15 +124,11 @@ class Predictor:
             ph2/val 1.8 vs 3.3, GrabCut 8.2 vs 8.3, dsb2018/val 5.1 vs 4.5, at 0.56x
             the compute).
         min_crop_size: minimum side of the zoom box in image pixels (48: small
-            nuclei are magnified 4x, ``max_upscale``; with the round-8 ``hires``
-            weights on the 50 PROTOCOL dsb2018/val objects, NoC@90 with 48 / 40 /
-            64 (max_upscale 4 / 4.8 / 3): 5.80 / 6.74 / 6.64).
-        first_window: the first click sees the whole image if its long side is at
-            most this, else a window of this size around the click; that view is
-            resized to ``target_size`` to find the object; when the object found is
-            small (under a quarter of ``target_size``), a second pass zooms in on it:
-            nuclei are segmented magnified, large objects in one pass.
-        expansion: zoom box = box of mask and clicks times this factor.
+            nuclei are magnified 4x, ``max_upscale``). How much magnification
+            helps depends on the weights: on 150 dsb2018/val objects (seed 1),
+            NoC@90 with 40 / 48 / 64 / 80 / 96 / 128 (max_upscale = 192 / that)
+            was 7.21 / 6.64 / 6.35 / 6.01 / 6.10 / 6.68 for round-8 ``hires``,
+            8.05 (48) / 8.67 (80) for ``fca``.
         max_upscale: largest magnification of a zoom crop.
         click_radius: a click the network contradicts gets its label back in a disk
             of up to this many view pixels, reaching no further than the nearest

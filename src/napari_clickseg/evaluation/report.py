@@ -187,6 +187,8 @@ def markdown_table(results: Sequence[dict]) -> str:
         )
         expansion = s.get("zoom_expansion")
         expansion_txt = f" (box x{expansion:g})" if s.get("zoom_in") and expansion else ""
+        if s.get("zoom_in") and s.get("zoom_min_crop"):
+            expansion_txt = expansion_txt[:-1] + f", at least {s['zoom_min_crop']} px, up to {s['zoom_max_upscale']:g}x)"
         lines.append(
             f"- **{run_label(r)}** on `{d.get('path') or d.get('name')}` (split {d.get('split')}, "
             f"{sampled}, {d.get('n_images_used')} images): weights `{weights}` sha256 `{sha}`; "

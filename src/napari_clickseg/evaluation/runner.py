@@ -409,6 +409,8 @@ def evaluate(
         "structural_integrity": bool(structural_integrity),
         "zoom_in": getattr(predictor, "zoom_in", zoom_in),
         "zoom_expansion": getattr(predictor, "expansion", None),
+        "zoom_min_crop": getattr(predictor, "min_crop_size", None),
+        "zoom_max_upscale": getattr(predictor, "max_upscale", None),
         "click_radius": getattr(predictor, "click_radius", None),
         "graph_cut": bool(graph_cut),
         "stop_iou": stop_iou,
