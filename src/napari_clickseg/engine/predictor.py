@@ -128,7 +128,7 @@ class Predictor:
             helps depends on the weights: on 150 dsb2018/val objects (seed 1),
             NoC@90 with 40 / 48 / 64 / 80 / 96 / 128 (max_upscale = 192 / that)
             was 7.21 / 6.64 / 6.35 / 6.01 / 6.10 / 6.68 for round-8 ``hires``,
-            8.05 (48) / 8.67 (80) for ``fca``.
+            8.05 (48) / 8.67 (80) for ``fca``, 9.56 / 10.37 for ``two_stream``.
         max_upscale: largest magnification of a zoom crop.
         click_radius: a click the network contradicts gets its label back in a disk
             of up to this many view pixels, reaching no further than the nearest
