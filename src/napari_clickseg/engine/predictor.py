@@ -129,6 +129,12 @@ class Predictor:
             NoC@90 with 40 / 48 / 64 / 80 / 96 / 128 (max_upscale = 192 / that)
             was 7.21 / 6.64 / 6.35 / 6.01 / 6.10 / 6.68 for round-8 ``hires``,
             8.05 (48) / 8.67 (80) for ``fca``, 9.56 / 10.37 for ``two_stream``.
+        first_window: the first click sees the whole image if its long side is at
+            most this, else a window of this size around the click; that view is
+            resized to ``target_size`` to find the object; when the object found is
+            small (under a quarter of ``target_size``), a second pass zooms in on it:
+            nuclei are segmented magnified, large objects in one pass.
+        expansion: zoom box = box of mask and clicks times this factor.
         max_upscale: largest magnification of a zoom crop.
         click_radius: a click the network contradicts gets its label back in a disk
             of up to this many view pixels, reaching no further than the nearest

@@ -185,10 +185,12 @@ def markdown_table(results: Sequence[dict]) -> str:
         stop_txt = (
             f"; objects stop at IoU >= {stop} and repeat their last IoU" if stop is not None else ""
         )
-        expansion = s.get("zoom_expansion")
-        expansion_txt = f" (box x{expansion:g})" if s.get("zoom_in") and expansion else ""
-        if s.get("zoom_in") and s.get("zoom_min_crop"):
-            expansion_txt = expansion_txt[:-1] + f", at least {s['zoom_min_crop']} px, up to {s['zoom_max_upscale']:g}x)"
+        zoom = [f"box x{s['zoom_expansion']:g}"] if s.get("zoom_expansion") else []
+        if s.get("zoom_min_crop"):
+            zoom.append(f"at least {s['zoom_min_crop']} px")
+        if s.get("zoom_max_upscale"):
+            zoom.append(f"up to {s['zoom_max_upscale']:g}x")
+        expansion_txt = f" ({', '.join(zoom)})" if s.get("zoom_in") and zoom else ""
         lines.append(
             f"- **{run_label(r)}** on `{d.get('path') or d.get('name')}` (split {d.get('split')}, "
             f"{sampled}, {d.get('n_images_used')} images): weights `{weights}` sha256 `{sha}`; "
