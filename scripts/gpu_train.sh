@@ -8,7 +8,9 @@
 # DATA_DIR holds dsb2018/train, ph2/train and coco_mval (scripts/pack_training_data.py).
 # Every minute the runs' last.safetensors and logs are copied to $OUT (when set), so a run cut
 # off by the machine's time limit still returns its latest weights.
-# DEVICE=cpu runs the same on a machine without a GPU (a dry run).
+# DEVICE=cpu runs the same on a machine without a GPU (a dry run). SCHEDULE=click_by_click
+# trains with a loss after every robot click (default: iterative). Where DATA_DIR also holds
+# dsb2018/val and ph2/val, they are the validation folders (best.safetensors is copied too).
 set -uo pipefail
 minutes=${1:?minutes} runs=${2:?runs dir} data=${3:?data dir}
 shift 3
@@ -31,8 +33,9 @@ mkdir -p "$runs"
 launch() {  # model init ranks batch workers lr minutes
   local args=(train --model "$1" --init "$2" --batch-size "$4" --workers "$5" --lr "$6" --minutes "$7"
     --data "$data/dsb2018/train" --data "$data/ph2/train" --data "$data/coco_mval"
-    --loss nfl --click-schedule iterative --crop-size 192 --threads 1 --device "${DEVICE:-cuda}"
+    --loss nfl --click-schedule "${SCHEDULE:-iterative}" --crop-size 192 --threads 1 --device "${DEVICE:-cuda}"
     --set "object_scale=[0.05,0.8]" --set checkpoint_minutes=1.5 --out "$runs/$1")
+  for v in dsb2018/val ph2/val; do [[ -d "$data/$v/images" ]] && args+=(--val "$data/$v"); done
   if [[ "$3" -gt 1 ]]; then
     torchrun --standalone --nproc_per_node "$3" -m napari_clickseg.cli "${args[@]}" >"$runs/$1.log" 2>&1 &
   else
@@ -53,6 +56,7 @@ copy_out() {
   [[ -n "${OUT:-}" ]] || return 0
   for m in "${!specs[@]}"; do
     [[ -f "$runs/$m/last.safetensors" ]] && cp "$runs/$m/last.safetensors" "$OUT/$m.safetensors"
+    [[ -f "$runs/$m/best.safetensors" ]] && cp "$runs/$m/best.safetensors" "$OUT/$m.best.safetensors"
     [[ -f "$runs/$m.log" ]] && grep -v "^iteration [0-9]*[1-9]0 " "$runs/$m.log" >"$OUT/$m.log"
   done
 }

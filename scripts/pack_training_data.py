@@ -1,6 +1,6 @@
 """Pack the training folders of ../shared/data small enough to travel to a lent GPU machine.
 
-The device tool carries at most 64 MiB (repository included), so images are re-encoded as
+The device tool carries at most 64 MiB (repository included, its ~43 MB of weights too), so images are re-encoded as
 JPEG and the natural / dermoscopy images are downscaled; label maps and masks
 stay lossless (masks resized with nearest neighbour). The folder layout stays the
 ``images/`` + ``labels/`` / ``masks/`` one that ``napari-clickseg train`` reads.
@@ -17,8 +17,11 @@ from pathlib import Path
 from PIL import Image
 
 #: folder -> (scale applied to images and masks, JPEG quality); dsb2018 nuclei are small:
-#: kept at full size and the highest quality
-FOLDERS = {"dsb2018/train": (1.0, 95), "ph2/train": (0.5, 90), "coco_mval": (0.75, 85)}
+#: kept at full size and high quality; the val folders serve best-on-validation selection
+FOLDERS = {
+    "dsb2018/train": (1.0, 90), "ph2/train": (0.5, 85), "coco_mval": (0.6, 70),
+    "dsb2018/val": (1.0, 90), "ph2/val": (0.5, 85),
+}
 
 
 def pack(src: Path, dst: Path) -> None:
