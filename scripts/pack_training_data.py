@@ -19,8 +19,8 @@ from PIL import Image
 #: folder -> (scale applied to images and masks, JPEG quality); dsb2018 nuclei are small:
 #: kept at full size and high quality; the val folders serve best-on-validation selection
 FOLDERS = {
-    "dsb2018/train": (1.0, 90), "ph2/train": (0.5, 85), "coco_mval": (0.6, 70),
-    "dsb2018/val": (1.0, 90), "ph2/val": (0.5, 85),
+    "dsb2018/train": (1.0, 85), "ph2/train": (0.5, 85), "coco_mval": (0.5, 75),
+    "dsb2018/val": (1.0, 85), "ph2/val": (0.5, 85),
 }
 
 

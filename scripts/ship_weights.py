@@ -21,7 +21,13 @@ import json
 import shutil
 from pathlib import Path
 
-from napari_clickseg.weights import load_weights, read_metadata, save_weights, sha256_file
+from napari_clickseg.weights import (
+    load_weights,
+    read_metadata,
+    save_weights,
+    set_engine_settings,
+    sha256_file,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
@@ -144,7 +150,8 @@ def _copy_with_history(src: Path, dst: Path) -> None:
         return
     *earlier, _ = stages(meta)
     model, meta = load_weights(src)
-    save_weights(model, dst, training={**meta["training"], "earlier_stages": earlier}, metrics=meta.get("metrics"))
+    save_weights(model, dst, training={**meta["training"], "earlier_stages": earlier}, metrics=meta.get("metrics"),
+                 engine=meta.get("engine"))
 
 
 def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, notes: str, status: str,
@@ -159,6 +166,10 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         f"- file: `weights/{name}.safetensors` (fp16 safetensors), sha256 `{sha}`",
         f"- architecture: `{meta['arch']}` with kwargs `{json.dumps(meta['kwargs'])}`",
         f"- normalisation: {json.dumps(meta.get('normalization'))}",
+        *(
+            [f"- engine settings (the predictor uses them unless told otherwise): `{json.dumps(meta['engine'])}`"]
+            if meta.get("engine") else []
+        ),
         "",
         f"**Status:** {status}",
         "",
@@ -218,6 +229,8 @@ def main() -> int:
                     help="of the --copy models, those whose run's last.safetensors is shipped instead of best")
     ap.add_argument("--status", action="append", default=[], metavar="NAME=TEXT",
                     help="a model's status line on its card")
+    ap.add_argument("--engine", action="append", default=[], metavar="NAME=JSON",
+                    help='Predictor settings written into a model\'s file, e.g. hires={"min_crop_size": 80}')
     ap.add_argument("--sharing", default="", help="how many runs shared the CPU cores in each stage")
     args = ap.parse_args()
 
@@ -232,6 +245,15 @@ def main() -> int:
             ap.error(f"--copy {name}: no best.safetensors or last.safetensors in {args.runs / name}")
         _copy_with_history(src, WEIGHTS / f"{name}.safetensors")
         print(f"{name}: {src} -> weights/{name}.safetensors")
+    for item in args.engine:
+        name, _, raw = item.partition("=")
+        if name not in args.models:
+            ap.error(f"--engine for unknown model {name!r}; models: {args.models}")
+        try:
+            sha = set_engine_settings(WEIGHTS / f"{name}.safetensors", json.loads(raw))
+        except (json.JSONDecodeError, ValueError) as e:
+            ap.error(f"--engine {item!r}: {e}")
+        print(f"{name}: engine settings {raw} (sha256 {sha[:12]})")
     bad = [item for item in args.status if "=" not in item]
     if bad:
         ap.error(f"--status takes NAME=TEXT, got {bad[0]!r}")

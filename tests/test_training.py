@@ -18,7 +18,7 @@ from napari_clickseg.training.checkpoint import load_checkpoint
 from napari_clickseg.training.command import add_arguments, config_from_args
 from napari_clickseg.training.config import TrainConfig
 from napari_clickseg.training.trainer import RunDirError, rank_device, train
-from napari_clickseg.weights import load_weights, read_metadata
+from napari_clickseg.weights import load_weights, read_metadata, set_engine_settings
 
 
 def _folder(root: Path, n: int = 3, size: int = 48, seed: int = 0) -> Path:
@@ -70,12 +70,14 @@ def test_one_step_smoke(data, tmp_path):
     assert meta["training"]["iterations"] == 1 and meta["training"]["hardware"]["device"] == "cpu"
     assert "val_crops_score" in meta["metrics"]
     assert TrainConfig.load(out / "config.json").loss == "balanced_bce"
-    # fine-tuning from a weights file keeps that file's architecture kwargs
+    # fine-tuning from a weights file keeps that file's architecture kwargs and engine settings
+    set_engine_settings(out / "best.safetensors", {"min_crop_size": 64})
     tuned = tmp_path / "tuned"
     train(_cfg(data, tuned, iterations=1, val_every=0, val_dirs=[], init=str(out / "best.safetensors"),
                model_kwargs={}), log=lambda m: None)
     tuned_meta = read_metadata(tuned / "last.safetensors")
-    assert tuned_meta["kwargs"] == {"decoder_width": 8}
+    assert tuned_meta["kwargs"] == {"decoder_width": 8} and tuned_meta["engine"] == {"min_crop_size": 64}
+    assert torch.load(tuned / "checkpoint.pt", weights_only=True)["engine"] == {"min_crop_size": 64}  # for --resume
     # the weights carry the stage they were initialised from, even if that file is replaced later
     (earlier,) = tuned_meta["training"]["earlier_stages"]
     assert earlier["config"]["init"] == "scratch" and earlier["iterations"] == 1

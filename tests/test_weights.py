@@ -19,6 +19,7 @@ from napari_clickseg.weights import (
     read_metadata,
     resolve_weights,
     save_weights,
+    set_engine_settings,
     sha256_file,
     shipped_manifest,
     shipped_models,
@@ -296,6 +297,57 @@ def test_non_finite_buffers_are_refused(saved, tmp_path, value):
 def read_metadata_keys(path) -> list[str]:
     with safe_open(str(path), framework="pt") as f:
         return sorted(f.keys())
+
+
+def test_engine_settings_round_trip(model, tmp_path):
+    f = tmp_path / "e.safetensors"
+    save_weights(model, f, engine={"min_crop_size": 80, "max_upscale": 2.4})
+    assert read_metadata(f)["engine"] == {"min_crop_size": 80, "max_upscale": 2.4}
+    plain = tmp_path / "p.safetensors"
+    save_weights(model, plain)
+    assert "engine" not in read_metadata(plain)
+
+
+@pytest.mark.parametrize("engine, match", [
+    ({"zoom": 2}, "unknown setting 'zoom'"),
+    ({"min_crop_size": 40.5}, "min_crop_size must be an integer"),
+    ({"min_crop_size": True}, "must be an integer"),
+    ({"max_upscale": "2"}, "max_upscale must be a number"),
+    ({"max_upscale": 0}, r"max_upscale must be in \[0.1, 64\]"),
+    ({"min_crop_size": 0}, "min_crop_size must be in"),
+    ([80], "expected a dict"),
+])
+def test_bad_engine_settings(model, saved, tmp_path, engine, match):
+    with pytest.raises(WeightsError, match=match):
+        save_weights(model, tmp_path / "bad.safetensors", engine=engine)
+    assert not (tmp_path / "bad.safetensors").exists()
+    # a file carrying bad settings is refused on read, naming the file
+    f = tmp_path / "tampered.safetensors"
+    path, _ = saved
+    with safe_open(str(path), framework="pt") as g:
+        meta = json.loads(g.metadata()[META_KEY])
+        state = {k: g.get_tensor(k) for k in g.keys()}  # noqa: SIM118
+    save_file(state, str(f), metadata={META_KEY: json.dumps({**meta, "engine": engine})})
+    with pytest.raises(WeightsError, match="tampered.safetensors: engine"):
+        load_weights(f)
+
+
+def test_set_engine_settings_keeps_tensors(model, saved, tmp_path):
+    path, digest = saved
+    f = tmp_path / "copy.safetensors"
+    f.write_bytes(path.read_bytes())
+    new = set_engine_settings(f, {"min_crop_size": 64})
+    assert new == sha256_file(f) != digest
+    meta = read_metadata(f)
+    assert meta["engine"] == {"min_crop_size": 64} and meta["training"] == {"iterations": 3}
+    with safe_open(str(path), framework="pt") as a, safe_open(str(f), framework="pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())  # noqa: SIM118
+    with pytest.raises(WeightsError, match="unknown setting"):
+        set_engine_settings(f, {"nope": 1})
+    assert read_metadata(f)["engine"] == {"min_crop_size": 64}  # a refused change leaves the file alone
+    assert set_engine_settings(f, {}) == digest  # removing them restores the original file
+    assert "engine" not in read_metadata(f)
 
 
 def test_sha256_mismatch(saved):

@@ -7,6 +7,8 @@ A weights file stores the state dict (fp16 or fp32) and one metadata entry,
 - ``normalization``: mean/std the model expects on images scaled to [0, 1],
 - ``training``: how the weights were made (config, data, iterations, wall time),
 - ``metrics``: scores per PROTOCOL.md, where measured,
+- ``engine`` (optional): Predictor settings that suit these weights (``ENGINE_SETTINGS``),
+  applied by ``Predictor.from_pretrained`` unless its caller overrides them,
 - ``trained``: False for a random initialisation (refused by ``load_weights``
   unless ``allow_untrained``).
 
@@ -29,6 +31,11 @@ if TYPE_CHECKING:
 META_KEY = "napari_clickseg"
 FORMAT_VERSION = 1
 ENV_WEIGHTS_DIR = "NAPARI_CLICKSEG_WEIGHTS"
+#: Predictor settings a weights file may carry (``engine``): name -> (type, smallest, largest)
+ENGINE_SETTINGS: dict[str, tuple[type, float, float]] = {
+    "min_crop_size": (int, 1, 4096),
+    "max_upscale": (float, 0.1, 64.0),
+}
 
 
 class WeightsError(ValueError):
@@ -44,12 +51,34 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def check_engine_settings(engine: Any, where: str = "engine settings") -> dict[str, Any]:
+    """``engine`` validated against ``ENGINE_SETTINGS``, values cast to their types.
+
+    Raises:
+        WeightsError: not a dict, an unknown name, a wrong type or a value out of range.
+    """
+    if not isinstance(engine, dict):
+        raise WeightsError(f"{where}: expected a dict of Predictor settings, got {type(engine).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in engine.items():
+        if key not in ENGINE_SETTINGS:
+            raise WeightsError(f"{where}: unknown setting {key!r}; known: {', '.join(ENGINE_SETTINGS)}")
+        kind, lo, hi = ENGINE_SETTINGS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise WeightsError(f"{where}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if not lo <= value <= hi:
+            raise WeightsError(f"{where}: {key} must be in [{lo:g}, {hi:g}], got {value!r}")
+        out[key] = kind(value)
+    return out
+
+
 def save_weights(
     model: ClickSegModel,
     path: str | os.PathLike,
     *,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    engine: dict[str, Any] | None = None,
     trained: bool = True,
     half: bool = True,
 ) -> str:
@@ -60,6 +89,7 @@ def save_weights(
         path: destination ``.safetensors`` file.
         training: description of the training run.
         metrics: evaluation scores.
+        engine: Predictor settings that suit these weights (``ENGINE_SETTINGS``).
         trained: False marks a random initialisation.
         half: store floating tensors as fp16 (halves the size).
     """
@@ -83,6 +113,8 @@ def save_weights(
         "metrics": metrics or {},
         "trained": bool(trained),
     }
+    if engine:
+        meta["engine"] = check_engine_settings(engine)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -91,6 +123,33 @@ def save_weights(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left behind when writing failed
+    return sha256_file(path)
+
+
+def set_engine_settings(path: str | os.PathLike, engine: dict[str, Any]) -> str:
+    """Rewrite a weights file's ``engine`` settings in place (tensors unchanged, atomic);
+    an empty dict removes them. Returns the file's new sha256.
+
+    Raises:
+        WeightsError: unreadable file or invalid settings.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    meta = read_metadata(path)
+    engine = check_engine_settings(engine)
+    meta.pop("engine", None)
+    if engine:
+        meta["engine"] = engine
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return sha256_file(path)
 
 
@@ -121,6 +180,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(
             f"{path} has corrupt napari-clickseg metadata (expected 'arch': name and 'kwargs': {{...}})"
         )
+    if "engine" in meta:
+        meta["engine"] = check_engine_settings(meta["engine"], f"{path}: engine")
     return meta
 
 

@@ -211,6 +211,9 @@ class Predictor:
     ) -> Predictor:
         """A predictor with trained weights: a shipped model name, "default", or a file.
 
+        Settings the weights carry (their ``engine`` metadata, e.g. the zoom's
+        ``min_crop_size`` and ``max_upscale``) apply unless ``kwargs`` name them.
+
         Raises:
             WeightsError: no trained weights for the name, a missing or corrupt
                 file, or a file holding untrained (random) weights.
@@ -220,7 +223,8 @@ class Predictor:
         path, sha = resolve_weights(name_or_path)
         model, meta = load_weights(path, expected_sha256=sha)
         norm = meta.get("normalization") or None
-        return cls(model, device=device, dtype=dtype, normalization=norm, weights_meta=meta, **kwargs)
+        settings = {**meta.get("engine", {}), **kwargs}
+        return cls(model, device=device, dtype=dtype, normalization=norm, weights_meta=meta, **settings)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -234,6 +238,8 @@ class Predictor:
             "dtype": str(self.dtype).replace("torch.", ""),
             "zoom_in": self.zoom_in,
             "target_size": self.target_size,
+            "min_crop_size": self.min_crop_size,
+            "max_upscale": self.max_upscale,
             "click_radius": self.click_radius,
             "threads": torch.get_num_threads(),
         }

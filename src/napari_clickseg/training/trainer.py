@@ -208,8 +208,11 @@ def _earlier_stages(meta: dict) -> list[dict]:
     return [*earlier, tr]
 
 
-def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[torch.nn.Module, list[dict]]:
-    """The model to train and the training stages its init weights went through."""
+def _build_model(
+    cfg: TrainConfig, log: Callable[[str], None]
+) -> tuple[torch.nn.Module, list[dict], dict[str, Any]]:
+    """The model to train, the training stages its init weights went through and the
+    Predictor settings they carry (kept in the weights this run writes)."""
     from ..weights import load_weights
 
     if cfg.init in ("imagenet", "scratch"):
@@ -219,7 +222,7 @@ def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[torch.nn
             if n == 0:
                 raise ValueError(f"model {cfg.model!r} has no ImageNet-capable backbone; use --init scratch")
             log(f"initialised {n} backbone(s) from ImageNet")
-        return model, []
+        return model, [], {}
     path, sha = _init_weights_file(cfg)
     model, meta = load_weights(path, arch=cfg.model, expected_sha256=sha)
     if cfg.model_kwargs and cfg.model_kwargs != meta["kwargs"]:
@@ -227,7 +230,7 @@ def _build_model(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[torch.nn
             f"--init weights {path} were built with {meta['kwargs']}, not the requested {cfg.model_kwargs}"
         )
     log(f"initialised from {path} (sha256 {meta['sha256'][:12]})")
-    return model, _earlier_stages(meta)
+    return model, _earlier_stages(meta), dict(meta.get("engine", {}))
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -372,8 +375,9 @@ def train(
     if state is not None:  # the checkpoint replaces the weights: skip the init
         model = create_model(cfg.model, **state["arch_kwargs"])
         earlier_stages = list(state.get("earlier_stages", []))
+        engine = dict(state.get("engine", {}))
     else:
-        model, earlier_stages = _build_model(cfg, log)
+        model, earlier_stages, engine = _build_model(cfg, log)
     model = model.to(device)
     # data next: a broken folder fails before anything is written
     datasets = [
@@ -485,12 +489,14 @@ def train(
             "rng": {"torch": torch.get_rng_state(), "python": _to_list(random.getstate())},
             "config": cfg.to_dict(),
             "earlier_stages": earlier_stages,
+            "engine": engine,
             "finished": finished,  # resuming a finished run is a no-op
         })
         _write_log(out / "log.csv", rows)
         from ..weights import save_weights
 
-        save_weights(model, out / "last.safetensors", training=training_meta(step), metrics=best["metrics"])
+        save_weights(model, out / "last.safetensors", training=training_meta(step), metrics=best["metrics"],
+                     engine=engine)
         _plot(out / "curves.png", rows, log)
 
     last_val = {"step": -1}
@@ -520,7 +526,7 @@ def train(
             best = {"score": res["score"], "step": step, "metrics": metrics}
             from ..weights import save_weights
 
-            save_weights(model, out / "best.safetensors", training=training_meta(step), metrics=metrics)
+            save_weights(model, out / "best.safetensors", training=training_meta(step), metrics=metrics, engine=engine)
 
     def sync_progress() -> tuple[float, float]:
         e = elapsed_now()
