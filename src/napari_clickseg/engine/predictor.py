@@ -129,7 +129,9 @@ class Predictor:
             NoC@90 with 40 / 48 / 64 / 80 / 96 / 128 (max_upscale = 192 / that)
             was 7.21 / 6.64 / 6.35 / 6.01 / 6.10 / 6.68 for round-8 ``hires``,
             8.05 (48) / 8.67 (80) for ``fca``, 9.56 / 10.37 for ``two_stream``,
-            9.27 / 9.69 for ``early``, 8.21 / 8.21 for ``multi_stage``.
+            9.27 / 9.69 for ``early``, 8.21 / 8.21 for ``multi_stage``. Weights
+            may carry their own value (``from_pretrained``): the shipped ``hires``
+            uses 80 px with ``max_upscale`` 2.4.
         first_window: the first click sees the whole image if its long side is at
             most this, else a window of this size around the click; that view is
             resized to ``target_size`` to find the object; when the object found is
