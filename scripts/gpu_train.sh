@@ -5,7 +5,8 @@
 #
 # Usage (on the GPU machine, from the repository root):
 #   bash scripts/gpu_train.sh MINUTES RUNS_DIR DATA_DIR MODEL:INIT:RANKS:BATCH:WORKERS:LR ...
-# DATA_DIR holds dsb2018/train, ph2/train and coco_mval (scripts/pack_training_data.py).
+# DATA_DIR holds dsb2018/train, ph2/train and coco_mval (scripts/pack_training_data.py; where
+# DATA_DIR is missing, DATA_DIR.tar.gz from its --archive is unpacked).
 # Every minute the runs' last.safetensors and logs are copied to $OUT (when set), so a run cut
 # off by the machine's time limit still returns its latest weights.
 # DEVICE=cpu runs the same on a machine without a GPU (a dry run). SCHEDULE=click_by_click
@@ -21,6 +22,9 @@ for spec in "$@"; do
     exit 2
   fi
 done
+if [[ ! -d "$data" && -f "$data.tar.gz" ]]; then  # pack_training_data.py --archive
+  tar xzf "$data.tar.gz" -C "$(dirname "$data")"
+fi
 for d in dsb2018/train ph2/train coco_mval; do
   [[ -d "$data/$d/images" ]] || { echo "gpu_train.sh: no $data/$d/images (scripts/pack_training_data.py)" >&2; exit 2; }
 done

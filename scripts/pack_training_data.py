@@ -5,7 +5,7 @@ JPEG and the natural / dermoscopy images are downscaled; label maps and masks
 stay lossless (masks resized with nearest neighbour). The folder layout stays the
 ``images/`` + ``labels/`` / ``masks/`` one that ``napari-clickseg train`` reads.
 
-Usage: python scripts/pack_training_data.py ../shared/data .gpu/data
+Usage: python scripts/pack_training_data.py ../shared/data .gpu/data --archive
 """
 
 from __future__ import annotations
@@ -62,8 +62,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
+    p.add_argument("--archive", action="store_true",
+                   help="replace DST by DST.tar.gz (one file: its size is what the device tool counts; "
+                        "scripts/gpu_train.sh unpacks it)")
     a = p.parse_args()
     pack(a.src, a.dst)
+    if a.archive:
+        archive = shutil.make_archive(str(a.dst), "gztar", root_dir=a.dst.parent, base_dir=a.dst.name)
+        shutil.rmtree(a.dst)
+        print(f"{archive}: {Path(archive).stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":
