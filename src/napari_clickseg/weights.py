@@ -35,6 +35,7 @@ ENV_WEIGHTS_DIR = "NAPARI_CLICKSEG_WEIGHTS"
 ENGINE_SETTINGS: dict[str, tuple[type, float, float]] = {
     "min_crop_size": (int, 1, 4096),
     "max_upscale": (float, 0.1, 64.0),
+    "expansion": (float, 1.0, 4.0),
 }
 
 
