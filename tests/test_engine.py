@@ -500,9 +500,9 @@ def test_from_pretrained_file(tmp_path):
 
 def test_from_pretrained_applies_the_weights_engine_settings(tmp_path):
     f = tmp_path / "zoom.safetensors"
-    save_weights(create_model("early"), f, engine={"min_crop_size": 80, "max_upscale": 2.4})
+    save_weights(create_model("early"), f, engine={"min_crop_size": 80, "max_upscale": 2.4, "expansion": 1.8})
     p = Predictor.from_pretrained(str(f), device="cpu")
-    assert (p.min_crop_size, p.max_upscale) == (80, 2.4)
+    assert (p.min_crop_size, p.max_upscale, p.expansion) == (80, 2.4, 1.8)
     assert p.info["min_crop_size"] == 80 and p.info["max_upscale"] == 2.4
     p = Predictor.from_pretrained(str(f), device="cpu", min_crop_size=32)  # the caller's word wins
     assert (p.min_crop_size, p.max_upscale) == (32, 2.4)

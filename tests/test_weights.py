@@ -315,6 +315,7 @@ def test_engine_settings_round_trip(model, tmp_path):
     ({"max_upscale": "2"}, "max_upscale must be a number"),
     ({"max_upscale": 0}, r"max_upscale must be in \[0.1, 64\]"),
     ({"min_crop_size": 0}, "min_crop_size must be in"),
+    ({"expansion": 0.5}, r"expansion must be in \[1, 4\]"),
     ([80], "expected a dict"),
 ])
 def test_bad_engine_settings(model, saved, tmp_path, engine, match):

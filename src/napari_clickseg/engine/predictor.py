@@ -132,7 +132,7 @@ class Predictor:
             8.05 (48) / 8.67 (80) for ``fca``, 9.56 / 10.37 for ``two_stream``,
             9.27 / 9.69 for ``early``, 8.21 / 8.21 for ``multi_stage``. Weights
             may carry their own value (``from_pretrained``): the shipped ``hires``
-            uses 80 px with ``max_upscale`` 2.4.
+            uses 80 px with ``max_upscale`` 2.4 and ``expansion`` 1.8.
         first_window: the first click sees the whole image if its long side is at
             most this, else a window of this size around the click; that view is
             resized to ``target_size`` to find the object; when the object found is
@@ -243,6 +243,7 @@ class Predictor:
             "target_size": self.target_size,
             "min_crop_size": self.min_crop_size,
             "max_upscale": self.max_upscale,
+            "expansion": self.expansion,
             "click_radius": self.click_radius,
             "threads": torch.get_num_threads(),
         }
