@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
@@ -25,11 +28,12 @@ def _source(root: Path) -> None:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:64, :80]
     disk = (yy - 30) ** 2 + (xx - 40) ** 2 < 15**2
-    (root / "dsb2018/train/images").mkdir(parents=True)
-    (root / "dsb2018/train/labels").mkdir()
-    Image.fromarray((rng.random((64, 80)) * 255).astype(np.uint8)).save(root / "dsb2018/train/images/a.png")
-    tifffile.imwrite(root / "dsb2018/train/labels/a.tif", (disk * 7).astype(np.uint16))
-    for name in ("ph2/train", "coco_mval"):
+    for name in ("dsb2018/train", "dsb2018/val"):
+        (root / name / "images").mkdir(parents=True)
+        (root / name / "labels").mkdir()
+        Image.fromarray((rng.random((64, 80)) * 255).astype(np.uint8)).save(root / name / "images/a.png")
+        tifffile.imwrite(root / name / "labels/a.tif", (disk * 7).astype(np.uint16))
+    for name in ("ph2/train", "coco_mval", "ph2/val"):
         (root / name / "images").mkdir(parents=True)
         (root / name / "masks").mkdir()
         Image.fromarray((rng.random((64, 80, 3)) * 255).astype(np.uint8)).save(root / name / "images/b.jpg")
@@ -40,17 +44,38 @@ def test_packed_folders_keep_labels_and_scale_masks_with_images(tmp_path):
     _source(tmp_path / "src")
     pack = _load()
     pack.pack(tmp_path / "src", tmp_path / "out")
-    dsb = tmp_path / "out/dsb2018/train"
-    # instance labels travel untouched; images become JPEG of the same size
-    assert np.array_equal(tifffile.imread(dsb / "labels/a.tif"), tifffile.imread(tmp_path / "src/dsb2018/train/labels/a.tif"))
-    assert Image.open(dsb / "images/a.jpg").size == (80, 64)
     for name, (scale, _) in pack.FOLDERS.items():
-        if name == "dsb2018/train":
+        out = tmp_path / "out" / name
+        if (out / "labels").is_dir():
+            # instance labels travel untouched; images become JPEG of the same size
+            assert scale == 1.0
+            assert np.array_equal(tifffile.imread(out / "labels/a.tif"),
+                                  tifffile.imread(tmp_path / "src" / name / "labels/a.tif"))
+            assert Image.open(out / "images/a.jpg").size == (80, 64)
             continue
-        img = Image.open(tmp_path / "out" / name / "images/b.jpg")
-        mask = np.asarray(Image.open(tmp_path / "out" / name / "masks/b.png"))
+        img = Image.open(out / "images/b.jpg")
+        mask = np.asarray(Image.open(out / "masks/b.png"))
         assert img.size == (round(80 * scale), round(64 * scale)) == mask.shape[::-1]
         assert set(np.unique(mask)) == {0, 255}  # nearest neighbour: still a binary mask
         assert abs(mask.mean() / 255 - np.pi * 15**2 / (64 * 80)) < 0.02
     for name in pack.FOLDERS:
         assert len(FolderDataset(tmp_path / "out" / name)) == 1
+
+
+def test_archive_replaces_the_folder(tmp_path, monkeypatch):
+    _source(tmp_path / "src")
+    pack = _load()
+    monkeypatch.setattr("sys.argv", ["pack", str(tmp_path / "src"), str(tmp_path / "out"), "--archive"])
+    pack.main()
+    assert not (tmp_path / "out").exists()
+    with tarfile.open(tmp_path / "out.tar.gz") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    for name in pack.FOLDERS:
+        assert len(FolderDataset(tmp_path / "unpacked/out" / name)) == 1
+
+
+def test_missing_folder_is_named(tmp_path):
+    _source(tmp_path / "src")
+    shutil.rmtree(tmp_path / "src/ph2/val")
+    with pytest.raises(SystemExit, match="ph2/val"):
+        _load().pack(tmp_path / "src", tmp_path / "out")
