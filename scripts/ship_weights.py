@@ -193,7 +193,7 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         *(
             [
                 f"Selection scores ({int(meta['metrics'].get('val_crops_objects', 0))} val objects on crops, "
-                "5 clicks; not PROTOCOL numbers): "
+                f"{sum(k.startswith('val_crops_iou@') for k in meta['metrics'])} clicks; not PROTOCOL numbers): "
                 + ", ".join(f"{k} {v:.3f}" for k, v in meta["metrics"].items()
                             if isinstance(v, float) and k != "val_crops_objects"),
                 "",
