@@ -5,8 +5,9 @@ the robot user for ``max_clicks`` clicks (the trainer's default 20) on a fixed,
 seeded subset of validation objects, each on a centred crop around the object
 resized to the training crop size. Five clicks are not enough: a run whose
 later clicks undid earlier work (NoF@90 on 150 dsb2018/val objects 13 -> 36)
-scored above the shipped weights at 5 clicks and below them at 20. Numbers from here choose checkpoints; they
-must never be reported as benchmark results (use ``napari-clickseg evaluate``).
+scored above the shipped weights at 5 clicks and below them at 20. Numbers
+from here choose checkpoints; they must never be reported as benchmark
+results (use ``napari-clickseg evaluate``).
 
 Scores: mean IoU after k clicks (k = 1..max_clicks), NoC@85 / NoC@90 capped
 at ``max_clicks + 1`` (not reached), and ``score`` = mean of the mIoU curve.
