@@ -176,6 +176,24 @@ def test_resume_refuses_changed_options(data, tmp_path):
         check_resume_options(config_from_args(args), explicit_fields(args))
 
 
+def test_resume_may_move_to_another_machine(data, tmp_path):
+    from napari_clickseg.training.command import run
+
+    # a run started with 1 thread continues with 2 on CPU (or on a GPU machine): the
+    # machine options are not part of what the run computes, so --resume accepts them
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=1, val_every=0, val_dirs=[]), log=lambda m: None)
+    assert run(_parse(["--resume", "--out", str(out), "--iterations", "2", "--threads", "2",
+                       "--device", "cpu", "--workers", "0"])) == 0
+    saved = TrainConfig.load(out / "config.json")
+    assert (saved.threads, saved.device, saved.iterations) == (2, "cpu", 2)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+    assert _log_steps(out) == [1, 2]
+    # options left out keep the saved values
+    assert run(_parse(["--resume", "--out", str(out), "--iterations", "3"])) == 0
+    assert TrainConfig.load(out / "config.json").threads == 2
+
+
 def test_relative_data_folders_resume_from_anywhere(data, tmp_path, monkeypatch):
     from napari_clickseg.training.command import explicit_fields, run
     from napari_clickseg.training.trainer import check_resume_options

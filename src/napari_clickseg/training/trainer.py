@@ -46,8 +46,11 @@ from .validation import ValidationSet, validate
 
 __all__ = ["RESUME_MAY_CHANGE", "RunDirError", "check_resume_options", "train", "lr_factor", "rank_device"]
 
-#: config fields a resumed run may change: raising them extends the run (``out`` names the run)
-RESUME_MAY_CHANGE = ("minutes", "iterations", "out")
+#: config fields a resumed run may change: raising the budget extends the run (``out`` names
+#: the run); the machine fields say where this part runs, not what it computes
+RESUME_BUDGET = ("minutes", "iterations")
+RESUME_MACHINE = ("device", "threads", "num_workers")
+RESUME_MAY_CHANGE = (*RESUME_BUDGET, "out", *RESUME_MACHINE)
 
 LOG_FIELDS = [
     "step", "elapsed_s", "lr", "loss", "samples_per_s",
@@ -167,7 +170,8 @@ def check_resume_options(cfg: TrainConfig, explicit: Iterable[str]) -> None:
     """Refuse options given for ``--resume`` that differ from the run's saved config.
 
     A resumed run continues with its saved settings; only ``minutes`` and
-    ``iterations`` may change (to extend it).
+    ``iterations`` (to extend it) and ``device``, ``threads`` and ``num_workers``
+    (to continue on another machine) may change.
 
     Args:
         cfg: the configuration built from the command line.
@@ -194,7 +198,8 @@ def check_resume_options(cfg: TrainConfig, explicit: Iterable[str]) -> None:
     if differ:
         raise RunDirError(
             f"--resume continues {cfg.out} with its saved settings, but these options differ: "
-            f"{'; '.join(differ)}. Drop them (only --minutes and --iterations may change on resume) "
+            f"{'; '.join(differ)}. Drop them (only --minutes, --iterations, --device, --threads and "
+            "--workers may change on resume) "
             "or start a new run with another --out"
         )
 
@@ -311,8 +316,9 @@ def train(
     Args:
         cfg: the configuration (validated here).
         resume: continue the run in ``cfg.out`` (its saved config is used; ``minutes``
-            and ``iterations`` may be raised to extend it; a finished run that is not
-            extended is left untouched).
+            and ``iterations`` may be raised to extend it, and ``device``, ``threads`` and
+            ``num_workers`` set away from their defaults apply to the resumed part; a
+            finished run that is not extended is left untouched).
         log: progress printer (default: print to stderr from rank 0).
         stop_after: stop (with a checkpoint) after this many steps in this call (tests).
 
@@ -335,8 +341,10 @@ def train(
                 f"--resume continues {out} with its saved data {saved.train_dirs}; "
                 f"the given --data {cfg.train_dirs} differs (start a new run with another --out)"
             )
-        saved.minutes = cfg.minutes if cfg.minutes is not None else saved.minutes
-        saved.iterations = cfg.iterations if cfg.iterations is not None else saved.iterations
+        defaults = TrainConfig()
+        for k in (*RESUME_BUDGET, *RESUME_MACHINE):  # given (not left at the default): this part uses it
+            if getattr(cfg, k) != getattr(defaults, k):
+                setattr(saved, k, getattr(cfg, k))
         cfg = saved
         state = load_checkpoint(ckpt_path)
     elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
