@@ -189,9 +189,11 @@ def test_resume_may_move_to_another_machine(data, tmp_path):
     assert (saved.threads, saved.device, saved.iterations) == (2, "cpu", 2)
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
     assert _log_steps(out) == [1, 2]
-    # options left out keep the saved values
+    # machine options left out are this machine's defaults, not the saved ones (a run
+    # begun with --device cuda resumes on a CPU-only machine without naming the device)
     assert run(_parse(["--resume", "--out", str(out), "--iterations", "3"])) == 0
-    assert TrainConfig.load(out / "config.json").threads == 2
+    saved = TrainConfig.load(out / "config.json")
+    assert (saved.threads, saved.device, saved.iterations) == (None, "auto", 3)
 
 
 def test_relative_data_folders_resume_from_anywhere(data, tmp_path, monkeypatch):

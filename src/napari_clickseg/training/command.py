@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder for checkpoints, logs and weights")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out with its saved settings "
-                        "(--minutes / --iterations extend it; --device, --threads and --workers may change)")
+                        "(--minutes / --iterations extend it; --device, --threads and --workers are this machine's)")
     p.add_argument("--batch-size", type=int, help="samples per iteration and process (default: 8)")
     p.add_argument("--crop-size", type=int, help="training crop side, a multiple of 32 (default: 320)")
     p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 from ImageNet, 1e-4 fine-tuning)")

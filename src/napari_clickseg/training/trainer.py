@@ -316,9 +316,9 @@ def train(
     Args:
         cfg: the configuration (validated here).
         resume: continue the run in ``cfg.out`` (its saved config is used; ``minutes``
-            and ``iterations`` may be raised to extend it, and ``device``, ``threads`` and
-            ``num_workers`` set away from their defaults apply to the resumed part; a
-            finished run that is not extended is left untouched).
+            and ``iterations`` may be raised to extend it; ``device``, ``threads`` and
+            ``num_workers`` are taken from ``cfg``, not the saved run, as they describe this
+            machine; a finished run that is not extended is left untouched).
         log: progress printer (default: print to stderr from rank 0).
         stop_after: stop (with a checkpoint) after this many steps in this call (tests).
 
@@ -341,10 +341,11 @@ def train(
                 f"--resume continues {out} with its saved data {saved.train_dirs}; "
                 f"the given --data {cfg.train_dirs} differs (start a new run with another --out)"
             )
-        defaults = TrainConfig()
-        for k in (*RESUME_BUDGET, *RESUME_MACHINE):  # given (not left at the default): this part uses it
-            if getattr(cfg, k) != getattr(defaults, k):
+        for k in RESUME_BUDGET:  # a budget left out keeps the saved one
+            if getattr(cfg, k) is not None:
                 setattr(saved, k, getattr(cfg, k))
+        for k in RESUME_MACHINE:  # where this part runs: this call's settings, saved or not
+            setattr(saved, k, getattr(cfg, k))
         cfg = saved
         state = load_checkpoint(ckpt_path)
     elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
