@@ -6,14 +6,17 @@ Provides:
         runs small convolutions ~50x slower with two); modules opt in with ``usefixtures``.
     shared_data: ``Path`` of the shared data folder (``../shared/data`` beside the repository,
         or ``$NAPARI_CLICKSEG_SHARED_DATA``); skips when missing, fails under ``CI=true``.
+    load_script: imports a file of ``scripts/`` by name (``load_script("click_response")``).
     Hypothesis profiles ``dev`` (default) and ``ci`` (chosen when ``CI`` is set): no deadline
     (first calls into torch/scipy are slow), derandomized on CI so runs are reproducible.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -52,6 +55,19 @@ def shared_data() -> Path:
             pytest.fail(msg + " (CI must have ../shared beside the repository)")
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture
+def load_script():
+    """A function that imports ``scripts/<name>.py`` as a module."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "click_response.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("click_response", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class GrowingDisk:
@@ -32,8 +20,8 @@ class GrowingDisk:
         return disk.astype(np.float32)
 
 
-def test_negative_clicks_that_grow_the_mask_are_wrong_way():
-    mod = _load()
+def test_negative_clicks_that_grow_the_mask_are_wrong_way(load_script):
+    mod = load_script("click_response")
     shape = (64, 64)
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     gt = (yy - 32) ** 2 + (xx - 32) ** 2 <= 15**2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tarfile
 from pathlib import Path
@@ -13,15 +12,6 @@ import tifffile
 from PIL import Image
 
 from napari_clickseg.data.folder import FolderDataset
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pack_training_data.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("pack_training_data", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _source(root: Path) -> None:
@@ -40,9 +30,9 @@ def _source(root: Path) -> None:
         Image.fromarray((disk * 255).astype(np.uint8)).save(root / name / "masks/b.png")
 
 
-def test_packed_folders_keep_labels_and_scale_masks_with_images(tmp_path):
+def test_packed_folders_keep_labels_and_scale_masks_with_images(tmp_path, load_script):
     _source(tmp_path / "src")
-    pack = _load()
+    pack = load_script("pack_training_data")
     pack.pack(tmp_path / "src", tmp_path / "out")
     for name, (scale, _) in pack.FOLDERS.items():
         out = tmp_path / "out" / name
@@ -62,9 +52,9 @@ def test_packed_folders_keep_labels_and_scale_masks_with_images(tmp_path):
         assert len(FolderDataset(tmp_path / "out" / name)) == 1
 
 
-def test_archive_replaces_the_folder(tmp_path, monkeypatch):
+def test_archive_replaces_the_folder(tmp_path, monkeypatch, load_script):
     _source(tmp_path / "src")
-    pack = _load()
+    pack = load_script("pack_training_data")
     monkeypatch.setattr("sys.argv", ["pack", str(tmp_path / "src"), str(tmp_path / "out"), "--archive"])
     pack.main()
     assert not (tmp_path / "out").exists()
@@ -74,8 +64,8 @@ def test_archive_replaces_the_folder(tmp_path, monkeypatch):
         assert len(FolderDataset(tmp_path / "unpacked/out" / name)) == 1
 
 
-def test_missing_folder_is_named(tmp_path):
+def test_missing_folder_is_named(tmp_path, load_script):
     _source(tmp_path / "src")
     shutil.rmtree(tmp_path / "src/ph2/val")
     with pytest.raises(SystemExit, match="ph2/val"):
-        _load().pack(tmp_path / "src", tmp_path / "out")
+        load_script("pack_training_data").pack(tmp_path / "src", tmp_path / "out")
