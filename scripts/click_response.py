@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from napari_clickseg.data.io import DataError
 from napari_clickseg.engine import Predictor
 from napari_clickseg.evaluation.runner import load_eval_set
 from napari_clickseg.robot import next_click
+from napari_clickseg.weights import WeightsError
 
 
 def click_response(predictor: Any, dataset: Any, max_objects: int, clicks: int, tolerance: float) -> dict:
@@ -70,9 +72,16 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=10, help="robot clicks per object")
     ap.add_argument("--tolerance", type=float, default=0.001, help="area change ignored, share of the object")
     args = ap.parse_args()
-    predictor = Predictor.from_pretrained(args.model, device="cpu")
-    for data in args.data:
-        print(json.dumps(click_response(predictor, data, args.max_objects, args.clicks, args.tolerance)))
+    if args.clicks < 2:
+        ap.error(f"--clicks must be >= 2 (the first click corrects nothing), got {args.clicks}")
+    if not args.tolerance >= 0:
+        ap.error(f"--tolerance must be >= 0, got {args.tolerance}")
+    try:
+        predictor = Predictor.from_pretrained(args.model, device="cpu")
+        for data in args.data:
+            print(json.dumps(click_response(predictor, data, args.max_objects, args.clicks, args.tolerance)))
+    except (DataError, WeightsError, ValueError) as e:
+        ap.error(str(e))
 
 
 if __name__ == "__main__":

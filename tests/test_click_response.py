@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 class GrowingDisk:
@@ -31,3 +32,18 @@ def test_negative_clicks_that_grow_the_mask_are_wrong_way(load_script):
     # radius 11, 14, 17 after the three positive clicks; then too big, and every negative click grows it
     assert pos["clicks"] == 2 and pos["wrong_way"] == 0.0 and pos["median_area_change"] > 0
     assert neg["clicks"] == 5 and neg["wrong_way"] == 1.0 and neg["median_area_change"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "no/such/folder"], "dataset folder not found"),
+        (["--model", "no_such_model", "--data", "."], "neither a shipped model"),
+        (["--data", ".", "--clicks", "1"], "--clicks must be >= 2"),
+    ],
+)
+def test_bad_arguments_exit_with_the_reason(load_script, monkeypatch, capsys, args, message):
+    monkeypatch.setattr("sys.argv", ["click_response", *args])
+    with pytest.raises(SystemExit):
+        load_script("click_response").main()
+    assert message in capsys.readouterr().err
