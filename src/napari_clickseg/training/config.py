@@ -32,6 +32,7 @@ _NUMBERS: dict[str, tuple[bool, float, bool, bool]] = {
     "warmup_iterations": (True, 0, False, False),
     "max_iter_clicks": (True, 0, False, False),
     "click_steps": (True, 1, False, False),
+    "corrupt_prev": (False, 0, False, False),
     "max_positive": (True, 1, False, False),
     "max_negative": (True, 0, False, False),
     "max_upscale": (False, 0, True, False),
@@ -129,6 +130,8 @@ class TrainConfig:
     click_schedule: str | None = None
     max_iter_clicks: int = 3  # "iterative": extra robot clicks, 0..N per batch
     click_steps: int = 4  # "click_by_click": clicks (losses) per image
+    corrupt_prev: float = 0.0  # "click_by_click": share of sequences started from a corrupted true mask
+    frozen_bn: bool | None = None  # BatchNorm statistics kept as loaded; default: when fine-tuning
     max_positive: int = 10
     max_negative: int = 10
     object_scale: tuple[float, float] = (0.15, 0.8)
@@ -165,7 +168,9 @@ class TrainConfig:
         for name in ("out", "init", "device"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{option_name(name)} must be a non-empty string, got {getattr(self, name)!r}")
-        for name in ("bf16", "channels_last"):
+        for name in ("bf16", "channels_last", "frozen_bn"):
+            if name == "frozen_bn" and self.frozen_bn is None:
+                continue
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{option_name(name)} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.model_kwargs, dict):
@@ -174,6 +179,8 @@ class TrainConfig:
             raise ValueError("give --minutes and/or --iterations")
         for name, rule in _NUMBERS.items():
             _number(name, getattr(self, name), *rule)
+        if self.corrupt_prev > 1:
+            raise ValueError(f"--corrupt-prev must be a share from 0 to 1, got {self.corrupt_prev}")
         if self.crop_size % 32:
             raise ValueError(f"--crop-size must be a multiple of 32 (>= 32), got {self.crop_size}")
         _choice("loss", self.loss, sorted(LOSSES), optional=True)
@@ -207,6 +214,7 @@ class TrainConfig:
                 if self.backbone_lr_mult is not None
                 else (0.1 if self.init == "imagenet" else 1.0)
             ),
+            frozen_bn=self.frozen_bn if self.frozen_bn is not None else finetune,
             object_scale=tuple(self.object_scale),
         )
 
