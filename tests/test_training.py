@@ -85,6 +85,29 @@ def test_one_step_smoke(data, tmp_path):
     assert not (tuned / "best.safetensors").exists()  # no validation data, no "best"
 
 
+def _bn_stats(path: Path) -> dict[str, torch.Tensor]:
+    sd = load_weights(path)[0].state_dict()
+    return {k: v.float() for k, v in sd.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_fine_tuning_freezes_batchnorm_and_validates_its_start(data, tmp_path):
+    start = tmp_path / "start"
+    train(_cfg(data, start, iterations=1, val_every=0), log=lambda m: None)
+    init = str(start / "last.safetensors")
+    frozen, free = tmp_path / "frozen", tmp_path / "free"
+    train(_cfg(data, frozen, init=init, model_kwargs={}), log=lambda m: None)
+    train(_cfg(data, free, init=init, model_kwargs={}, frozen_bn=False), log=lambda m: None)
+    assert TrainConfig.load(frozen / "config.json").frozen_bn is True
+    assert TrainConfig.load(start / "config.json").frozen_bn is False  # from scratch they must train
+    before, after, moved = _bn_stats(start / "last.safetensors"), _bn_stats(frozen / "last.safetensors"), \
+        _bn_stats(free / "last.safetensors")
+    assert before and all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(before[k], moved[k]) for k in before)
+    with open(frozen / "log.csv", newline="") as f:
+        val_steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("val_score")]
+    assert val_steps == [0, 2]  # the starting weights are scored, so best.safetensors is never worse
+
+
 @pytest.mark.parametrize("model", ["two_stream", "multi_stage", "fca", "hires"])
 def test_every_model_trains_with_its_defaults(data, tmp_path, model):
     out = tmp_path / model
@@ -332,6 +355,9 @@ def _parse(argv: list[str]):
         (["--set", "log_every=0"], r"log_every must be an integer >= 1"),
         (["--set", "bf16=\"yes\""], r"--bf16 must be true or false"),
         (["--set", "model_kwargs=3"], r"model_kwargs must be a JSON object"),
+        (["--set", "corrupt_prev=1.5"], r"corrupt_prev must be a share from 0 to 1, got 1.5"),
+        (["--set", "corrupt_prev=-0.1"], r"corrupt_prev must be a finite number >= 0"),
+        (["--set", "frozen_bn=\"yes\""], r"frozen_bn must be true or false"),
         (["--set", "balance=\"images\""], r"balance must be one of dataset, object; got 'images'"),
         (["--model", "nope"], r"--model must be one of .*early.*; got 'nope'"),
     ],

@@ -180,7 +180,7 @@ class TrainConfig:
         for name, rule in _NUMBERS.items():
             _number(name, getattr(self, name), *rule)
         if self.corrupt_prev > 1:
-            raise ValueError(f"--corrupt-prev must be a share from 0 to 1, got {self.corrupt_prev}")
+            raise ValueError(f"{option_name('corrupt_prev')} must be a share from 0 to 1, got {self.corrupt_prev}")
         if self.crop_size % 32:
             raise ValueError(f"--crop-size must be a multiple of 32 (>= 32), got {self.crop_size}")
         _choice("loss", self.loss, sorted(LOSSES), optional=True)
