@@ -317,7 +317,7 @@ def _train_mode(model: torch.nn.Module, frozen_bn: bool) -> None:
     """Training mode; with ``frozen_bn`` BatchNorm layers keep normalising with their loaded statistics.
 
     Fine-tuning in batches of 8 crops otherwise drifts those statistics: forward passes alone
-    (learning rate 1e-12) took the shipped ``hires`` validation score from 0.921 to 0.915.
+    (learning rate 1e-12) took the shipped ``hires`` validation score from 0.918 to 0.915 in 40 steps.
     """
     model.train()
     if frozen_bn:
