@@ -115,10 +115,13 @@ def _stage(tr: dict) -> str:
     procs = int(hw.get("processes") or 1)
     batch = f"{cfg.get('batch_size')}" + (f" x {procs} processes" if procs > 1 else "")
     where = {"cuda": f"on one {hw.get('gpu', 'GPU')}", "cpu": "on CPU"}.get(hw.get("device"), "")
+    extras = "; BatchNorm statistics frozen" if cfg.get("frozen_bn") else ""
+    if cfg.get("corrupt_prev"):
+        extras += f"; {cfg['corrupt_prev']:.0%} of the click sequences start from a corrupted true mask"
     return (
         f"init {init_txt}; loss `{cfg.get('loss')}`; clicks `{cfg.get('click_schedule')}`; "
         f"crop {cfg.get('crop_size')}, batch {batch}, lr {cfg.get('lr')}, "
-        f"object scale {cfg.get('object_scale')}; {tr.get('iterations')} iterations, "
+        f"object scale {cfg.get('object_scale')}{extras}; {tr.get('iterations')} iterations, "
         f"{tr.get('samples_seen')} samples, {(tr.get('wall_time_s') or 0) / 60:.0f} min wall time{' ' + where if where else ''}"
     )
 
