@@ -116,8 +116,6 @@ def _stage(tr: dict) -> str:
     batch = f"{cfg.get('batch_size')}" + (f" x {procs} processes" if procs > 1 else "")
     where = {"cuda": f"on one {hw.get('gpu', 'GPU')}", "cpu": "on CPU"}.get(hw.get("device"), "")
     extras = "; BatchNorm statistics frozen" if cfg.get("frozen_bn") else ""
-    if cfg.get("corrupt_prev"):
-        extras += f"; {cfg['corrupt_prev']:.0%} of the click sequences start from a corrupted true mask"
     return (
         f"init {init_txt}; loss `{cfg.get('loss')}`; clicks `{cfg.get('click_schedule')}`; "
         f"crop {cfg.get('crop_size')}, batch {batch}, lr {cfg.get('lr')}, "

@@ -355,8 +355,6 @@ def _parse(argv: list[str]):
         (["--set", "log_every=0"], r"log_every must be an integer >= 1"),
         (["--set", "bf16=\"yes\""], r"--bf16 must be true or false"),
         (["--set", "model_kwargs=3"], r"model_kwargs must be a JSON object"),
-        (["--set", "corrupt_prev=1.5"], r"corrupt_prev must be a share from 0 to 1, got 1.5"),
-        (["--set", "corrupt_prev=-0.1"], r"corrupt_prev must be a finite number >= 0"),
         (["--set", "frozen_bn=\"yes\""], r"frozen_bn must be true or false"),
         (["--set", "balance=\"images\""], r"balance must be one of dataset, object; got 'images'"),
         (["--model", "nope"], r"--model must be one of .*early.*; got 'nope'"),

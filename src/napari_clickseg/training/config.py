@@ -32,7 +32,6 @@ _NUMBERS: dict[str, tuple[bool, float, bool, bool]] = {
     "warmup_iterations": (True, 0, False, False),
     "max_iter_clicks": (True, 0, False, False),
     "click_steps": (True, 1, False, False),
-    "corrupt_prev": (False, 0, False, False),
     "max_positive": (True, 1, False, False),
     "max_negative": (True, 0, False, False),
     "max_upscale": (False, 0, True, False),
@@ -130,7 +129,6 @@ class TrainConfig:
     click_schedule: str | None = None
     max_iter_clicks: int = 3  # "iterative": extra robot clicks, 0..N per batch
     click_steps: int = 4  # "click_by_click": clicks (losses) per image
-    corrupt_prev: float = 0.0  # "click_by_click": share of sequences started from a corrupted true mask
     frozen_bn: bool | None = None  # BatchNorm statistics kept as loaded; default: when fine-tuning
     max_positive: int = 10
     max_negative: int = 10
@@ -179,8 +177,6 @@ class TrainConfig:
             raise ValueError("give --minutes and/or --iterations")
         for name, rule in _NUMBERS.items():
             _number(name, getattr(self, name), *rule)
-        if self.corrupt_prev > 1:
-            raise ValueError(f"{option_name('corrupt_prev')} must be a share from 0 to 1, got {self.corrupt_prev}")
         if self.crop_size % 32:
             raise ValueError(f"--crop-size must be a multiple of 32 (>= 32), got {self.crop_size}")
         _choice("loss", self.loss, sorted(LOSSES), optional=True)

@@ -40,7 +40,6 @@ from ..robot import next_click
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import TrainConfig, option_name, resolve_model_name
 from .losses import get_loss
-from .prev_masks import corrupt_mask
 from .samples import ClickSamples, GlobalIndexSampler
 from .sampling import ClickSamplingConfig, array_to_clicks
 from .validation import ValidationSet, validate
@@ -294,23 +293,6 @@ def _encode(clicks: list[list], shape: tuple[int, int], inputs) -> torch.Tensor:
     return torch.from_numpy(
         np.stack([encode_clicks(cl, shape, inputs.encoding, inputs.first_click) for cl in clicks])
     )
-
-
-def _corrupted_starts(
-    prev: torch.Tensor, clicks: list[list], masks: np.ndarray, ignores: np.ndarray, share: float,
-    rng: np.random.Generator,
-) -> torch.Tensor:
-    """Give about ``share`` of the samples a corrupted true mask as previous mask, plus the robot's click on it."""
-    prev = prev.clone()
-    for b in range(len(clicks)):
-        if rng.random() >= share or not masks[b].any():
-            continue
-        wrong = corrupt_mask(masks[b] > 0, rng)
-        prev[b, 0] = torch.from_numpy(wrong.astype(np.float32)).to(prev.device)
-        c = next_click(masks[b], wrong, ignores[b], order=len(clicks[b]))
-        if c is not None:
-            clicks[b].append(c)
-    return prev
 
 
 def _train_mode(model: torch.nn.Module, frozen_bn: bool) -> None:
@@ -681,8 +663,6 @@ def _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, devi
 
     if cfg.click_schedule == "click_by_click":
         clicks = [cl[:1] for cl in _to_clicks(batch["clicks"])]  # the first click, then the robot
-        if inputs.prev_mask and cfg.corrupt_prev > 0:
-            prev = _corrupted_starts(prev, clicks, masks_np, ign_np, cfg.corrupt_prev, rng)
         total = 0.0
         n = cfg.click_steps
         for k in range(n):
