@@ -167,9 +167,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{option_name(name)} must be a non-empty string, got {getattr(self, name)!r}")
         for name in ("bf16", "channels_last", "frozen_bn"):
-            if name == "frozen_bn" and self.frozen_bn is None:
-                continue
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), bool) and not (name == "frozen_bn" and self.frozen_bn is None):
                 raise ValueError(f"{option_name(name)} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a JSON object, got {self.model_kwargs!r}")
