@@ -107,7 +107,10 @@ def table(results: list[dict], names: list[str]) -> str:
 
 
 def _stage(tr: dict) -> str:
-    """One line on one training run, from its ``training`` metadata."""
+    """One line on one training run, from its ``training`` metadata (or on a mean of runs)."""
+    if "averaged" in tr:
+        runs = "; ".join(f"({chr(97 + i)}) {_stage(m)}" for i, m in enumerate(tr["averaged"]))
+        return f"the mean of the weights of {len(tr['averaged'])} runs from the same start (a model soup): {runs}"
     cfg = tr.get("config", {})
     init = cfg.get("init")
     init_txt = "ImageNet (EfficientNet-Lite0)" if init == "imagenet" else f"`{init}`"
@@ -116,6 +119,9 @@ def _stage(tr: dict) -> str:
     batch = f"{cfg.get('batch_size')}" + (f" x {procs} processes" if procs > 1 else "")
     where = {"cuda": f"on one {hw.get('gpu', 'GPU')}", "cpu": "on CPU"}.get(hw.get("device"), "")
     extras = "; BatchNorm statistics frozen" if cfg.get("frozen_bn") else ""
+    if cfg.get("corrupt_prev"):  # an option of commit 5a33ea9, removed since
+        extras += (f"; {cfg['corrupt_prev']:.0%} of click sequences started from a corrupted true mask "
+                   "(`corrupt_prev`, commit 5a33ea9)")
     return (
         f"init {init_txt}; loss `{cfg.get('loss')}`; clicks `{cfg.get('click_schedule')}`; "
         f"crop {cfg.get('crop_size')}, batch {batch}, lr {cfg.get('lr')}, "
@@ -131,6 +137,9 @@ def stages(meta: dict) -> list[dict]:
     files the chain is followed back through their ``init`` weights files.
     """
     tr = dict(meta.get("training", {}))
+    if "averaged" in tr:  # a mean of runs: their common history, then one stage naming each run
+        *earlier, _ = stages({"training": tr["averaged"][0]["training"]})
+        return [*earlier, {"averaged": [stages({"training": m["training"]})[-1] for m in tr["averaged"]]}]
     if "earlier_stages" in tr:
         return [*tr.pop("earlier_stages"), tr]
     init = tr.get("config", {}).get("init", "")
@@ -146,7 +155,7 @@ def _copy_with_history(src: Path, dst: Path) -> None:
     (the init file they name may be the one this copy replaces)."""
     meta = read_metadata(src)
     tr = meta.get("training", {})
-    if "earlier_stages" in tr:
+    if "earlier_stages" in tr or "averaged" in tr:  # the file describes its whole history
         shutil.copyfile(src, dst)
         return
     *earlier, _ = stages(meta)
@@ -158,6 +167,8 @@ def _copy_with_history(src: Path, dst: Path) -> None:
 def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, notes: str, status: str,
          sharing: str) -> str:
     tr = meta.get("training", {})
+    if "averaged" in tr:  # data, validation and hardware of the first of the averaged runs
+        tr = tr["averaged"][0]["training"]
     cfg = tr.get("config", {})
     data = ", ".join(f"{Path(d['path']).parent.name}/{Path(d['path']).name} ({d['objects']} objects)"
                      for d in tr.get("data", []))

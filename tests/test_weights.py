@@ -15,6 +15,7 @@ from napari_clickseg.weights import (
     ENV_WEIGHTS_DIR,
     META_KEY,
     WeightsError,
+    average_weights,
     load_weights,
     read_metadata,
     resolve_weights,
@@ -492,3 +493,46 @@ def test_repository_manifest_is_consistent(monkeypatch):
         assert meta["arch"] == name, (name, meta["arch"])
         assert meta.get("trained") is True
 
+
+
+# ---------------------------------------------------------------- averaging (model soups)
+
+
+def _shifted(model: ClickSegModel, delta: float) -> ClickSegModel:
+    """A copy of ``model`` with ``delta`` added to every floating tensor."""
+    copy = create_model(model.arch_name, **model.arch_kwargs)
+    copy.load_state_dict({k: v + delta if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    return copy.eval()
+
+
+def test_average_weights_is_the_mean_and_names_its_members(model, tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    engine = {"min_crop_size": 80}
+    sha_a = save_weights(_shifted(model, 0.0), a, training={"iterations": 1}, engine=engine, half=False)
+    sha_b = save_weights(_shifted(model, 0.5), b, training={"iterations": 2}, engine=engine, half=False)
+    out = tmp_path / "mean.safetensors"
+    assert average_weights([a, b], out) == sha256_file(out)
+    mean, meta = load_weights(out)
+    expected = _shifted(model, 0.25).state_dict()
+    for k, v in mean.state_dict().items():  # stored as fp16 (running_var in fp32)
+        torch.testing.assert_close(v, expected[k], atol=2e-3, rtol=1e-3)
+    assert meta["engine"] == engine and meta["arch"] == ARCH and meta["kwargs"] == KWARGS
+    assert [(m["sha256"], m["training"]) for m in meta["training"]["averaged"]] == [
+        (sha_a, {"iterations": 1}), (sha_b, {"iterations": 2})]
+
+
+def test_average_weights_refuses_files_of_different_models(model, saved, tmp_path):
+    path, _ = saved
+    other = tmp_path / "other.safetensors"
+    save_weights(create_model(ARCH, decoder_width=16), other)
+    with pytest.raises(WeightsError, match="differs from .* in 'kwargs'"):
+        average_weights([path, other], tmp_path / "x.safetensors")
+    zoomed = tmp_path / "zoomed.safetensors"
+    save_weights(model, zoomed, engine={"max_upscale": 2.0})
+    with pytest.raises(WeightsError, match="in 'engine'"):
+        average_weights([path, zoomed], tmp_path / "x.safetensors")
+    with pytest.raises(WeightsError, match="at least two"):
+        average_weights([path], tmp_path / "x.safetensors")
+    with pytest.raises(WeightsError, match="not found"):
+        average_weights([path, tmp_path / "missing.safetensors"], tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()

@@ -240,6 +240,41 @@ def load_weights(
     return model, meta
 
 
+def average_weights(paths: list[str | os.PathLike], out: str | os.PathLike) -> str:
+    """Write the mean of several weights files of one model (a "model soup"); returns its sha256.
+
+    Meant for fine-tunes of the same start (Wortsman et al. 2022): their mean often
+    beats each of them. Every tensor, BatchNorm statistics included, is averaged in
+    fp32; integer buffers come from the first file. The metadata (normalisation,
+    engine settings) comes from the first file, and ``training`` lists each
+    member's file, sha256 and training metadata under ``averaged``.
+
+    Raises:
+        WeightsError: fewer than two files, a file that cannot be loaded, or files
+            whose architecture, kwargs, normalisation or engine settings differ.
+    """
+    if len(paths) < 2:
+        raise WeightsError(f"averaging needs at least two weights files, got {len(paths)}")
+    first, meta = load_weights(paths[0])
+    total = {k: v.double() if v.is_floating_point() else v.clone() for k, v in first.state_dict().items()}
+    members = [meta]
+    for path in paths[1:]:
+        model, m = load_weights(path)
+        for key in ("arch", "kwargs", "normalization", "engine"):
+            if m.get(key) != meta.get(key):
+                raise WeightsError(
+                    f"{path} differs from {paths[0]} in {key!r} ({m.get(key)!r} vs {meta.get(key)!r}); "
+                    "only weights of the same model can be averaged"
+                )
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                total[k] += v.double()
+        members.append(m)
+    first.load_state_dict({k: v / len(paths) if v.is_floating_point() else v for k, v in total.items()})
+    averaged = [{"file": str(m["path"]), "sha256": m["sha256"], "training": m.get("training", {})} for m in members]
+    return save_weights(first, out, training={"averaged": averaged}, engine=meta.get("engine"))
+
+
 def _check_finite(model: ClickSegModel, path: Path) -> None:
     """Raise if any floating tensor of the state dict (parameters and buffers) is NaN or inf."""
     import torch

@@ -1,0 +1,63 @@
+"""scripts/average_weights.py and the model-card lines scripts/ship_weights.py writes for a mean of runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_clickseg.models import create_model
+from napari_clickseg.weights import load_weights, read_metadata, save_weights
+
+
+def _run(cfg: dict, iterations: int, earlier: list) -> dict:
+    return {"config": cfg, "iterations": iterations, "samples_seen": 8 * iterations, "wall_time_s": 600,
+            "hardware": {"device": "cpu"}, "earlier_stages": earlier}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two fine-tunes of one start, as the trainer writes them (with their earlier stages)."""
+    start = _run({"init": "imagenet", "loss": "nfl"}, 100, [])
+    start.pop("earlier_stages")
+    paths = []
+    for i, extra in enumerate([{}, {"corrupt_prev": 0.3}]):
+        torch.manual_seed(i)
+        cfg = {"init": "weights/early.safetensors", "loss": "nfl", "frozen_bn": True, **extra}
+        path = tmp_path / f"run{i}.safetensors"
+        save_weights(create_model("early", decoder_width=8), path, training=_run(cfg, 10 + i, [start]))
+        paths.append(path)
+    return paths
+
+
+def test_average_script_writes_the_mean_and_keeps_existing_files(runs, tmp_path, load_script, capsys):
+    script = load_script("average_weights")
+    out = tmp_path / "soup.safetensors"
+    assert script.main([*map(str, runs), "--out", str(out)]) == 0
+    assert "mean of 2 files" in capsys.readouterr().out
+    model, _ = load_weights(out)
+    a, b = (load_weights(p)[0].state_dict() for p in runs)
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (a[k] + b[k]) / 2, atol=2e-3, rtol=1e-3)
+    before = out.read_bytes()
+    for args, message in [
+        ([*map(str, runs), "--out", str(out)], "exists; pass --overwrite"),
+        ([str(runs[0]), "--out", str(runs[0]), "--overwrite"], "is one of the inputs"),
+        ([str(runs[0]), "--out", str(tmp_path / "one.safetensors")], "at least two"),
+    ]:
+        with pytest.raises(SystemExit):
+            script.main(args)
+        assert message in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
+def test_card_lists_the_common_history_then_each_averaged_run(runs, tmp_path, load_script):
+    load_script("average_weights").main([*map(str, runs), "--out", str(tmp_path / "soup.safetensors")])
+    ship = load_script("ship_weights")
+    stages = ship.stages(read_metadata(tmp_path / "soup.safetensors"))
+    assert len(stages) == 2 and stages[0]["iterations"] == 100
+    line = ship._stage(stages[1])
+    assert line.startswith("the mean of the weights of 2 runs from the same start")
+    assert "(a) init `weights/early.safetensors`" in line and "10 iterations" in line
+    assert "(b)" in line and "11 iterations" in line and "30% of click sequences started from a corrupted" in line
+    assert line.count("BatchNorm statistics frozen") == 2
