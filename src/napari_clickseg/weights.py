@@ -243,9 +243,9 @@ def load_weights(
 def average_weights(paths: list[str | os.PathLike], out: str | os.PathLike) -> str:
     """Write the mean of several weights files of one model (a "model soup"); returns its sha256.
 
-    Meant for fine-tunes of the same start (Wortsman et al. 2022): their mean often
-    beats each of them. Every tensor, BatchNorm statistics included, is averaged in
-    fp32; integer buffers come from the first file. The metadata (normalisation,
+    Meant for fine-tunes of the same start (Wortsman et al. 2022), whose mean can
+    beat each of them. Every floating tensor, BatchNorm statistics included, is
+    averaged in float64; integer buffers come from the first file. The metadata (normalisation,
     engine settings) comes from the first file, and ``training`` lists each
     member's file, sha256 and training metadata under ``averaged``.
 
