@@ -164,6 +164,19 @@ def _copy_with_history(src: Path, dst: Path) -> None:
                  engine=meta.get("engine"))
 
 
+def _selection_scores(metrics: dict) -> str:
+    """The line on the validation that chose the weights (crops in runs before the engine's)."""
+    crops = "val_crops_objects" in metrics
+    n = int(metrics.get("val_crops_objects" if crops else "val_objects", 0))
+    clicks = sum(k.startswith("val_crops_iou@" if crops else "val_iou@") for k in metrics)
+    how = "on crops" if crops else "on full images through the engine"
+    return (
+        f"Selection scores ({n} val objects {how}, {clicks} clicks; not PROTOCOL numbers): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()
+                    if isinstance(v, float) and k not in ("val_crops_objects", "val_objects"))
+    )
+
+
 def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, notes: str, status: str,
          sharing: str) -> str:
     tr = meta.get("training", {})
@@ -202,17 +215,7 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         "",
         f"Hardware (last stage): {json.dumps(tr.get('hardware', {}))}. {sharing}",
         "",
-        *(
-            [
-                f"Selection scores ({int(meta['metrics'].get('val_crops_objects', 0))} val objects on crops, "
-                f"{sum(k.startswith('val_crops_iou@') for k in meta['metrics'])} clicks; not PROTOCOL numbers): "
-                + ", ".join(f"{k} {v:.3f}" for k, v in meta["metrics"].items()
-                            if isinstance(v, float) and k != "val_crops_objects"),
-                "",
-            ]
-            if meta.get("metrics")
-            else []
-        ),
+        *([_selection_scores(meta["metrics"]), ""] if meta.get("metrics") else []),
         f"## How well (PROTOCOL.md robot user, up to 20 clicks, no BRS, no structural integrity, {_honouring(results, name)})",
         "",
         f"Command: `{eval_cmd}`",

@@ -68,7 +68,7 @@ def test_one_step_smoke(data, tmp_path):
     model, meta = load_weights(out / "best.safetensors")
     assert meta["arch"] == "early" and meta["kwargs"] == {"decoder_width": 8}
     assert meta["training"]["iterations"] == 1 and meta["training"]["hardware"]["device"] == "cpu"
-    assert "val_crops_score" in meta["metrics"]
+    assert {"val_noc@90", "val_auc", "val_iou@1"} <= set(meta["metrics"])
     assert TrainConfig.load(out / "config.json").loss == "balanced_bce"
     # fine-tuning from a weights file keeps that file's architecture kwargs and engine settings
     set_engine_settings(out / "best.safetensors", {"min_crop_size": 64})
@@ -104,7 +104,7 @@ def test_fine_tuning_freezes_batchnorm_and_validates_its_start(data, tmp_path):
     assert before and all(torch.equal(before[k], after[k]) for k in before)
     assert any(not torch.equal(before[k], moved[k]) for k in before)
     with open(frozen / "log.csv", newline="") as f:
-        val_steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("val_score")]
+        val_steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("val_noc@90")]
     assert val_steps == [0, 2]  # the starting weights are scored, so best.safetensors is never worse
 
 

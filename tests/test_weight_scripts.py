@@ -61,3 +61,13 @@ def test_card_lists_the_common_history_then_each_averaged_run(runs, tmp_path, lo
     assert "(a) init `weights/early.safetensors`" in line and "10 iterations" in line
     assert "(b)" in line and "11 iterations" in line and "30% of click sequences started from a corrupted" in line
     assert line.count("BatchNorm statistics frozen") == 2
+
+
+def test_card_names_the_validation_that_chose_the_weights(load_script):
+    ship = load_script("ship_weights")
+    line = ship._selection_scores({"val_noc@90": 5.25, "val_iou@1": 0.8, "val_iou@2": 0.85, "val_objects": 64.0,
+                                   "note": "text"})
+    assert line.startswith("Selection scores (64 val objects on full images through the engine, 2 clicks")
+    assert "val_noc@90 5.250" in line and "val_objects" not in line and "text" not in line
+    old = ship._selection_scores({"val_crops_score": 0.9, "val_crops_iou@1": 0.8, "val_crops_objects": 64.0})
+    assert old.startswith("Selection scores (64 val objects on crops, 1 clicks") and "val_crops_score 0.900" in old

@@ -45,8 +45,9 @@ _NUMBERS: dict[str, tuple[bool, float, bool, bool]] = {
     "val_every": (True, 0, False, False),
     "val_objects": (True, 1, False, False),
     "val_clicks": (True, 1, False, False),
-    "val_batch_size": (True, 1, False, False),
 }
+#: fields of older runs' configs that no longer do anything (read, then dropped)
+_RETIRED = {"val_batch_size"}  # the crop validation's batch; validation now runs the engine
 #: command-line spellings of fields whose option name differs from ``--field-name``
 _CLI_NAMES = {"train_dirs": "--data", "val_dirs": "--val", "num_workers": "--workers"}
 _CLI_FIELDS = {
@@ -148,7 +149,6 @@ class TrainConfig:
     val_every: int = 100
     val_objects: int = 64
     val_clicks: int = 20  # 5 ranked a run that degrades late clicks above the shipped weights
-    val_batch_size: int = 8
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a clear message for inconsistent settings."""
@@ -220,9 +220,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError`` (retired ones are dropped)."""
         if not isinstance(d, dict):
             raise ValueError(f"a training config must be a JSON object, got {type(d).__name__}")
+        d = {k: v for k, v in d.items() if k not in _RETIRED}
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -8,7 +8,7 @@ rarely keeps a GPU busy); they then talk over gloo (NCCL wants one process per G
 
 The output folder holds ``config.json``, ``checkpoint.pt`` (latest, atomic,
 ``weights_only``-loadable), ``log.csv``, ``curves.png``, ``last.safetensors``
-and ``best.safetensors`` (best validation score). An existing run is never
+and ``best.safetensors`` (fewest validation clicks). An existing run is never
 overwritten: pass ``resume=True`` to continue it.
 """
 
@@ -42,7 +42,7 @@ from .config import TrainConfig, option_name, resolve_model_name
 from .losses import get_loss
 from .samples import ClickSamples, GlobalIndexSampler
 from .sampling import ClickSamplingConfig, array_to_clicks
-from .validation import ValidationSet, validate
+from .validation import improves, validate, validation_sets
 
 __all__ = ["RESUME_MAY_CHANGE", "RunDirError", "check_resume_options", "train", "lr_factor", "rank_device"]
 
@@ -54,7 +54,7 @@ RESUME_MAY_CHANGE = (*RESUME_BUDGET, "out", *RESUME_MACHINE)
 
 LOG_FIELDS = [
     "step", "elapsed_s", "lr", "loss", "samples_per_s",
-    "val_score", "val_iou@1", "val_iou@3", "val_iou@5", "val_noc@85", "val_noc@90",
+    "val_noc@90", "val_noc@85", "val_nof@90", "val_iou@1", "val_iou@3", "val_iou@5", "val_auc",
 ]
 
 
@@ -265,14 +265,14 @@ def _plot(path: Path, rows: list[dict[str, Any]], log: Callable[[str], None]) ->
         log("matplotlib is not installed: no curves.png")
         return
     tr = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss") not in ("", None)]
-    va = [(int(r["step"]), float(r["val_score"])) for r in rows if r.get("val_score") not in ("", None)]
+    va = [(int(r["step"]), float(r["val_noc@90"])) for r in rows if r.get("val_noc@90") not in ("", None)]
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     if tr:
         ax[0].plot(*zip(*tr), lw=1)
     ax[0].set(xlabel="iteration", ylabel="training loss", title="training")
     if va:
         ax[1].plot(*zip(*va), "o-")
-    ax[1].set(xlabel="iteration", ylabel="mean IoU@1..k (val crops)", title="validation (model selection)")
+    ax[1].set(xlabel="iteration", ylabel="NoC@90 (robot user, val objects)", title="validation (model selection)")
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=80)
@@ -435,7 +435,7 @@ def train(
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = get_loss(cfg.loss, cfg.model)
 
-    step, elapsed_before, best = 0, 0.0, {"score": -1.0, "step": -1, "metrics": {}}
+    step, elapsed_before, best = 0, 0.0, {"step": -1, "metrics": {}}
     rows: list[dict[str, Any]] = []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -469,12 +469,11 @@ def train(
         persistent_workers=False,
         pin_memory=device.type == "cuda",
     )
-    vset = None
-    if val_sets and dist.main:
-        vset = ValidationSet(val_sets, cfg.val_objects, aug, normalization, cfg.seed)
-        log(f"validation: {len(vset)} objects, {cfg.val_clicks} robot clicks each (model selection only)")
+    vsets = validation_sets(val_sets, cfg.val_objects, cfg.seed) if val_sets and dist.main else []
+    if vsets:
+        log(f"validation: {sum(len(v.items) for v in vsets)} objects on full images, robot user through the "
+            f"engine, up to {cfg.val_clicks} clicks each (model selection)")
 
-    autocast_dtype = torch.bfloat16 if cfg.bf16 else None
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
     data_desc = [ds.describe() for ds in datasets]
     hardware = _hardware(device, threads, dist.world)
@@ -525,27 +524,29 @@ def train(
 
     def run_validation() -> None:
         nonlocal best
-        if vset is None:
+        if not vsets:
             return
         last_val["step"] = step
         t0 = time.monotonic()
-        res = validate(model, vset, cfg.val_clicks, cfg.val_batch_size, device, autocast_dtype, cfg.channels_last)
+        res = validate(model, vsets, engine=engine, normalization=normalization, device=device,
+                       max_clicks=cfg.val_clicks)
         _train_mode(model, cfg.frozen_bn)
-        row = {"step": step, "elapsed_s": round(elapsed_now(), 1), "val_score": round(res["score"], 4)}
-        for k in ("iou@1", "iou@3", "iou@5", "noc@85", "noc@90"):
+        row = {"step": step, "elapsed_s": round(elapsed_now(), 1)}
+        for k in ("noc@90", "noc@85", "nof@90", "iou@1", "iou@3", "iou@5", "auc"):
             if k in res:
                 row[f"val_{k}"] = round(res[k], 4)
         rows.append(row)
-        msg = " ".join(f"{k} {v:.3f}" for k, v in res.items() if k != "objects")
-        improved = res["score"] > best["score"]
+        msg = " ".join(f"{k} {res[k]:.3f}" for k in ("noc@90", "noc@85", "iou@1", "auc")) + " (" + ", ".join(
+            f"{k.split(' ', 1)[1]} {v:.2f}" for k, v in res.items() if k.startswith("noc@90 ")) + ")"
+        improved = improves(res, best)
         log(f"[val] iteration {step}: {msg} ({time.monotonic() - t0:.0f} s){' *best*' if improved else ''}")
         if improved:
-            metrics = {f"val_crops_{k}": v for k, v in res.items()}
+            metrics = {f"val_{k}": v for k, v in res.items()}
             metrics["note"] = (
-                f"model-selection scores: {int(res['objects'])} val objects on crops, "
-                f"{cfg.val_clicks} robot clicks; not PROTOCOL.md results"
+                f"model-selection scores: {int(res['objects'])} val objects, robot user through the engine, "
+                f"{cfg.val_clicks} clicks, stop at IoU 0.90; a sample too small to report (use evaluate)"
             )
-            best = {"score": res["score"], "step": step, "metrics": metrics}
+            best = {"noc@90": res["noc@90"], "auc": res["auc"], "step": step, "metrics": metrics}
             from ..weights import save_weights
 
             save_weights(model, out / "best.safetensors", training=training_meta(step), metrics=metrics, engine=engine)
@@ -624,7 +625,7 @@ def train(
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     done = not interrupted and (stop_after is None or steps_this_call < stop_after)
-    if done and vset is not None and last_val["step"] != step:
+    if done and vsets and last_val["step"] != step:
         run_validation()
     checkpoint(finished=done)
     _barrier(dist)
@@ -638,8 +639,8 @@ def train(
     }
     if dist.main:
         best_msg = (
-            f"best val score {best['score']:.4f} at iteration {best['step']}"
-            if best["step"] >= 0 else "no validation (give --val DIR to keep best.safetensors)"
+            f"best validation NoC@90 {best['noc@90']:.2f} at iteration {best['step']}"
+            if "noc@90" in best else "no validation (give --val DIR to keep best.safetensors)"
         )
         log(f"{'finished' if done else 'stopped'} at iteration {step} after {_fmt_time(elapsed_now())}; "
             f"{best_msg}; files in {out}")
