@@ -137,6 +137,12 @@ def test_resume_continues_exactly(data, tmp_path):
     assert read_metadata(split / "last.safetensors")["training"]["iterations"] == 4
 
 
+def test_a_run_shorter_than_a_log_interval_still_logs_its_loss(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=3, log_every=10, val_every=0), log=lambda m: None)
+    assert _log_steps(out) == [3]
+
+
 def test_resume_extends_a_finished_run(data, tmp_path):
     out = tmp_path / "run"
     train(_cfg(data, out, iterations=1, val_every=0), log=lambda m: None)

@@ -561,6 +561,23 @@ def train(
             e = float(t.item())
         return e, _progress(cfg, step, e)
 
+    def log_window() -> None:
+        """Log the mean loss and speed of the steps since the last log line."""
+        nonlocal win_loss, win_n, win_t0, win_steps
+        sps = win_steps * cfg.batch_size * dist.world / max(time.monotonic() - win_t0, 1e-9)
+        e = elapsed_now()
+        p = _progress(cfg, step, e)
+        eta = (1 - p) / p * e if p > 0 else 0.0
+        rows.append({
+            "step": step, "elapsed_s": round(e, 1), "lr": f"{optimizer.param_groups[0]['lr']:.3g}",
+            "loss": round(win_loss / win_n, 5), "samples_per_s": round(sps, 3),
+        })
+        log(
+            f"iteration {step} | loss {win_loss / win_n:.4f} | {sps:.2f} samples/s | "
+            f"lr {optimizer.param_groups[0]['lr']:.2e} | elapsed {_fmt_time(e)} | eta {_fmt_time(eta)}"
+        )
+        win_loss, win_n, win_t0, win_steps = 0.0, 0, time.monotonic(), 0
+
     def on_term(signum, frame):  # noqa: ARG001
         raise _Stop()
 
@@ -596,20 +613,7 @@ def train(
             win_n += 1
             win_steps += 1
             if step % cfg.log_every == 0 and dist.main:
-                dt = time.monotonic() - win_t0
-                sps = win_steps * cfg.batch_size * dist.world / max(dt, 1e-9)
-                e = elapsed_now()
-                p = _progress(cfg, step, e)
-                eta = (1 - p) / p * e if p > 0 else 0.0
-                rows.append({
-                    "step": step, "elapsed_s": round(e, 1), "lr": f"{optimizer.param_groups[0]['lr']:.3g}",
-                    "loss": round(win_loss / win_n, 5), "samples_per_s": round(sps, 3),
-                })
-                log(
-                    f"iteration {step} | loss {win_loss / win_n:.4f} | {sps:.2f} samples/s | "
-                    f"lr {optimizer.param_groups[0]['lr']:.2e} | elapsed {_fmt_time(e)} | eta {_fmt_time(eta)}"
-                )
-                win_loss, win_n, win_t0, win_steps = 0.0, 0, time.monotonic(), 0
+                log_window()
             if cfg.val_every and step % cfg.val_every == 0:
                 if dist.main:
                     run_validation()
@@ -625,6 +629,8 @@ def train(
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     done = not interrupted and (stop_after is None or steps_this_call < stop_after)
+    if win_n and dist.main:  # the steps since the last log line (a short run has no other)
+        log_window()
     if done and vsets and last_val["step"] != step:
         run_validation()
     checkpoint(finished=done)
