@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from napari_clickseg.training.checkpoint import load_checkpoint
+from napari_clickseg.training.checkpoint import load_checkpoint, save_checkpoint
 from napari_clickseg.training.command import add_arguments, config_from_args
 from napari_clickseg.training.config import TrainConfig
 from napari_clickseg.training.trainer import RunDirError, rank_device, train
@@ -141,6 +141,18 @@ def test_a_run_shorter_than_a_log_interval_still_logs_its_loss(data, tmp_path):
     out = tmp_path / "run"
     train(_cfg(data, out, iterations=3, log_every=10, val_every=0), log=lambda m: None)
     assert _log_steps(out) == [3]
+
+
+def test_resuming_a_run_of_the_crop_validation_keeps_its_best(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=1, val_every=1), log=lambda m: None)
+    state = load_checkpoint(out / "checkpoint.pt")
+    state["best"] = {"score": 0.9, "step": 1, "metrics": {}}  # as older versions wrote it
+    save_checkpoint(out / "checkpoint.pt", state)
+    old = (out / "best.safetensors").read_bytes()
+    train(_cfg(data, out, iterations=2, val_every=1), resume=True, log=lambda m: None)
+    assert (out / "best_crop_validation.safetensors").read_bytes() == old
+    assert "val_noc@90" in read_metadata(out / "best.safetensors")["metrics"]
 
 
 def test_resume_extends_a_finished_run(data, tmp_path):

@@ -442,6 +442,11 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
         best = state.get("best", best)
+        old_best = out / "best.safetensors"
+        if "noc@90" not in best and dist.main and old_best.is_file():
+            # chosen by the crop validation of older versions: kept, as the new one may choose otherwise
+            old_best.rename(out / "best_crop_validation.safetensors")
+            log(f"{old_best} was chosen by the older crop validation: kept as best_crop_validation.safetensors")
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(_to_tuple(state["rng"]["python"]))
         rows = _read_log(out / "log.csv", step)
