@@ -578,6 +578,75 @@ def test_layer_transforms_and_image_removal(open_dock, fluo):
     assert w.image_layer is None and not w.add_click(1, 1, True)
 
 
+def test_annotation_layers_follow_the_image_when_it_moves(open_dock, fluo):
+    """Setting a pixel size after opening the dock moves clicks and objects with the image."""
+    viewer, w = open_dock(fluo)
+    w.add_click(30, 32, True)
+    w.commit()
+    w.image_layer.scale = (0.5, 2.0)
+    w.image_layer.translate = (10.0, -5.0)
+    for key in ("positive", "negative", "preview", "committed"):
+        assert np.allclose(w.layers[key].scale, (0.5, 2.0)), key
+        assert np.allclose(w.layers[key].translate, (10.0, -5.0)), key
+    world = (10.0 + 0.5 * 30, -5.0 + 2.0 * 32)  # where data pixel (30, 32) is drawn now
+    assert w.layers["committed"].get_value(world, world=True) == 1
+    mouse_click(viewer, (10.0 + 0.5 * 12, -5.0 + 2.0 * 40))
+    assert (w.session.clicks[0].row, w.session.clicks[0].col) == (12.0, 40.0)
+    # the committed layer of another image follows its image when the dock comes back to it
+    other = viewer.add_image(fluo[:32, :32], name="other")
+    w.bind(other)
+    first = viewer.layers[0]
+    first.translate = (0.0, 0.0)
+    w.bind(first)
+    assert np.allclose(w.layers["committed"].translate, (0.0, 0.0))
+    assert w.session.object_ids() == [1]
+
+
+def test_a_deleted_committed_layer_is_kept_when_the_dock_leaves_its_image(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    b = viewer.add_image(fluo[::-1].copy(), name="B")
+    w.bind(viewer.layers["image"])
+    w.add_click(30, 30, True)
+    w.commit()
+    viewer.layers.remove(w.layers["committed"])
+    w.bind(b)  # switching images brings the image's objects back, parked beside it
+    assert [la.name for la in committed_layers(viewer)].count("committed objects (image)") == 1
+    w.bind(viewer.layers["image"])
+    assert w.session.object_ids() == [1] and (w.layers["committed"].data == 1).any()
+    viewer.layers.remove(w.layers["committed"])
+    viewer.layers.remove(viewer.layers["image"])  # removing the image too keeps exactly one copy
+    kept = [la for la in committed_layers(viewer) if la.metadata.get("clickseg_image") == "image"]
+    assert len(kept) == 1 and (kept[0].data == 1).any()
+
+
+def test_points_with_a_nan_slice_coordinate_are_ignored(open_dock, fluo):
+    stack = np.stack([fluo] * 3)
+    viewer, w = open_dock(stack)
+    viewer.dims.set_point(0, 1.0)
+    w.add_click(30, 30, True)
+    w.layers["positive"].add([[np.nan, 20.0, 20.0]])
+    assert len(w.session.clicks) == 1 and "ignored 1 point" in w.last_status
+
+
+def test_a_transposed_view_of_the_same_slice_keeps_the_object(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 40, True)
+    viewer.dims.transpose()
+    assert w.add_click(45, 22, False)  # row 45, col 22 on screen = data (22, 45)
+    assert [(c.row, c.col, c.positive) for c in w.session.clicks] == [
+        (20.0, 40.0, True),
+        (22.0, 45.0, False),
+    ]
+    assert w.layers["negative"].data.tolist() == [[22.0, 45.0]]
+
+
+def test_a_click_in_a_3d_view_says_to_switch_to_2d(open_dock, fluo):
+    viewer, w = open_dock(np.stack([fluo] * 3))
+    viewer.dims.ndisplay = 3
+    mouse_click(viewer, (1.0, 30.0, 30.0))
+    assert not w.session.clicks and "switch the viewer to 2D" in w.last_status
+
+
 # --- audit fixes: never lose or mix up annotations --------------------------------------------
 
 

@@ -215,13 +215,17 @@ class ImageGeometry:
             plane: the object's plane.
 
         Returns:
-            The clicks and how many points lay on other planes (ignored).
+            The clicks and how many points lay on other planes or had a non-finite slice
+            coordinate (ignored).
         """
         coords = np.asarray(coords, dtype=float).reshape(-1, self.layer_ndim)
         rows_ax, cols_ax = (self.spatial_axes[a] for a in plane.displayed)
         picked, off_plane = [], 0
         for p, pos, order in zip(coords, positive, orders):
-            on = all(int(np.round(p[self.spatial_axes[s]])) == i for s, i in plane.index)
+            on = all(
+                np.isfinite(p[self.spatial_axes[s]]) and int(np.round(p[self.spatial_axes[s]])) == i
+                for s, i in plane.index
+            )
             if not on:
                 off_plane += 1
                 continue

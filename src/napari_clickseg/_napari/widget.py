@@ -96,6 +96,16 @@ def _image_id(layer: Any) -> str:
     return str(_unwrap(layer).unique_id)
 
 
+#: image layer events that move it in the world
+_TRANSFORM_EVENTS = ("scale", "translate", "rotate", "shear", "affine")
+
+
+def _apply_transform(layer: Any, transform: dict[str, Any]) -> None:
+    """Set ``layer``'s scale, translate, affine (and rotate, shear) as ``transform`` says."""
+    for name, value in transform.items():
+        setattr(layer, name, value)
+
+
 def _in_viewer(layer: Any, viewer: Any) -> bool:
     return layer is not None and any(_same(layer, la) for la in viewer.layers)
 
@@ -437,6 +447,7 @@ class ClickSegWidget(Container):
         The session (with the open object's clicks) stays in the committed layer's metadata.
         """
         self._cancel_pending()
+        self._restore_committed()
         self._watch_image(None)
         if remove_layers:
             for key in ("positive", "negative", "preview"):
@@ -454,15 +465,44 @@ class ClickSegWidget(Container):
         self._update_buttons()
         self._status("no image: add or select one")
 
+    def _restore_committed(self) -> None:
+        """Bring back the bound image's committed layer if the user deleted it.
+
+        Called before the dock leaves the image: the session lives in that layer's
+        metadata, so without the layer its objects would be lost.
+        """
+        s, img, g = self.session, self.image_layer, self.geometry
+        if s is None or img is None or g is None or "committed" in self.layers:
+            return
+        if s.records or s.labels.any():
+            syncing, self._syncing = self._syncing, True  # adding it must not rebind the dock
+            try:
+                self.layers["committed"] = self._new_committed(img, g, s)
+            finally:
+                self._syncing = syncing
+
     def _watch_image(self, layer: Any) -> None:
         """Follow ``layer``'s data changes (None: stop following the bound image)."""
         old = self.image_layer
         if old is not None:
             old.events.data.disconnect(self._on_image_data)
             old.events.set_data.disconnect(self._on_image_data)
+            for name in _TRANSFORM_EVENTS:
+                getattr(old.events, name).disconnect(self._on_image_transform)
         if layer is not None:
             layer.events.data.connect(self._on_image_data)
             layer.events.set_data.connect(self._on_image_data)
+            for name in _TRANSFORM_EVENTS:
+                getattr(layer.events, name).connect(self._on_image_transform)
+
+    def _on_image_transform(self, event: Any = None) -> None:
+        """The bound image moved (scale, translate, rotate, shear, affine): our layers follow."""
+        if self.image_layer is None or self.geometry is None or self._closed:
+            return
+        transform = self._transform(self.image_layer, self.geometry)
+        for layer in self.layers.values():
+            if _in_viewer(layer, self.viewer):
+                _apply_transform(layer, transform)
 
     def _on_image_data(self, event: Any) -> None:
         """The bound image changed: rebind on a new shape, else re-predict if its pixels did.
@@ -524,6 +564,7 @@ class ClickSegWidget(Container):
             return
         if self.session is not None and self.session.clicks:
             self.clear()
+        self._restore_committed()
         old_committed = self.layers.get("committed")
         self._watch_image(layer)
         self.image_layer = layer
@@ -615,6 +656,7 @@ class ClickSegWidget(Container):
                 session.attach(labels)
             if committed.name.startswith(LAYER_NAMES["committed"] + " ("):
                 committed.name = LAYER_NAMES["committed"]
+            _apply_transform(committed, common)  # the image may have moved meanwhile
             self._hook_committed(committed)  # a layer made by a dock that was closed
         self.session = session
         self.layers["committed"] = committed
@@ -771,7 +813,7 @@ class ClickSegWidget(Container):
 
     def _on_mouse(self, viewer: Any, event: Any):
         """Press-release without drag adds a click; a drag pans as usual."""
-        if self.image_layer is None or event.button not in (1, 2) or viewer.dims.ndisplay != 2:
+        if self.image_layer is None or event.button not in (1, 2):
             return
         active = viewer.layers.selection.active
         if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
@@ -787,6 +829,9 @@ class ClickSegWidget(Container):
                 dragged = True
             yield
         if dragged:
+            return
+        if viewer.dims.ndisplay != 2:  # a drag turns the camera; a click says why it adds nothing
+            self._status("clicks are added in 2D: switch the viewer to 2D to click")
             return
         negative = event.button == 2 or bool(names & {"Shift", "Control", "Meta"})
         if self.negative_check.value and event.button == 1 and not names:
@@ -820,11 +865,14 @@ class ClickSegWidget(Container):
             except ValueError as e:
                 self._status(str(e))
                 return False
+        current = self.session.plane
+        if current is not None and plane == Plane(current.displayed[::-1], current.index):
+            row, col, plane = col, row, current  # the same slice, shown transposed
         h, w = plane.shape_in(self.geometry.spatial_shape)
         if not (-0.5 <= row < h - 0.5 and -0.5 <= col < w - 0.5):
             self._status("click outside the image: ignored")
             return False
-        if self.session.plane is not None and plane != self.session.plane:
+        if current is not None and plane != current:
             self._status(
                 f"the current object is on another slice ({self.session.plane.describe()}): "
                 "commit (C) or clear (Esc) it first"
