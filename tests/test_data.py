@@ -196,6 +196,38 @@ def test_read_array_keeps_channels_and_single_planes(tmp_path):
     assert np.array_equal(read_array(tmp_path / "z1.tif"), one[0])
 
 
+def _png16(path: Path, a: np.ndarray, colour_type: int) -> None:
+    """A minimal 16-bit PNG (Pillow writes 16 bits for gray only)."""
+    import struct
+    import zlib
+
+    h, w = a.shape[:2]
+    raw = b"".join(b"\x00" + a[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_read_array_refuses_16_bit_colour_png_and_keeps_16_bit_gray(tmp_path):
+    # regression: Pillow kept the high bytes of a 16-bit RGB PNG, so a dim image (values
+    # 100-900) came back as uint8 with two values
+    a = np.full((6, 8, 3), 100, np.uint16)
+    a[2:4, 2:5] = 900
+    _png16(tmp_path / "rgb.png", a, 2)
+    with pytest.raises(DataError, match=r"rgb\.png.*16-bit colour PNG.*TIFF"):
+        read_array(tmp_path / "rgb.png")
+    _png16(tmp_path / "gray.png", a[..., 0], 0)
+    gray = read_array(tmp_path / "gray.png")
+    assert gray.dtype == np.uint16 and np.array_equal(gray, a[..., 0])
+
+
 def test_read_array_corrupt_tiff_names_the_file(tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\0garbage")  # a TIFF header and nothing readable behind it

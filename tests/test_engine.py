@@ -142,6 +142,39 @@ def test_contrast_on_a_large_offset_or_range_survives_scaling(low, high, dtype):
     assert np.all(out[inside] == 1.0) and np.all(out[~inside] == 0.0)
 
 
+def test_many_channels_keep_what_the_channels_hold():
+    from napari_clickseg.engine.image import prepare_image
+
+    # regression: each principal component was stretched to [0, 1] on its own, so copies of
+    # one channel (or one channel beside empty ones) came out as full-contrast noise
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :64]
+    gray = (100 + 80 * np.exp(-((yy - 20) ** 2 + (xx - 30) ** 2) / 60.0)).astype(np.float32)
+    want = prepare_image(gray)
+    copies = np.stack([gray * g for g in (1.0, 0.8, 0.6, 0.5, 0.3)], -1)
+    np.testing.assert_allclose(prepare_image(copies), want, atol=1e-4)
+    one_of_four = np.stack([gray * 200] + [np.zeros_like(gray)] * 3, -1).astype(np.uint16)
+    np.testing.assert_allclose(prepare_image(one_of_four), want, atol=1e-4)
+    # channels that differ still give colour: two objects in two channels differ in hue
+    a, b = np.zeros((48, 64), np.float32), np.zeros((48, 64), np.float32)
+    a[5:20, 5:20], b[25:40, 35:55] = 1.0, 1.0
+    five = np.stack([a, b, a * 0.5, b * 0.5, a + b], -1) + rng.normal(0, 0.01, (48, 64, 5))
+    out = prepare_image(five.astype(np.float32))
+    assert np.abs(out[12, 12] - out[32, 45]).max() > 0.3
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_an_opaque_alpha_is_dropped_at_any_bit_depth(dtype):
+    from napari_clickseg.engine.image import prepare_image
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (20, 30, 3)).astype(np.uint8)
+    scale, full = (257, 65535) if dtype == np.uint16 else (1 / 255, 1.0)
+    deep = (rgb.astype(np.float64) * scale).astype(dtype)
+    rgba = np.dstack([deep, np.full((20, 30), full, dtype)])
+    np.testing.assert_allclose(prepare_image(rgba), prepare_image(rgb), atol=1e-6)
+
+
 def test_output_and_info(early, image):
     p = Predictor(early, device="cpu")
     p.set_image(image)

@@ -48,13 +48,28 @@ def _read_tiff(path: Path) -> np.ndarray:
         return np.asarray(tf.asarray())
 
 
+def _refuse_deep_colour_png(path: Path) -> None:
+    """Raise for a 16-bit colour PNG: Pillow would keep only its high bytes, silently."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    # signature, IHDR length and type, width, height, then bit depth and colour type
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) == 26:
+        depth, colour = head[24], head[25]
+        if depth == 16 and colour in (2, 4, 6):  # RGB, gray + alpha, RGBA
+            raise DataError(
+                f"{path}: a 16-bit colour PNG cannot be read without losing its low 8 bits; "
+                "save it as TIFF (e.g. tifffile.imwrite) or as 8-bit"
+            )
+
+
 def read_array(path: str | os.PathLike) -> np.ndarray:
     """Read a 2D image file as an array: (H, W) or (H, W, C).
 
     TIFF files are read with tifffile (any dtype, channels last or, for small
     leading axes such as (C, H, W), moved last; an unlabelled leading axis counts
     as channels); other formats with Pillow (palette images become their
-    indices, 16-bit PNGs stay uint16).
+    indices, 16-bit gray PNGs stay uint16; 16-bit colour PNGs are refused, as
+    Pillow reads only their high bytes).
 
     Raises:
         DataError: the file is missing or cannot be decoded, or is not 2D (including
@@ -69,6 +84,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
         else:
             from PIL import Image
 
+            _refuse_deep_colour_png(path)
             with Image.open(path) as im:
                 if im.mode == "P":
                     # palette PNGs (e.g. VOC-style label maps): keep indices

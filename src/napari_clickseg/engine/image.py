@@ -7,8 +7,10 @@ Every image, whatever its dtype, bit depth or channel count, becomes a float32
   channels, so uint16 and float data keep their full dynamic range and dim
   fluorescence is stretched (never a silent uint8 cast that clips);
 - gray images are repeated to three channels; two channels become
-  (c0, c1, mean); RGBA uint8 drops alpha; other images with more than three
-  channels are projected on their first three principal components.
+  (c0, c1, mean); RGBA drops alpha (uint8 always, other dtypes when it is
+  opaque everywhere); other images with more than three channels are coloured by their
+  first three principal components (luminance and two opponent colours, on one
+  scale, so weak components stay faint).
 """
 
 from __future__ import annotations
@@ -104,7 +106,14 @@ def _scale(x: np.ndarray) -> np.ndarray:
 
 
 def _pca3(x: np.ndarray) -> np.ndarray:
-    """Project (H, W, C) on its first three principal components, each scaled to [0, 1]."""
+    """Colour an (H, W, C) image by its first three principal components.
+
+    The first component is the luminance (signed so that bright stays bright, scaled
+    to [0, 1] like any gray image); the second and third add opponent colours on the
+    same scale. Components with little variance therefore change little: copies of
+    one channel, or one channel beside empty ones, come out gray as that channel
+    alone would, instead of as stretched rounding noise.
+    """
     h, w, c = x.shape
     src = x.reshape(-1, c)
     # a global scale (which PCA ignores) keeps float32 values and their squares finite
@@ -117,17 +126,32 @@ def _pca3(x: np.ndarray) -> np.ndarray:
     sample = flat[::step]
     mean = sample.mean(0)
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
-    proj = (flat - mean) @ vt[:3].T
-    proj = proj.reshape(h, w, 3)
-    return np.stack([_scale(proj[..., i]) for i in range(3)], -1)
+    vt = vt[:3].copy()
+    if vt[0].sum() < 0:
+        vt[0] = -vt[0]
+    proj = (flat - mean) @ vt.T
+    lo, hi = np.percentile(proj[::step, 0], PERCENTILES)
+    if hi <= lo:
+        return np.zeros((h, w, 3), dtype=np.float32)
+    proj /= hi - lo
+    lum = proj[:, :1] - lo / (hi - lo)
+    a, b = proj[:, 1:2], proj[:, 2:3] * (np.sqrt(3) / 2)
+    rgb = np.concatenate([lum + a, lum - a / 2 + b, lum - a / 2 - b], 1)
+    return np.clip(rgb, 0.0, 1.0).reshape(h, w, 3).astype(np.float32, copy=False)
+
+
+def _opaque(alpha: np.ndarray) -> bool:
+    """Whether a 4th channel is an opaque alpha: the dtype's maximum (1.0 for floats) everywhere."""
+    full = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
+    return bool((alpha == full).all())
 
 
 def prepare_image(image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
     """Validate and normalise an image to float32 (H, W, 3) in [0, 1] (see module docstring)."""
     x = validate_image(image, channel_axis)
     c = x.shape[-1]
-    if c == 4 and x.dtype == np.uint8:
-        x, c = x[..., :3], 3
+    if c == 4 and (x.dtype == np.uint8 or _opaque(x[..., 3])):
+        x, c = x[..., :3], 3  # RGBA: alpha carries no image
     if c == 1:
         s = _scale(x[..., 0])
         return np.repeat(s[..., None], 3, axis=-1)
