@@ -80,7 +80,7 @@ def fake_command(monkeypatch):
 
     def add_arguments(p):
         p.add_argument("--value", type=int, default=1)
-        p.add_argument("--fail", choices=["value", "file", "isdir", "perm", "other"])
+        p.add_argument("--fail", choices=["value", "file", "isdir", "perm", "other", "ctrl-c"])
 
     def run(args):
         calls.append(args)
@@ -94,6 +94,8 @@ def fake_command(monkeypatch):
             raise PermissionError(13, "Permission denied", "runs/x")
         if args.fail == "other":
             raise RuntimeError("boom")
+        if args.fail == "ctrl-c":
+            raise KeyboardInterrupt
         return args.value
 
     mod.add_arguments, mod.run = add_arguments, run
@@ -127,6 +129,24 @@ def test_user_errors_become_exit_2_with_message(fake_command, capsys, kind, mess
 def test_programming_errors_are_not_swallowed(fake_command):
     with pytest.raises(RuntimeError, match="boom"):
         cli.main(["fake", "--fail", "other"])
+
+
+def test_ctrl_c_exits_130_without_a_traceback(fake_command, capsys):
+    assert cli.main(["fake", "--fail", "ctrl-c"]) == 130
+    assert capsys.readouterr().err.strip() == "napari-clickseg: interrupted"
+
+
+def test_train_stopped_before_its_run_began_says_nothing_was_written(tmp_path, monkeypatch, capsys):
+    import napari_clickseg.training.trainer as trainer
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", stopped)
+    out = tmp_path / "run"
+    argv = ["train", "--model", "early", "--data", str(tmp_path), "--out", str(out)]
+    assert cli.main(argv) == 130
+    assert "nothing was written" in capsys.readouterr().err and not out.exists()
 
 
 def test_subcommand_options_are_validated(fake_command, capsys):

@@ -137,6 +137,36 @@ def test_resume_continues_exactly(data, tmp_path):
     assert read_metadata(split / "last.safetensors")["training"]["iterations"] == 4
 
 
+def test_a_run_killed_before_its_first_step_resumes(data, tmp_path, monkeypatch):
+    import napari_clickseg.training.trainer as trainer
+
+    # regression: the first checkpoint came after checkpoint_minutes, so a run killed before
+    # then left only config.json, which neither --resume nor a new run would take
+    out = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")  # no except clause catches it: no final checkpoint
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "_train_step", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            train(_cfg(data, out), log=lambda m: None)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 0
+    assert train(_cfg(data, out), resume=True, log=lambda m: None)["steps"] == 2
+    assert _log_steps(out) == [1, 2]
+    # a folder left with its config alone (a kill before that checkpoint was written)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(out / "config.json", bare / "config.json")
+    cfg = TrainConfig.load(bare / "config.json")
+    cfg.out = str(bare)
+    cfg.save(bare / "config.json")
+    messages = []
+    assert train(_cfg(data, bare), resume=True, log=messages.append)["steps"] == 2
+    assert any("before its first checkpoint" in msg for msg in messages)
+    assert load_checkpoint(bare / "checkpoint.pt")["step"] == 2
+
+
 def test_a_run_shorter_than_a_log_interval_still_logs_its_loss(data, tmp_path):
     out = tmp_path / "run"
     train(_cfg(data, out, iterations=3, log_every=10, val_every=0), log=lambda m: None)

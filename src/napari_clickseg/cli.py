@@ -25,9 +25,16 @@ def main(argv: list[str] | None = None) -> int:
 
     A ``ValueError`` or ``OSError`` from a command (bad input, missing or unwritable
     files) becomes a one-line message and exit code 2; any other exception is a bug
-    and keeps its traceback.
+    and keeps its traceback. Ctrl-C exits with code 130.
     """
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # Ctrl-C while loading or before a command's own handling
+        print("napari-clickseg: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="napari-clickseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = argv[0] if argv and argv[0] in COMMANDS else None

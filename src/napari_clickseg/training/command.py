@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         train(cfg, resume=args.resume)
     except KeyboardInterrupt:
-        print("stopped; continue with the same command and --resume", file=sys.stderr)
+        if (Path(cfg.out) / "config.json").is_file():
+            print("stopped; continue with the same command and --resume", file=sys.stderr)
+        else:
+            print("stopped before the run began: nothing was written", file=sys.stderr)
         return 130
     return 0

@@ -345,7 +345,7 @@ def train(
     ckpt_path = out / CHECKPOINT_NAME
     state: dict[str, Any] | None = None
     if resume:
-        if not ckpt_path.is_file():
+        if not ckpt_path.is_file() and not (out / "config.json").is_file():
             raise RunDirError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
         saved = TrainConfig.load(out / "config.json")
         same = [os.path.abspath(d) for d in cfg.train_dirs] == [os.path.abspath(d) for d in saved.train_dirs]
@@ -360,7 +360,12 @@ def train(
         for k in RESUME_MACHINE:  # where this part runs: this call's settings, saved or not
             setattr(saved, k, getattr(cfg, k))
         cfg = saved
-        state = load_checkpoint(ckpt_path)
+        if ckpt_path.is_file():
+            state = load_checkpoint(ckpt_path)
+        else:  # stopped before its first checkpoint (killed): its saved settings start again
+            (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+                f"{out} stopped before its first checkpoint: starting its saved run from iteration 0"
+            )
     elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
         raise RunDirError(
             f"{out} already holds {', '.join(found)}: a training run (use --resume to continue it) "
@@ -598,6 +603,8 @@ def train(
         f"training {cfg.model} ({cfg.loss} loss, {cfg.click_schedule} clicks) on {device.type}"
         f" x{dist.world}, {threads} threads, batch {cfg.batch_size}, crop {cfg.crop_size}"
     )
+    if step == 0:
+        checkpoint()  # at once: a run killed from here on can be resumed
     try:
         if step == 0 and cfg.init not in ("imagenet", "scratch"):
             # the weights fine-tuning starts from are a candidate too: best.safetensors is never worse
