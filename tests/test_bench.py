@@ -70,6 +70,25 @@ def test_bench_quick_in_process(tmp_path, monkeypatch, capsys):
     assert (out / "bench.md").read_text().startswith("# napari-clickseg bench")
 
 
+def test_bench_never_replaces_results_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "bench.json").write_text("{}")
+    assert _run(["--quick", "--random-init", "--models", "early", "--out", str(out), "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "bench.json").read_text() == "{}"
+
+
+def test_bench_refuses_labels_of_another_size(tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 80), np.uint8)).save(tmp_path / "img.png")
+    Image.fromarray(np.zeros((60, 80), np.uint8)).save(tmp_path / "lab.png")
+    args = ["--quick", "--random-init", "--models", "early", "--sizes", "64", "--brs-modes", "",
+            "--train-iters", "0", "--no-isolate", "-q"]  # fmt: skip
+    assert _run([*args, "--image", str(tmp_path / "img.png"), "--labels", str(tmp_path / "lab.png")]) == 2
+    assert "do not fit" in capsys.readouterr().err
+
+
 def test_bench_rejects_unknown_models(capsys):
     assert _run(["--random-init", "--models", "nope", "-q"]) == 2
     assert "nope" in capsys.readouterr().err

@@ -121,6 +121,10 @@ def test_channels_first_without_channel_axis_is_refused(early):
     assert validate_image(np.zeros((5, 40, 17))).shape == (5, 40, 17)
     assert validate_image(np.zeros((3, 64, 64)), channel_axis=2).shape == (3, 64, 64)
     assert validate_image(np.zeros((3, 64, 64)), channel_axis=-1).shape == (3, 64, 64)
+    assert validate_image(np.zeros((3, 64, 64)), channel_axis=np.int64(0)).shape == (64, 64, 3)
+    for bad in (1.5, "0", True, 3):  # regression: 1.5 and "0" raised TypeError from numpy
+        with pytest.raises(ValueError):
+            validate_image(np.zeros((3, 64, 64)), channel_axis=bad)
 
 
 @pytest.mark.parametrize(

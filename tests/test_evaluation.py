@@ -356,6 +356,21 @@ def test_cli_evaluate_checks_out_before_evaluating(tmp_path, capsys, monkeypatch
     assert a_file.read_text() == "keep me"
 
 
+def test_cli_evaluate_failing_leaves_no_empty_out_folder(tmp_path, capsys):
+    # regression: an unknown model or a bad option left an empty --out behind
+    from napari_clickseg.cli import main
+
+    root = _write_folder(tmp_path / "toy" / "val")
+    for extra in (["--model", "no-such-model"], ["--model", "random_walker", "--stop-iou", "1.5"]):
+        out = tmp_path / "eval"
+        assert main(["evaluate", *extra, "--data", str(root), "--out", str(out), "-q"]) == 2
+        assert not out.exists()
+    kept = tmp_path / "mine"  # a folder the user made stays, even if empty
+    kept.mkdir()
+    assert main(["evaluate", "--model", "no-such-model", "--data", str(root), "--out", str(kept), "-q"]) == 2
+    assert kept.is_dir()
+
+
 def test_cli_evaluate_errors_are_clean(tmp_path, capsys):
     from napari_clickseg.cli import main
 

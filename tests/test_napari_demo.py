@@ -64,3 +64,19 @@ def test_headless_demo_writes_labels_provenance_and_overlay(no_weights, tmp_path
 
 def test_demo_rejects_bad_options(no_weights, tmp_path):
     assert main(["demo", "--objects", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_demo_replaces_its_own_results_but_never_a_users_files(no_weights, tmp_path, capsys):
+    argv = ["demo", "--allow-untrained", "--objects", "1", "--clicks", "1", "--device", "cpu"]
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out)]) == 0  # the quick start run twice
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    tifffile.imwrite(mine / "labels.tif", np.full((10, 10), 5, np.uint16))
+    (mine / "overlay.png").write_bytes(b"my picture")
+    before = {p.name: p.read_bytes() for p in mine.iterdir()}
+    capsys.readouterr()
+    assert main([*argv, "--out", str(mine)]) == 2
+    assert "not written by an earlier demo" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from .evaluation.command import check_out, removed_if_left_empty
+
 __all__ = ["add_arguments", "run", "sample_image", "peak_rss_mb"]
 
 DEFAULT_SIZES = (512, 4096)
@@ -157,6 +159,11 @@ def sample_image(
         if labels is None:
             raise ValueError("--image needs --labels (an instance map or mask of the same size)")
         img, lab = read_array(image), read_array(labels).astype(np.int64)
+        if lab.ndim != 2 or lab.shape != img.shape[:2]:
+            raise ValueError(
+                f"{labels}: labels of shape {lab.shape} do not fit {image} of shape {img.shape}; "
+                "--labels must be a 2D instance map or mask of the image's size"
+            )
         src = str(image)
     else:
         root = _shared_data()
@@ -500,7 +507,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run all cases in this process (peak RSS is then the process peak so far)")
     p.add_argument("--case-timeout", type=float, default=1800.0, help="seconds per isolated case")
     p.add_argument("--out", default=None, help="write bench.json and bench.md here")
+    p.add_argument("--overwrite", action="store_true", help="replace bench.json and bench.md in --out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
+
+REPORT_FILES = ("bench.json", "bench.md")
 
 
 def _names(args: argparse.Namespace) -> list[str]:
@@ -570,6 +581,25 @@ def run(args: argparse.Namespace) -> int:
         if m not in ("fbrs", "brs"):
             raise ValueError(f"--brs-modes takes fbrs and/or brs, got {m!r}")
     names = _names(args)
+    fresh = args.out is not None and not Path(args.out).exists()
+    out = check_out(args.out, args.overwrite, files=REPORT_FILES) if args.out else None
+    with removed_if_left_empty(out if fresh else None):
+        report = _run_cases(args, names, sizes, repeats, n_clicks, brs_clicks, modes, train_iters, train_batch)
+    md = markdown(report)
+    print(md)
+    if out is not None:
+        from .evaluation.report import jsonable
+
+        (out / "bench.json").write_text(json.dumps(jsonable(report), indent=1) + "\n")
+        (out / "bench.md").write_text("# napari-clickseg bench\n\n" + md)
+        print(f"json: {out / 'bench.json'}\nmarkdown: {out / 'bench.md'}")
+    return 0
+
+
+def _run_cases(args: argparse.Namespace, names: list[str], sizes: list[int], repeats: int, n_clicks: int,
+               brs_clicks: int, modes: list[str], train_iters: int, train_batch: int) -> dict[str, Any]:
+    """Time every model and size (and the training throughput): the report's data."""
+    quick = args.quick
     import torch
 
     if args.threads:
@@ -650,17 +680,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             report["training"] = {"samples_per_s": None, "note": "n/a: skipped"}
-    md = markdown(report)
-    print(md)
-    if args.out:
-        from .evaluation.report import jsonable
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.json").write_text(json.dumps(jsonable(report), indent=1) + "\n")
-        (out / "bench.md").write_text("# napari-clickseg bench\n\n" + md)
-        print(f"json: {out / 'bench.json'}\nmarkdown: {out / 'bench.md'}")
-    return 0
+    return report
 
 
 def _train_sample(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:

@@ -117,6 +117,28 @@ def _pick_objects(gt, n: int) -> list[int]:
     return order[:n]
 
 
+OUTPUTS = ("labels.tif", "labels.json", "overlay.png")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` whose files an earlier demo did not write (a re-run replaces its own).
+
+    Raises:
+        ValueError: ``out`` is a file, or holds labels.tif, labels.json or overlay.png
+            beside no labels.json describing labels.tif.
+    """
+    from ._napari.session import AnnotationSession
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the demo's results")
+    taken = [name for name in OUTPUTS if (out / name).exists()]
+    if taken and AnnotationSession.sidecar_owner(out / "labels.json") != "labels.tif":
+        raise ValueError(
+            f"{out} holds {', '.join(taken)}, not written by an earlier demo; "
+            "choose another --out (nothing was written)"
+        )
+
+
 def run_headless(args: argparse.Namespace) -> int:
     """Robot clicks on the sample; writes labels.tif, labels.json and overlay.png."""
     import numpy as np
@@ -127,6 +149,8 @@ def run_headless(args: argparse.Namespace) -> int:
     from ._napari.session import AnnotationSession, SessionError
     from .robot import next_click
 
+    out = Path(args.out)
+    _check_out(out)
     image, gt_all = load_sample(args.sample)
     rgb = image.ndim == 3 and image.shape[-1] in (3, 4) and args.sample != "nuclei_stack"
     geometry = ImageGeometry(tuple(image.shape), rgb=rgb)
@@ -179,7 +203,6 @@ def run_headless(args: argparse.Namespace) -> int:
             print(f"  object {oid}: not committed ({e})")
         rows.append((oid, committed, n, iou, float(np.median(seconds)) if seconds else 0.0))
 
-    out = Path(args.out)
     tif, js = session.save(
         out / "labels", image={"name": args.sample, "data_shape": list(image.shape)}
     )

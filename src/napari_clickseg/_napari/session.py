@@ -510,7 +510,7 @@ class AnnotationSession:
         return p, p.with_suffix(".json")
 
     @staticmethod
-    def _sidecar_owner(js: Path) -> str | None:
+    def sidecar_owner(js: Path) -> str | None:
         """The labels file name an existing ``js`` describes; None if it is not ours.
 
         Files written before ``labels_file`` was recorded describe ``<stem>.tif``.
@@ -538,8 +538,8 @@ class AnnotationSession:
         import tifffile
 
         tif, js = self.paths(path)
-        if js.exists() and self._sidecar_owner(js) != tif.name:
-            owner = self._sidecar_owner(js)
+        if js.exists() and self.sidecar_owner(js) != tif.name:
+            owner = self.sidecar_owner(js)
             what = (
                 f"the provenance of {owner}" if owner else "not a napari-clickseg provenance file"
             )
@@ -599,7 +599,7 @@ class AnnotationSession:
                 raise SessionError(
                     f"{js} was written by a newer napari-clickseg (format {doc['version']})"
                 )
-            owner = self._sidecar_owner(js)
+            owner = self.sidecar_owner(js)
             if owner != tif.name:
                 warnings.append(
                     f"{js.name} is the provenance of {owner}, not of {tif.name}; "

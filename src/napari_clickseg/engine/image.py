@@ -50,7 +50,9 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
         image = image[..., None]
     elif image.ndim == 3:
         if channel_axis is not None:
-            image = np.moveaxis(image, channel_axis, -1)
+            if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+                raise ValueError(f"channel_axis must be an integer axis, got {channel_axis!r}")
+            image = np.moveaxis(image, int(channel_axis), -1)
         else:
             _refuse_channels_first(image.shape)
     else:

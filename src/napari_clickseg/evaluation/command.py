@@ -16,8 +16,10 @@ never replaced without ``--overwrite``; ``--out`` is checked before evaluating.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .runner import BRS_MODES
@@ -67,8 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
 
 
-def check_out(out: str | Path, overwrite: bool = False) -> Path:
+def check_out(out: str | Path, overwrite: bool = False, files: Sequence[str] | None = None) -> Path:
     """Make sure ``out`` can take the reports, before anything is evaluated; creates it.
+
+    Args:
+        out: the output folder.
+        overwrite: replace earlier reports.
+        files: the report names (default: ``evaluate``'s).
 
     Raises:
         ValueError: ``out`` is a file, or holds earlier results and ``overwrite`` is False.
@@ -79,7 +86,8 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
-    found = [p for p in report_paths(out).values() if p.exists()]
+    paths = report_paths(out).values() if files is None else [out / f for f in files]
+    found = [p for p in paths if p.exists()]
     if found and not overwrite:
         names = ", ".join(p.name for p in found)
         raise ValueError(
@@ -98,7 +106,7 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Run every model x BRS mode x dataset and write the reports."""
     from .report import markdown_table, write_reports
-    from .runner import evaluate, load_eval_set, load_predictor
+    from .runner import load_eval_set
 
     models = args.model or ["default"]
     modes = args.brs or ["off"]
@@ -113,7 +121,33 @@ def run(args: argparse.Namespace) -> int:
         load_eval_set(d, max_objects=args.max_objects, seed=args.seed, progress=progress)
         for d in args.data
     ]
+    fresh = not Path(args.out).exists()
     out = check_out(args.out, args.overwrite)  # after --data is known good, before evaluating
+    with removed_if_left_empty(out if fresh else None):
+        results = _evaluate_all(args, models, modes, sets, progress)
+    paths = write_reports(results, out)
+    print(markdown_table(results))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder: Path | None) -> Iterator[None]:
+    """Remove ``folder`` (one this command created) if the block fails and leaves it empty."""
+    try:
+        yield
+    except BaseException:
+        if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _evaluate_all(args: argparse.Namespace, models: list[str], modes: list[str], sets: list,
+                  progress: Callable[[str], None]) -> list[dict]:
+    """Every model x BRS mode x dataset, in that order."""
+    from .runner import evaluate, load_predictor
+
     results = []
     for name in models:
         predictor = load_predictor(name, device=args.device, zoom_in=args.zoom_in)
@@ -141,8 +175,4 @@ def run(args: argparse.Namespace) -> int:
                 if name == "random_walker":
                     r["settings"]["brs"] = "off"
                 results.append(r)
-    paths = write_reports(results, out)
-    print(markdown_table(results))
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+    return results
