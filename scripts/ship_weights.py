@@ -230,7 +230,16 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
     return "\n".join(lines)
 
 
-def main() -> int:
+def _kept_default(models: list[str]) -> str:
+    """The manifest's current default when it is still shipped, else the first model."""
+    try:
+        current = json.loads((WEIGHTS / "manifest.json").read_text()).get("default")
+    except (OSError, ValueError, AttributeError):
+        current = None
+    return current if current in models else models[0]
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--eval", type=Path, action="append", default=[])
@@ -247,8 +256,10 @@ def main() -> int:
     ap.add_argument("--engine", action="append", default=[], metavar="NAME=JSON",
                     help='Predictor settings written into a model\'s file, e.g. hires={"min_crop_size": 80}')
     ap.add_argument("--sharing", default="", help="how many runs shared the CPU cores in each stage")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
+    if args.default is not None and args.default not in args.models:
+        ap.error(f"--default {args.default!r} is not one of --models {args.models}")
     WEIGHTS.mkdir(exist_ok=True)
     if set(args.last) - set(args.copy):
         ap.error(f"--last names models that are not copied: {sorted(set(args.last) - set(args.copy))}")
@@ -292,8 +303,9 @@ def main() -> int:
             v = _metric(r["metrics"], "noc90")
             if v is not None:
                 noc.setdefault(_key(r), []).append(v)
-    best = min(noc, key=lambda k: sum(noc[k]) / len(noc[k])) if noc else args.models[0]
-    manifest["default"] = args.default or best
+    manifest["default"] = args.default or (
+        min(noc, key=lambda k: sum(noc[k]) / len(noc[k])) if noc else _kept_default(args.models)
+    )
     (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"default: {manifest['default']}")
     if results:

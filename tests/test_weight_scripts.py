@@ -71,3 +71,24 @@ def test_card_names_the_validation_that_chose_the_weights(load_script):
     assert "val_noc@90 5.250" in line and "val_objects" not in line and "text" not in line
     old = ship._selection_scores({"val_crops_score": 0.9, "val_crops_iou@1": 0.8, "val_crops_objects": 64.0})
     assert old.startswith("Selection scores (64 val objects on crops, 1 clicks") and "val_crops_score 0.900" in old
+
+
+def test_ship_weights_keeps_the_default_and_refuses_unknown_ones(runs, tmp_path, load_script, monkeypatch,
+                                                                   capsys):
+    import json
+
+    ship = load_script("ship_weights")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name, src in zip(("early", "hires"), runs):
+        (weights / f"{name}.safetensors").write_bytes(src.read_bytes())
+    (weights / "manifest.json").write_text(json.dumps({"default": "hires", "models": {}}))
+    monkeypatch.setattr(ship, "WEIGHTS", weights)
+    # regression: without evaluations the first model became the default
+    assert ship.main(["--models", "early", "hires"]) == 0
+    assert json.loads((weights / "manifest.json").read_text())["default"] == "hires"
+    before = (weights / "manifest.json").read_bytes()
+    with pytest.raises(SystemExit):  # regression: a typo was written as the default
+        ship.main(["--models", "early", "hires", "--default", "hirse"])
+    assert "'hirse' is not one of --models" in capsys.readouterr().err
+    assert (weights / "manifest.json").read_bytes() == before

@@ -146,6 +146,31 @@ def test_save_overwrites_atomically(model, saved, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["w.safetensors"]
 
 
+def test_saved_files_follow_the_umask_and_keep_their_mode(model, tmp_path):
+    # regression: safetensors creates files readable by their owner only
+    old = os.umask(0o022)
+    try:
+        new = tmp_path / "new.safetensors"
+        save_weights(model, new)
+        assert new.stat().st_mode & 0o777 == 0o644
+        os.chmod(new, 0o640)
+        set_engine_settings(new, {"min_crop_size": 64})
+        save_weights(model, new)
+        assert new.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_write_errors_are_weights_errors(model, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(WeightsError, match="cannot write"):
+        save_weights(model, tmp_path / "a-file" / "w.safetensors")
+    (tmp_path / "folder.safetensors").mkdir()
+    with pytest.raises(WeightsError, match="it is a folder"):
+        save_weights(model, tmp_path / "folder.safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "folder.safetensors"]
+
+
 def test_save_needs_registry_name(tmp_path):
     class Anonymous(ClickSegModel):
         def __init__(self):
@@ -472,7 +497,7 @@ def test_failed_save_keeps_the_old_file_and_no_temp(model, saved, tmp_path, monk
         raise OSError("disk full")
 
     monkeypatch.setattr(safetensors.torch, "save_file", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WeightsError, match="cannot write.*disk full"):
         save_weights(model, path)
     assert path.read_bytes() == saved[0].read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["keep.safetensors"]

@@ -19,9 +19,11 @@ files with their sha256, and names the ``default`` model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +97,6 @@ def save_weights(
         half: store floating tensors as fp16 (halves the size).
     """
     import torch
-    from safetensors.torch import save_file
 
     if not getattr(model, "arch_name", ""):
         raise WeightsError("model has no registry name; build it with create_model()")
@@ -116,15 +117,41 @@ def save_weights(
     }
     if engine:
         meta["engine"] = check_engine_settings(engine)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write(state, meta, Path(path))
+
+
+def _write(state: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
+    """Write a weights file atomically (a temporary name, then a rename); returns its sha256.
+
+    A file that is replaced keeps its permissions; a new one gets those the umask allows
+    (safetensors alone would make it private to its owner).
+
+    Raises:
+        WeightsError: ``path`` is a folder or cannot be written (nothing is left behind).
+    """
+    from safetensors.torch import save_file
+
+    if path.is_dir():
+        raise WeightsError(f"cannot write weights to {path}: it is a folder")
     tmp = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
         save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except Exception as e:  # OSError, or safetensors' own error type for the same causes
+        raise WeightsError(f"cannot write {path}: {e}") from None
     finally:
-        tmp.unlink(missing_ok=True)  # only left behind when writing failed
+        with contextlib.suppress(OSError):  # only left behind when writing failed
+            tmp.unlink(missing_ok=True)
     return sha256_file(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def set_engine_settings(path: str | os.PathLike, engine: dict[str, Any]) -> str:
@@ -135,7 +162,6 @@ def set_engine_settings(path: str | os.PathLike, engine: dict[str, Any]) -> str:
         WeightsError: unreadable file or invalid settings.
     """
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     meta = read_metadata(path)
     engine = check_engine_settings(engine)
@@ -145,13 +171,7 @@ def set_engine_settings(path: str | os.PathLike, engine: dict[str, Any]) -> str:
     path = Path(path)
     with safe_open(str(path), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return sha256_file(path)
+    return _write(state, meta, path)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
