@@ -12,6 +12,7 @@ import tifffile
 from napari_clickseg._napari.finetune import (
     FineTuneSpec,
     export_committed,
+    export_for_run,
     result_weights,
     write_card,
 )
@@ -37,6 +38,47 @@ def test_export_committed_planes(tmp_path):
     lab = tifffile.imread(tmp_path / "d" / "labels" / "plane0001.tif")
     assert img.shape == (32, 40, 2) and img.dtype == np.uint16
     assert np.array_equal(img[..., 1], data[2, 1]) and set(np.unique(lab)) == {0, 2, 3}
+
+
+def _commit(session, plane, r, c, half=3):
+    session.add_click(r, c, True, plane)
+    mask = np.zeros(plane.shape_in(session.labels.shape), bool)
+    mask[r - half : r + half, c - half : c + half] = True
+    return session.commit(mask).id
+
+
+def test_export_takes_each_slice_once_and_only_the_objects_committed_on_it(tmp_path):
+    data = np.random.default_rng(0).random((40, 32, 40)).astype(np.float32)  # Z, Y, X
+    g = ImageGeometry(data.shape)
+    s = AnnotationSession(np.zeros(g.spatial_shape, np.uint16))
+    _commit(s, Plane((1, 2), ((0, 3),)), 10, 10)
+    _commit(s, Plane((2, 1), ((0, 3),)), 30, 20)  # the same slice, shown transposed
+    _commit(s, Plane((1, 2), ((0, 30),)), 16, 20, half=5)
+    xz = _commit(s, Plane((0, 2), ((1, 16),)), 10, 20, half=5)  # crosses the z = 30 object
+    planes, objects = export_committed(s, g, data, tmp_path / "d")
+    assert (planes, objects) == (3, 4)
+    labels = [tifffile.imread(p) for p in sorted((tmp_path / "d" / "labels").glob("*.tif"))]
+    assert [sorted(set(np.unique(lab)) - {0}) for lab in labels] == [[xz], [1, 2], [3]]
+    with pytest.raises(FileExistsError):  # a folder is never written into twice
+        export_committed(s, g, data, tmp_path / "d")
+
+
+def test_export_of_a_2d_image_takes_painted_objects_too(tmp_path):
+    data = np.zeros((32, 40), np.uint8)
+    s = AnnotationSession(np.zeros((32, 40), np.uint16))
+    s.labels[2:10, 2:10] = 7  # painted by hand: no record of where it was committed
+    assert export_committed(s, ImageGeometry(data.shape), data, tmp_path / "d") == (1, 1)
+
+
+def test_two_fine_tunes_started_together_get_their_own_folders(tmp_path):
+    data = np.zeros((32, 40), np.uint8)
+    s = AnnotationSession(np.zeros((32, 40), np.uint16))
+    s.labels[2:10, 2:10] = 1
+    g = ImageGeometry(data.shape)
+    first = export_for_run(s, g, data, tmp_path, "image")
+    second = export_for_run(s, g, data, tmp_path, "image")
+    assert len({first[0], first[1], second[0], second[1]}) == 4
+    assert not first[0].exists() and first[1].is_dir() and second[1].is_dir()
 
 
 def test_spec_command_and_progress(tmp_path):

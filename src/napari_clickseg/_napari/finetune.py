@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from .planes import ImageGeometry
+from .planes import ImageGeometry, Plane
 from .session import AnnotationSession
 
-__all__ = ["FineTuneSpec", "TrainingProcess", "export_committed", "result_weights", "write_card"]
+__all__ = [
+    "FineTuneSpec", "TrainingProcess", "export_committed", "export_for_run", "result_weights", "write_card",
+]
 
 _ITER = re.compile(r"^iteration (\d+) \|")
 _LIVE: set[TrainingProcess] = set()  # strong: a run the dock let go of is still waited for
@@ -39,33 +41,73 @@ def export_committed(
 ) -> tuple[int, int]:
     """Write every plane holding a committed object as ``images/`` + ``labels/`` tifs.
 
-    Images keep their raw dtype and channels; labels hold every object on the plane.
+    Images keep their raw dtype and channels. A plane's labels hold the objects committed
+    on it (a slice shown transposed is the same plane); objects committed on other planes
+    that cross it are left out, as only their own plane says where they end. On a 2D
+    image every object is on its one plane, painted ones included.
 
     Returns:
         (planes written, objects on them).
 
     Raises:
         ValueError: if no object has been committed yet.
+        OSError: ``out_dir`` exists (a folder is never written into twice).
     """
     import tifffile
 
-    planes = sorted(
-        {r.plane for r in session.records.values() if r.plane is not None},
-        key=lambda p: (p.displayed, p.index),
-    )
-    if not planes:
+    objects_on: dict[Plane, list[int] | None] = {}  # None: every object on the plane
+    if len(geometry.spatial_shape) == 2:
+        if session.labels.any():
+            objects_on[Plane.full_2d()] = None
+    else:
+        for oid, record in session.records.items():
+            if record.plane is not None:
+                plane = Plane(tuple(sorted(record.plane.displayed)), record.plane.index)
+                objects_on[plane] = [*(objects_on.get(plane) or []), int(oid)]
+    if not objects_on:
         raise ValueError("no committed objects to train on: commit some objects first")
     out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
+    (out / "images").mkdir()
+    (out / "labels").mkdir()
     objects = 0
-    for i, plane in enumerate(planes):
+    for i, plane in enumerate(sorted(objects_on, key=lambda p: (p.displayed, p.index))):
         image, _ = geometry.plane_image(data, plane)
         labels = np.ascontiguousarray(plane.view(session.labels))
+        ids = objects_on[plane]
+        if ids is not None:
+            labels = np.where(np.isin(labels, ids), labels, 0).astype(labels.dtype)
         objects += int(np.count_nonzero(np.unique(labels)))
         tifffile.imwrite(out / "images" / f"plane{i:04d}.tif", np.ascontiguousarray(image))
         tifffile.imwrite(out / "labels" / f"plane{i:04d}.tif", labels, compression="zlib")
-    return len(planes), objects
+    return len(objects_on), objects
+
+
+def export_for_run(
+    session: AnnotationSession, geometry: ImageGeometry, data: Any, root: Path, name: str
+) -> tuple[Path, Path, int, int]:
+    """Export the committed objects into a new ``<name>-<time>[-k]-data`` folder under ``root``.
+
+    Returns:
+        (run folder, data folder, planes, objects): the run folder does not exist yet,
+        and no other fine-tune (of this or another dock) gets either folder.
+
+    Raises:
+        ValueError: no committed objects.
+        OSError: the folders cannot be created.
+    """
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        base = f"{name}-{stamp}" + (f"-{k}" if k else "")
+        run_dir, data_dir = root / base, root / f"{base}-data"
+        if run_dir.exists():
+            continue
+        try:
+            planes, objects = export_committed(session, geometry, data, data_dir)
+        except FileExistsError:
+            continue
+        return run_dir, data_dir, planes, objects
+    raise OSError(f"no free run folder name for {name}-{stamp} in {root}")
 
 
 @dataclass
@@ -204,7 +246,7 @@ def write_card(
         f"{data.get('image')!r}" + (f", plus folder {data['extra']}" if data.get("extra") else ""),
         f"- budget: {f'{spec.iterations} iterations' if spec.iterations else f'{spec.minutes} minutes'},"
         f" batch {spec.batch_size}, crop {spec.crop_size}, device {spec.device}",
-        f"- command: `{' '.join(spec.command()[2:])}`",
+        f"- command: `python -m {' '.join(spec.command()[2:])}`",
         "- scores: not measured on held-out data; the run folder's log.csv has the training loss",
         "",
         "Last lines of the training log:",

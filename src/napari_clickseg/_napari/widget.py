@@ -1389,7 +1389,7 @@ class ClickSegWidget(Container):
 
     def start_finetune(self) -> bool:
         """Fine-tune the current model on the committed objects (+ the chosen folder)."""
-        from .finetune import FineTuneSpec, TrainingProcess, export_committed
+        from .finetune import FineTuneSpec, TrainingProcess, export_for_run
 
         if self._training is not None:
             self._status("a training run is in progress")
@@ -1400,13 +1400,10 @@ class ClickSegWidget(Container):
             return False
         try:
             init = self._finetune_init()
-            stamp = time.strftime("%Y%m%d-%H%M%S")
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.image_layer.name)[:40] or "image"
-            run_dir = self.finetune_root / f"{name}-{stamp}"
-            data_dir = self.finetune_root / f"{name}-{stamp}-data"
             data = self.image_layer.data
             data = data[0] if getattr(self.image_layer, "multiscale", False) else data
-            planes, objects = export_committed(s, g, data, data_dir)
+            run_dir, data_dir, planes, objects = export_for_run(s, g, data, self.finetune_root, name)
         except (ValueError, OSError) as e:
             self._status(f"cannot fine-tune: {e}")
             return False
@@ -1509,7 +1506,10 @@ class ClickSegWidget(Container):
             return
         if proc.cancelled:
             self.ft_progress.visible = False
-            self._status(f"training cancelled; its checkpoint is in {proc.spec.out}")
+            if (Path(proc.spec.out) / "checkpoint.pt").is_file():
+                self._status(f"training cancelled; its checkpoint is in {proc.spec.out}")
+            else:
+                self._status("training cancelled before it wrote a checkpoint")
             return
         weights = result_weights(proc.spec.out)
         if code != 0 or weights is None:
