@@ -86,6 +86,7 @@ def test_spec_command_and_progress(tmp_path):
     cmd = spec.command()
     assert cmd[:4] == [sys.executable, "-m", "napari_clickseg.cli", "train"]
     assert cmd.count("--data") == 2 and "--minutes" in cmd and "--iterations" not in cmd
+    assert int(cmd[cmd.index("--threads") + 1]) >= 1
     assert spec.progress("anything", 60.0) == pytest.approx(0.5)
     it = FineTuneSpec("fca", "x.safetensors", ["a"], "o", iterations=10, model_kwargs={"k": 1})
     assert "--iterations" in it.command() and 'model_kwargs={"k": 1}' in it.command()

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.io import available_cpus
 from .planes import ImageGeometry, Plane
 from .session import AnnotationSession
 
@@ -121,6 +122,7 @@ class FineTuneSpec:
         out: run folder (must not hold a run).
         minutes, iterations: budget (one of them).
         batch_size, crop_size, device: trainer settings.
+        threads: CPU threads of the trainer (default: all cores but one, kept for predictions).
     """
 
     arch: str
@@ -133,6 +135,7 @@ class FineTuneSpec:
     batch_size: int = 4
     crop_size: int = 256
     device: str = "auto"
+    threads: int = field(default_factory=lambda: max(1, available_cpus() - 1))  # one left for clicks
 
     def command(self) -> list[str]:
         """The ``napari-clickseg train`` command line (run with this Python)."""
@@ -141,6 +144,7 @@ class FineTuneSpec:
             cmd += ["--data", str(d)]
         cmd += ["--init", self.init, "--out", self.out, "--device", self.device]
         cmd += ["--batch-size", str(self.batch_size), "--crop-size", str(self.crop_size)]
+        cmd += ["--threads", str(self.threads)]
         if self.iterations is not None:
             cmd += ["--iterations", str(self.iterations)]
         else:
