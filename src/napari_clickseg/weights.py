@@ -149,6 +149,7 @@ def _write(state: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
 
 
 def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set back)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -360,12 +360,8 @@ def train(
         for k in RESUME_MACHINE:  # where this part runs: this call's settings, saved or not
             setattr(saved, k, getattr(cfg, k))
         cfg = saved
-        if ckpt_path.is_file():
+        if ckpt_path.is_file():  # else it was killed before its first checkpoint: start it again
             state = load_checkpoint(ckpt_path)
-        else:  # stopped before its first checkpoint (killed): its saved settings start again
-            (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
-                f"{out} stopped before its first checkpoint: starting its saved run from iteration 0"
-            )
     elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
         raise RunDirError(
             f"{out} already holds {', '.join(found)}: a training run (use --resume to continue it) "
@@ -391,6 +387,8 @@ def train(
         def log(msg: str) -> None:
             if dist.main:
                 print(msg, file=sys.stderr, flush=True)
+    if resume and state is None:
+        log(f"{out} stopped before its first checkpoint: starting its saved run from iteration 0")
     threads = cfg.threads or max(1, available_cpus() // dist.world)
     if cfg.bf16 and device.type == "cpu" and not cpu_has_native_bf16():
         log("warning: this CPU has no native bfloat16; bf16 autocast will be much slower than fp32")
