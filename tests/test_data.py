@@ -11,7 +11,7 @@ from PIL import Image
 
 from napari_clickseg.data.augment import AugmentConfig, object_crop
 from napari_clickseg.data.folder import IGNORE_LABEL, FolderDataset
-from napari_clickseg.data.io import DataError, read_array
+from napari_clickseg.data.io import DataError, PagesReadAsChannels, read_array
 
 
 def _png(path: Path, arr: np.ndarray) -> None:
@@ -156,9 +156,26 @@ def test_read_array_formats(tmp_path):
     a16 = (np.arange(20 * 30).reshape(20, 30) * 50).astype(np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", a16)
     assert np.array_equal(read_array(tmp_path / "a.tif"), a16)
-    multi = np.random.default_rng(0).random((5, 20, 30)).astype(np.float32)
-    tifffile.imwrite(tmp_path / "m.tif", multi)
-    assert read_array(tmp_path / "m.tif").shape == (20, 30, 5)
+    multi = np.random.default_rng(0).random((4, 20, 30)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "m.tif", multi, photometric="minisblack")
+    assert read_array(tmp_path / "m.tif").shape == (20, 30, 4)
+
+
+def test_read_array_warns_that_many_unlabelled_pages_become_channels(tmp_path, recwarn):
+    """A z-stack saved without axis metadata is read as channels, but not silently."""
+    stack = np.random.default_rng(0).integers(0, 255, (12, 20, 30), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "shaped.tif", stack)  # tifffile's own shape metadata: axes Q
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as w:  # plain pages: axes I
+        for plane in stack:
+            w.write(plane, metadata=None)
+    for name in ("shaped.tif", "pages.tif"):
+        with pytest.warns(PagesReadAsChannels, match=rf"{name}: its 12 pages .* read as 12 channels.*ZYX"):
+            assert np.array_equal(read_array(tmp_path / name), np.moveaxis(stack, 0, -1))
+    tifffile.imwrite(tmp_path / "four.tif", stack[:4], photometric="minisblack")
+    tifffile.imwrite(tmp_path / "c12.tif", stack, imagej=True, metadata={"axes": "CYX"})
+    recwarn.clear()
+    read_array(tmp_path / "four.tif"), read_array(tmp_path / "c12.tif")
+    assert not [w for w in recwarn if issubclass(w.category, PagesReadAsChannels)]
 
 
 @pytest.mark.parametrize(("axes", "kind"), [("ZYX", "z-stack"), ("TYX", "time series")])
@@ -190,7 +207,8 @@ def test_read_array_keeps_channels_and_single_planes(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     assert np.array_equal(read_array(tmp_path / "rgb.tif"), rgb)
     tifffile.imwrite(tmp_path / "bare.tif", chans, metadata=None)  # no axis metadata at all
-    assert read_array(tmp_path / "bare.tif").shape == (20, 30, 5)
+    with pytest.warns(PagesReadAsChannels):
+        assert read_array(tmp_path / "bare.tif").shape == (20, 30, 5)
     one = chans[:1].astype(np.uint8)
     tifffile.imwrite(tmp_path / "z1.tif", one, imagej=True, metadata={"axes": "ZYX"})
     assert np.array_equal(read_array(tmp_path / "z1.tif"), one[0])

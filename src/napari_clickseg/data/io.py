@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "DataError", "available_cpus", "read_array"]
+__all__ = ["IMAGE_SUFFIXES", "DataError", "PagesReadAsChannels", "available_cpus", "read_array"]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
@@ -24,7 +25,13 @@ class DataError(ValueError):
     """A dataset folder or file is missing, unreadable or inconsistent (message names the file)."""
 
 
+class PagesReadAsChannels(UserWarning):
+    """A TIFF's many pages carry no axis metadata, so they are read as channels."""
+
+
 _STACK_AXES = {"Z": "z-stack", "T": "time series"}
+# more unlabelled pages than this are more likely planes of a stack than colour channels
+_MAX_QUIET_PAGES = 4
 
 
 def _refuse_stack(path: Path, axes: str, shape: tuple[int, ...]) -> None:
@@ -45,7 +52,21 @@ def _read_tiff(path: Path) -> np.ndarray:
     with tifffile.TiffFile(str(path)) as tf:
         series = tf.series[0]
         _refuse_stack(path, series.axes, series.shape)
+        _warn_unlabelled_pages(path, series.axes, series.shape)
         return np.asarray(tf.asarray())
+
+
+def _warn_unlabelled_pages(path: Path, axes: str, shape: tuple[int, ...]) -> None:
+    """Warn when a TIFF's leading axis is pages of unknown kind (tifffile's I or Q), and many."""
+    if len(shape) == 3 and axes[:1] in ("I", "Q") and shape[0] > _MAX_QUIET_PAGES:
+        warnings.warn(
+            f"{path}: its {shape[0]} pages carry no axis metadata and are read as {shape[0]} "
+            "channels of one 2D image; if they are z-planes or time points, save each plane as "
+            "its own file, or write the axes (e.g. tifffile.imwrite(path, stack, imagej=True, "
+            "metadata={'axes': 'ZYX'})) to have the stack refused",
+            PagesReadAsChannels,
+            stacklevel=4,  # the caller of read_array
+        )
 
 
 def _refuse_deep_colour_png(path: Path) -> None:
@@ -67,7 +88,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
 
     TIFF files are read with tifffile (any dtype, channels last or, for small
     leading axes such as (C, H, W), moved last; an unlabelled leading axis counts
-    as channels); other formats with Pillow (palette images become their
+    as channels, with a PagesReadAsChannels warning when it is longer than 4); other formats with Pillow (palette images become their
     indices, 16-bit gray PNGs stay uint16; 16-bit colour PNGs are refused, as
     Pillow reads only their high bytes).
 
