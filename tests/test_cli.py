@@ -250,3 +250,30 @@ def test_segment_refuses_a_z_stack(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"napari-clickseg segment: error: {stack}: a z-stack" in err and "one 2D plane per file" in err
     assert not out.exists()
+
+
+def test_the_package_warnings_are_one_line_each(tmp_path, capsys):
+    """A 10-page TIFF without axes is segmented as channels, and the CLI says so in one line."""
+    import numpy as np
+    import tifffile
+
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.random.default_rng(0).integers(0, 255, (10, 40, 50), dtype=np.uint8))
+    out = tmp_path / "labels.tif"
+    assert cli.main(["segment", str(stack), "--click", "20,25,+", "--model", "early", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"napari-clickseg: warning: {stack}: its 10 pages carry no axis metadata" in err
+    assert "read_array(" not in err and out.is_file()
+
+
+def test_other_warnings_keep_their_usual_form(capsys):
+    from napari_clickseg.data.io import PagesReadAsChannels
+
+    passed_on = []
+    show = cli._one_line_for_ours(lambda *a: passed_on.append(a))
+    show(RuntimeWarning("from a library"), RuntimeWarning, "lib.py", 3)
+    assert [a[1:3] for a in passed_on] == [(RuntimeWarning, "lib.py")]
+    assert capsys.readouterr().err == ""
+    show(PagesReadAsChannels("x.tif: its 9 pages"), PagesReadAsChannels, "io.py", 7)
+    assert capsys.readouterr().err == "napari-clickseg: warning: x.tif: its 9 pages\n"
+    assert len(passed_on) == 1

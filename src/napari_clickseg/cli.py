@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("napari_clickseg.training.command", "fine-tune or train a model on a folder of images + masks"),
@@ -25,13 +26,29 @@ def main(argv: list[str] | None = None) -> int:
 
     A ``ValueError`` or ``OSError`` from a command (bad input, missing or unwritable
     files) becomes a one-line message and exit code 2; any other exception is a bug
-    and keeps its traceback. Ctrl-C exits with code 130.
+    and keeps its traceback. Ctrl-C exits with code 130. The package's own warnings
+    (e.g. a TIFF's pages read as channels) are printed as one line each.
     """
-    try:
-        return _main(sys.argv[1:] if argv is None else argv)
-    except KeyboardInterrupt:  # Ctrl-C while loading or before a command's own handling
-        print("napari-clickseg: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_for_ours(warnings.showwarning)
+        try:
+            return _main(sys.argv[1:] if argv is None else argv)
+        except KeyboardInterrupt:  # Ctrl-C while loading or before a command's own handling
+            print("napari-clickseg: interrupted", file=sys.stderr)
+            return 130
+
+
+def _one_line_for_ours(show_any):  # noqa: ANN001, ANN202
+    """A ``warnings.showwarning`` printing the package's own warnings (about the user's
+    input) as one line, and passing any other warning to ``show_any``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if category.__module__.startswith("napari_clickseg."):
+            print(f"napari-clickseg: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show_any(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _main(argv: list[str]) -> int:
