@@ -104,26 +104,43 @@ def test_growing_predictor_curve_noc_and_options_passed():
 def test_stop_iou_stops_early_and_fills_curve():
     image, labels, samples = _arrays()
     gt = samples[2][1]
-    full = evaluate(GrowingPredictor(gt), [(image, gt)], max_clicks=6)
+    full = evaluate(GrowingPredictor(gt), [(image, gt)], max_clicks=6, stop_iou=None)
     pred = GrowingPredictor(gt)
-    r = evaluate(pred, [(image, gt)], max_clicks=6, stop_iou=0.5)
+    r = evaluate(pred, [(image, gt)], max_clicks=6, stop_iou=0.9)
     ious = r["objects"][0]["ious"]
-    assert ious[-1] >= 0.5 and all(v < 0.5 for v in ious[:-1])
+    assert ious[-1] >= 0.9 and all(v < 0.9 for v in ious[:-1])
     assert len(pred.kwargs) == len(ious) < 6
     assert r["objects"][0]["stopped"] == "stop_iou"
-    assert r["settings"]["stop_iou"] == 0.5
+    assert r["settings"]["stop_iou"] == 0.9
     assert len(r["metrics"]["miou_curve"]) == 6
     assert r["metrics"]["miou_curve"][-1] == pytest.approx(ious[-1])
     # clicks before the stop are the same as in a full run
     assert full["objects"][0]["ious"][: len(ious)] == ious
+    assert r["metrics"]["noc90"] == full["metrics"]["noc90"]
+    # shares after the last click are not known for an object that stopped before it
+    assert r["metrics"]["stopped_at_stop_iou"] == 1 and full["metrics"]["stopped_at_stop_iou"] == 0
+    assert r["metrics"]["above95"] is None and r["metrics"]["above99"] is None
+    assert full["metrics"]["above95"] is not None
 
 
 def test_bad_options_raise():
     image, labels, samples = _arrays()
     with pytest.raises(ValueError, match="brs"):
         evaluate(OraclePredictor([]), samples, brs="xyz")
-    with pytest.raises(ValueError, match="stop_iou"):
-        evaluate(OraclePredictor([]), samples, stop_iou=1.5)
+    for stop in (1.5, 0.5, 0.89):  # below 0.90, NoC@90 and NoF@90 would count unmeasured failures
+        with pytest.raises(ValueError, match=r"stop_iou must be in \[0.9, 1\]"):
+            evaluate(OraclePredictor([]), samples, stop_iou=stop)
+
+
+class NaNPredictor(GrowingPredictor):
+    def predict(self, clicks, **kwargs):
+        return np.full(self.gt.shape, np.nan, np.float32)
+
+
+def test_non_finite_probabilities_are_an_error_not_background():
+    image, labels, samples = _arrays()
+    with pytest.raises(ValueError, match="non-finite probabilities.*click 1"):
+        evaluate(NaNPredictor(samples[0][1]), [samples[0]], max_clicks=3)
 
 
 def test_in_memory_samples_refuse_instance_maps_and_no_objects():
@@ -291,9 +308,11 @@ def test_paired_differences_object_by_object():
     no_objects = evaluate(GrowingPredictor(samples[2][1]), one, max_clicks=6, keep_objects=False)
     lines = paired_differences([oracle, growing, other_objects, no_objects])
     assert len(lines) == 1  # runs on other objects, or without per-object curves, are not paired
-    assert f"growing minus model: {noc_growing - 1:+.2f} clicks" in lines[0]  # the oracle has no name
+    # the oracle has no name; two runs of each kind on the in-memory arrays get numbers
+    assert f"growing #2 minus model #1: {noc_growing - 1:+.2f} clicks" in lines[0]
     assert "fewer clicks on 0, more on 1 of 1 objects" in lines[0]
-    assert lines[0] in markdown_table([oracle, growing])
+    two = paired_differences([oracle, growing])
+    assert two[0].startswith("- arrays: growing minus model: ") and two[0] in markdown_table([oracle, growing])
 
 
 def test_cli_evaluate_writes_reports(tmp_path, capsys):
@@ -369,6 +388,85 @@ def test_cli_evaluate_failing_leaves_no_empty_out_folder(tmp_path, capsys):
     kept.mkdir()
     assert main(["evaluate", "--model", "no-such-model", "--data", str(root), "--out", str(kept), "-q"]) == 2
     assert kept.is_dir()
+
+
+def test_cli_evaluate_loads_every_model_before_evaluating_any(tmp_path, capsys, monkeypatch):
+    # regression: a misspelt last --model was found only after the first models had run
+    from napari_clickseg.cli import main
+    from napari_clickseg.evaluation import runner
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated although a model cannot load")
+
+    monkeypatch.setattr(runner, "evaluate", no_evaluation)
+    root = _write_folder(tmp_path / "toy" / "val")
+    out = tmp_path / "a" / "b" / "eval"
+    argv = ["evaluate", "--model", "random_walker", "--model", "hirse", "--data", str(root), "--out", str(out), "-q"]
+    assert main(argv) == 2
+    assert "hirse" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_cli_evaluate_failing_removes_every_folder_it_created(tmp_path, monkeypatch, capsys):
+    from napari_clickseg.cli import main
+    from napari_clickseg.evaluation import runner
+
+    def failing(*args, **kwargs):
+        raise ValueError("failed while evaluating")
+
+    monkeypatch.setattr(runner, "evaluate", failing)
+    root = _write_folder(tmp_path / "toy" / "val")
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "new1" / "new2" / "eval"
+    assert main(["evaluate", "--model", "random_walker", "--data", str(root), "--out", str(out), "-q"]) == 2
+    assert "failed while evaluating" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == []
+
+
+def test_cli_evaluate_runs_the_random_walker_once_and_without_zoom(tmp_path, capsys):
+    from napari_clickseg.cli import main
+
+    root = _write_folder(tmp_path / "toy" / "val")
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", "random_walker", "--brs", "brs", "--brs", "fbrs", "--data", str(root),
+            "--max-clicks", "1", "--max-objects", "1", "--out", str(out), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    runs = _strict_json(out / "evaluation.json")["runs"]
+    assert len(runs) == 1 and runs[0]["settings"]["zoom_in"] is None
+    md = (out / "evaluation.md").read_text()
+    assert "[zoom" not in md and "zoom-in None" in md
+
+
+def test_cli_evaluate_refuses_a_negative_seed_and_a_low_stop(tmp_path, capsys):
+    from napari_clickseg.cli import main
+
+    root = _write_folder(tmp_path / "toy" / "val")
+    base = ["evaluate", "--model", "random_walker", "--data", str(root), "--out", str(tmp_path / "e"), "-q"]
+    assert main([*base, "--seed", "-1", "--max-objects", "2"]) == 2
+    assert "--seed must be >= 0" in capsys.readouterr().err
+    assert main([*base, "--stop-iou", "0.5"]) == 2
+    assert "--stop-iou must be in [0.9, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_report_labels_of_same_named_weights_stay_apart(tmp_path):
+    from napari_clickseg.evaluation.report import markdown_table, plot_miou, run_labels
+
+    image, labels, samples = _arrays()
+    runs = []
+    for folder in ("a", "b", "b"):
+        r = evaluate(GrowingPredictor(samples[2][1]), [samples[2]], max_clicks=3)
+        r["model"]["weights_path"] = str(tmp_path / "runs" / folder / "best.safetensors")
+        runs.append(r)
+    other = evaluate(GrowingPredictor(samples[1][1]), [samples[1]], max_clicks=3)
+    other["model"]["weights_path"] = runs[0]["model"]["weights_path"]
+    other["dataset"] = dict(other["dataset"], path="/elsewhere")  # another dataset: no clash
+    labels = run_labels([*runs, other])
+    assert labels == ["growing (a/best)", "growing (b/best) #2", "growing (b/best) #3", "growing (best)"]
+    md = markdown_table([*runs, other])
+    assert "| growing (a/best) |" in md and "| growing (b/best) #3 |" in md
+    assert "growing (b/best) #2 minus growing (a/best)" in md
+    assert plot_miou([*runs, other], tmp_path / "p.png").is_file()
 
 
 def test_cli_evaluate_errors_are_clean(tmp_path, capsys):

@@ -581,9 +581,8 @@ def run(args: argparse.Namespace) -> int:
         if m not in ("fbrs", "brs"):
             raise ValueError(f"--brs-modes takes fbrs and/or brs, got {m!r}")
     names = _names(args)
-    fresh = args.out is not None and not Path(args.out).exists()
-    out = check_out(args.out, args.overwrite, files=REPORT_FILES) if args.out else None
-    with removed_if_left_empty(out if fresh else None):
+    with removed_if_left_empty(args.out):
+        out = check_out(args.out, args.overwrite, files=REPORT_FILES) if args.out else None
         report = _run_cases(args, names, sizes, repeats, n_clicks, brs_clicks, modes, train_iters, train_batch)
     md = markdown(report)
     print(md)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -60,8 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed for --max-objects (default: 0)")
     p.add_argument(
         "--stop-iou", type=float, default=None, metavar="IOU",
-        help="stop an object once its IoU reaches IOU and repeat that IoU for its remaining clicks "
-        "(saves time; mIoU after the stop is then an assumption). Default: never stop early",
+        help="stop an object once its IoU reaches IOU (0.9 to 1) and repeat that IoU for its remaining "
+        "clicks (saves time; NoC stays exact, mIoU after the stop is an assumption and >95%%/>99%% "
+        "are n/a). Default: never stop early",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--no-objects", action="store_true",
@@ -106,12 +108,19 @@ def check_out(out: str | Path, overwrite: bool = False, files: Sequence[str] | N
 def run(args: argparse.Namespace) -> int:
     """Run every model x BRS mode x dataset and write the reports."""
     from .report import markdown_table, write_reports
-    from .runner import load_eval_set
+    from .runner import load_eval_set, load_predictor
 
-    models = args.model or ["default"]
-    modes = args.brs or ["off"]
+    models = list(dict.fromkeys(args.model or ["default"]))
+    modes = list(dict.fromkeys(args.brs or ["off"]))
     if args.max_clicks < 1:
         raise ValueError("--max-clicks must be >= 1")
+    if args.stop_iou is not None and not 0.9 <= args.stop_iou <= 1.0:
+        raise ValueError(
+            f"--stop-iou must be in [0.9, 1]: NoC@90 and NoF@90 need objects clicked until 0.90 "
+            f"(got {args.stop_iou})"
+        )
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
 
     def progress(msg: str) -> None:
         if not args.quiet:
@@ -121,10 +130,11 @@ def run(args: argparse.Namespace) -> int:
         load_eval_set(d, max_objects=args.max_objects, seed=args.seed, progress=progress)
         for d in args.data
     ]
-    fresh = not Path(args.out).exists()
-    out = check_out(args.out, args.overwrite)  # after --data is known good, before evaluating
-    with removed_if_left_empty(out if fresh else None):
-        results = _evaluate_all(args, models, modes, sets, progress)
+    # every model loads (or fails) before the first is evaluated
+    predictors = {name: load_predictor(name, device=args.device, zoom_in=args.zoom_in) for name in models}
+    with removed_if_left_empty(args.out):
+        out = check_out(args.out, args.overwrite)  # after --data and the models are known good
+        results = _evaluate_all(args, predictors, modes, sets, progress)
     paths = write_reports(results, out)
     print(markdown_table(results))
     for kind, path in paths.items():
@@ -133,27 +143,37 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def removed_if_left_empty(folder: Path | None) -> Iterator[None]:
-    """Remove ``folder`` (one this command created) if the block fails and leaves it empty."""
+def removed_if_left_empty(out: str | os.PathLike | None) -> Iterator[None]:
+    """If the block fails, remove the folders of ``out`` that it created and left empty.
+
+    The folders missing when the block starts (``out`` and any missing parents) are
+    the ones the block may create; the deepest goes first.
+    """
+    missing: list[Path] = []
+    folder = Path(out).absolute() if out is not None else None
+    while folder is not None and not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
     try:
         yield
     except BaseException:
-        if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        for folder in missing:
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
             folder.rmdir()
         raise
 
 
-def _evaluate_all(args: argparse.Namespace, models: list[str], modes: list[str], sets: list,
+def _evaluate_all(args: argparse.Namespace, predictors: dict, modes: list[str], sets: list,
                   progress: Callable[[str], None]) -> list[dict]:
     """Every model x BRS mode x dataset, in that order."""
-    from .runner import evaluate, load_predictor
+    from .runner import evaluate
 
     results = []
-    for name in models:
-        predictor = load_predictor(name, device=args.device, zoom_in=args.zoom_in)
+    for name, predictor in predictors.items():
         for mode in modes:
-            if name == "random_walker" and mode != "off" and "off" in modes:
-                continue  # BRS does not apply to the baseline; its "off" run stands for it
+            if name == "random_walker" and mode != modes[0]:
+                continue  # BRS does not apply to the baseline: one run stands for every mode
             for s in sets:
                 progress(f"evaluating {name} (brs={mode}) on {s.name}: {len(s.items)} objects")
                 r = evaluate(

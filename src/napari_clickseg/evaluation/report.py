@@ -26,6 +26,7 @@ __all__ = [
     "plot_miou",
     "report_paths",
     "run_label",
+    "run_labels",
     "write_reports",
 ]
 
@@ -47,12 +48,14 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _model_name(result: dict) -> str:
+def _model_name(result: dict, with_folder: bool = False) -> str:
     m = result.get("model", {})
     name = m.get("arch") or m.get("requested") or "model"
     w = m.get("weights_path")
     if w:
         stem = Path(str(w)).stem
+        if with_folder:
+            stem = f"{Path(str(w)).parent.name}/{stem}"
         if stem != name:
             name = f"{name} ({stem})"
     return str(name)
@@ -74,10 +77,29 @@ def _settings_tag(result: dict) -> str:
     return "+".join(tags)
 
 
-def run_label(result: dict) -> str:
+def run_label(result: dict, with_folder: bool = False) -> str:
     """Short label of a run: model name and non-default settings, e.g. ``early [f-BRS+zoom]``."""
     tag = _settings_tag(result)
-    return f"{_model_name(result)} [{tag}]" if tag else _model_name(result)
+    name = _model_name(result, with_folder)
+    return f"{name} [{tag}]" if tag else name
+
+
+def _dataset_key(result: dict) -> tuple:
+    d = result["dataset"]
+    return d.get("name"), d.get("path")
+
+
+def run_labels(results: Sequence[dict]) -> list[str]:
+    """``run_label`` of each run, unique among the runs on the same dataset.
+
+    Labels that collide (e.g. ``runs/a/best.safetensors`` and ``runs/b/best.safetensors``)
+    get their weights' folder, and any still alike a run number.
+    """
+    labels = [run_label(r) for r in results]
+    keys = [(label, _dataset_key(r)) for label, r in zip(labels, results)]
+    labels = [run_label(r, keys.count(k) > 1) for r, k in zip(results, keys)]
+    keys = [(label, _dataset_key(r)) for label, r in zip(labels, results)]
+    return [f"{key[0]} #{i + 1}" if keys.count(key) > 1 else key[0] for i, key in enumerate(keys)]
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -110,23 +132,23 @@ def paired_differences(results: Sequence[dict]) -> list[str]:
     hard for both), so the interval is much tighter than either run's own.
     """
     lines = []
-    first: dict[tuple, tuple[dict, dict]] = {}
-    for r in results:
+    first: dict[tuple, tuple[str, dict]] = {}
+    for r, label in zip(results, run_labels(results)):
         nocs = _object_nocs(r)
         if nocs is None:
             continue
         d = r["dataset"]
-        key = (d.get("name"), d.get("path"))
+        key = _dataset_key(r)
         if key not in first:
-            first[key] = (r, nocs)
+            first[key] = (label, nocs)
             continue
-        ref, ref_nocs = first[key]
+        ref_label, ref_nocs = first[key]
         if set(nocs) != set(ref_nocs):
             continue
         diff = np.array([nocs[k] - ref_nocs[k] for k in ref_nocs], dtype=np.float64)
         lo, hi = M.mean_interval(diff)
         lines.append(
-            f"- {d.get('name')}: {run_label(r)} minus {run_label(ref)}: {diff.mean():+.2f} clicks "
+            f"- {d.get('name')}: {label} minus {ref_label}: {diff.mean():+.2f} clicks "
             f"(95 % interval {lo:+.2f} to {hi:+.2f}); fewer clicks on {int((diff < 0).sum())}, "
             f"more on {int((diff > 0).sum())} of {diff.size} objects"
         )
@@ -145,11 +167,12 @@ def markdown_table(results: Sequence[dict]) -> str:
         + ["AuC", f">95%@{max_clicks}", f">99%@{max_clicks}", "s/click median", "s/click p90"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
+    labels = run_labels(results)
+    for r, label in zip(results, labels):
         m, d = r["metrics"], r["dataset"]
         spc = m.get("seconds_per_click", {})
         row = [
-            run_label(r),
+            label,
             f"{d.get('name')}",
             f"{d.get('n_objects')}" + (f" of {d.get('n_objects_total')}" if d.get("sampled") else ""),
             _f(m.get("noc85"), 2),
@@ -172,7 +195,7 @@ def markdown_table(results: Sequence[dict]) -> str:
     lines.append("")
     lines.append("Runs:")
     lines.append("")
-    for r in results:
+    for r, label in zip(results, labels):
         mod, d, s = r.get("model", {}), r["dataset"], r.get("settings", {})
         weights = mod.get("weights_path") or "none (random init or classical)"
         sha = mod.get("weights_sha256") or "n/a"
@@ -192,7 +215,7 @@ def markdown_table(results: Sequence[dict]) -> str:
             zoom.append(f"up to {s['zoom_max_upscale']:g}x")
         expansion_txt = f" ({', '.join(zoom)})" if s.get("zoom_in") and zoom else ""
         lines.append(
-            f"- **{run_label(r)}** on `{d.get('path') or d.get('name')}` (split {d.get('split')}, "
+            f"- **{label}** on `{d.get('path') or d.get('name')}` (split {d.get('split')}, "
             f"{sampled}, {d.get('n_images_used')} images): weights `{weights}` sha256 `{sha}`; "
             f"device {mod.get('device', 'n/a')}, dtype {mod.get('dtype', 'n/a')}; "
             f"BRS {s.get('brs')}, structural integrity {s.get('structural_integrity')}, "
@@ -206,7 +229,7 @@ def markdown_table(results: Sequence[dict]) -> str:
         "the objects, how far the mean could move on another sample of such objects (compare models "
         "object by object on the same sample, not by overlapping intervals); NoF@90: objects never reaching 0.90; "
         "AuC: mean of the mIoU curve over clicks 1..max; >95%/>99%: share of objects above that IoU "
-        "after the last click; s/click: wall time of one predict call (image features cached)."
+        "after the last click (n/a when objects stopped early); s/click: wall time of one predict call (image features cached)."
     )
     return "\n".join(lines) + "\n"
 
@@ -219,22 +242,26 @@ def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
     from matplotlib import pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    datasets: list[str] = []
+    datasets: list[tuple] = []
     for r in results:
-        if r["dataset"]["name"] not in datasets:
-            datasets.append(r["dataset"]["name"])
+        if _dataset_key(r) not in datasets:
+            datasets.append(_dataset_key(r))
+    names = [name for name, _ in datasets]
+    labels = run_labels(results)
     n = max(1, len(datasets))
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
-    for ax, name in zip(axes[0], datasets):
-        for r in results:
-            if r["dataset"]["name"] != name:
+    for ax, key in zip(axes[0], datasets):
+        for r, label in zip(results, labels):
+            if _dataset_key(r) != key:
                 continue
             curve = [float("nan") if v is None else v for v in r["metrics"]["miou_curve"]]
             xs = list(range(1, len(curve) + 1))
             auc = r["metrics"].get("auc")
-            ax.plot(xs, curve, marker="o", markersize=3, label=f"{run_label(r)} (AuC {_f(auc)})")
-        d = next(r["dataset"] for r in results if r["dataset"]["name"] == name)
-        ax.set_title(f"{name} ({d.get('n_objects')} objects)")
+            ax.plot(xs, curve, marker="o", markersize=3, label=f"{label} (AuC {_f(auc)})")
+        d = next(r["dataset"] for r in results if _dataset_key(r) == key)
+        name, folder = key
+        where = f"{name} at {folder}" if names.count(name) > 1 else name  # two folders of one name
+        ax.set_title(f"{where} ({d.get('n_objects')} objects)", fontsize=10 if where != name else None)
         ax.set_xlabel("clicks")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mean IoU")

@@ -11,8 +11,10 @@ never a crop cut around it by the evaluator. Each image is set once
 ``stop_iou``: by default every object gets all ``max_clicks`` clicks, which the
 mIoU@k curve needs. With ``stop_iou`` (e.g. 0.99) an object stops once its IoU
 reaches it and the rest of its curve repeats the last IoU. That saves time and
-leaves NoC at thresholds <= ``stop_iou`` exact, but the curve after the stop is
-an assumption (a model could still drift); the result records ``stop_iou``.
+leaves NoC at thresholds <= ``stop_iou`` exact (so it must be >= 0.90), but the
+curve after the stop is an assumption (a model could still drift); the result
+records ``stop_iou`` and how many objects stopped, and the shares above 95 % /
+99 % after the last click are then n/a.
 An object whose prediction has no error left stops the same way (exact).
 
 ``evaluate(predictor_or_name, dataset, ...)`` is the Python API used by the
@@ -102,6 +104,8 @@ def _sample(items: list, max_objects: int | None, seed: int) -> tuple[list, bool
         return items, False
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+    if seed < 0:
+        raise ValueError(f"the sampling seed must be >= 0, got {seed}")
     idx = np.sort(np.random.default_rng(seed).choice(len(items), size=max_objects, replace=False))
     return [items[i] for i in idx], True
 
@@ -323,6 +327,8 @@ def run_object(
         prob = np.asarray(prob)
         if prob.shape != gt.shape:
             raise ValueError(f"predictor returned shape {prob.shape}, expected {gt.shape}")
+        if not np.isfinite(prob).all():
+            raise ValueError(f"predictor returned non-finite probabilities (NaN or inf) at click {k + 1}")
         new = prob >= 0.5
         ious.append(M.iou(new, gt, ignore))
         if corrective:
@@ -393,8 +399,10 @@ def evaluate(
         raise ValueError(f"brs must be one of {BRS_MODES}, got {brs!r}")
     if max_clicks < 1:
         raise ValueError(f"max_clicks must be >= 1, got {max_clicks}")
-    if stop_iou is not None and not 0.0 < stop_iou <= 1.0:
-        raise ValueError(f"stop_iou must be in (0, 1], got {stop_iou}")
+    if stop_iou is not None and not 0.9 <= stop_iou <= 1.0:
+        raise ValueError(
+            f"stop_iou must be in [0.9, 1] (NoC@90 and NoF@90 need objects clicked until 0.90), got {stop_iou}"
+        )
     started = time.perf_counter()
     predictor = load_predictor(predictor_or_name, device=device, zoom_in=zoom_in, click_radius=click_radius)
     evalset = load_eval_set(dataset, max_objects=max_objects, seed=seed, progress=progress)
@@ -407,7 +415,7 @@ def evaluate(
         "max_clicks": max_clicks,
         "brs": brs,
         "structural_integrity": bool(structural_integrity),
-        "zoom_in": getattr(predictor, "zoom_in", zoom_in),
+        "zoom_in": getattr(predictor, "zoom_in", None),  # None: the predictor has no zoom-in
         "zoom_expansion": getattr(predictor, "expansion", None),
         "zoom_min_crop": getattr(predictor, "min_crop_size", None),
         "zoom_max_upscale": getattr(predictor, "max_upscale", None),
@@ -425,6 +433,7 @@ def evaluate(
     corr: list[list[float]] = []
     di: dict[str, list[float]] = {str(k): [] for k in DI_AT if k <= max_clicks}
     objects: list[dict] = []
+    n_stopped = 0
     current = None
     n = len(evalset.items)
     for j, (img_idx, img_name, obj_id) in enumerate(evalset.items):
@@ -438,6 +447,7 @@ def evaluate(
         # so a new object's first click starts from an empty previous mask
         gt, ignore = evalset.get_object(img_idx, obj_id)
         rec = run_object(call, gt, ignore, max_clicks, stop_iou, corrective)
+        n_stopped += rec["stopped"] == "stop_iou"
         curves.append(rec["ious"])
         seconds.extend(rec["seconds"])
         corr.append(rec["corrective"])
@@ -461,6 +471,9 @@ def evaluate(
             )
 
     summary = M.summarize(curves, seconds, max_clicks, corr if corrective else None)
+    summary["stopped_at_stop_iou"] = n_stopped
+    if n_stopped:  # shares "after the last click" of objects that never got it are not known
+        summary["above95"] = summary["above99"] = None
     from .. import __version__
 
     result = {
