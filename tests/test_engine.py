@@ -250,8 +250,8 @@ def test_history_is_bounded(early, image):
 
 def test_feature_cache_and_prev_mask(image):
     torch.manual_seed(1)
-    m = Recorder()
-    p = Predictor(m, device="cpu", zoom_in=False, click_radius=0)  # the network's map as it is
+    p = Predictor(Recorder(), device="cpu", zoom_in=False, click_radius=0)  # the network's map as it is
+    m = p.model  # the predictor's own copy records the calls
     p.set_image(image)
     first = p.predict([(35, 45, True)], structural_integrity=False)
     p.predict([(35, 45, True), (5, 5, False)])
@@ -451,9 +451,8 @@ class CachingClickDisk(ClickDisk):
 
 def test_later_clicks_keep_the_view_while_the_object_fits():
     img = np.zeros((600, 600), dtype=np.uint8)
-    m = CachingClickDisk()
-    p = Predictor(m, device="cpu", target_size=256, min_crop_size=72)
-    assert p.model is m  # no BatchNorm: nothing to fold, the model itself runs
+    p = Predictor(CachingClickDisk(), device="cpu", target_size=256, min_crop_size=72)
+    m = p.model  # the predictor's own copy counts the calls
     p.set_image(img)
     p.predict([(300, 300, True)])
     box1, calls1 = p.last_stats["box"], m.image_calls
@@ -495,6 +494,41 @@ def test_device_and_dtype():
         pick_dtype("float16", torch.device("cpu"))
     assert pick_dtype("float32", torch.device("cpu")) == torch.float32
     assert pick_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), torch.float32), ((8, 0), torch.bfloat16)])
+def test_auto_dtype_on_cuda_is_bfloat16_only_where_native(monkeypatch, capability, expected):
+    # regression: torch counts emulated bf16 (V100, T4) as supported; emulation is slow
+    seen = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: seen.append(d) or capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_dtype("auto", torch.device("cuda:1")) == expected
+    assert seen == [torch.device("cuda:1")]  # the predictor's GPU, not the current one
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"full_max_side": 0}, {"zoom_in": False, "full_max_side": -5}, {"expansion": float("nan")},
+    {"target_size": float("nan")}, {"max_upscale": float("inf")}, {"brs_max_evals": 0},
+    {"normalization": {"mean": [0.5] * 3, "std": [0.0] * 3}},
+    {"normalization": {"mean": [0.5], "std": [0.2]}},
+])
+def test_bad_predictor_settings_are_refused(early, kwargs):
+    with pytest.raises(ValueError, match="must|need"):
+        Predictor(early, device="cpu", **kwargs)
+
+
+def test_a_model_without_batchnorm_is_left_as_it_was():
+    # regression: without BatchNorm the predictor ran the caller's model itself, moved it to
+    # channels-last and switched it to eval mode for every predict
+    model = CachingClickDisk()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    p = Predictor(model, device="cpu")
+    p.set_image(np.zeros((64, 64), np.uint8))
+    p.predict([(30, 30, True)])
+    assert p.model is not model and model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and v.is_contiguous(), k
 
 
 def test_bfloat16_matches_float32(early, image):

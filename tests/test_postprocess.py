@@ -90,6 +90,16 @@ def test_graph_cut_respects_clicks_and_smoothness():
         graph_cut(noisy, image[:10])
 
 
+def test_graph_cut_refuses_nan_smoothness_and_probabilities():
+    # regression: smoothness=nan passed the check and maxflow never returned
+    disk, image, noisy = disk_case(2)
+    with pytest.raises(ValueError, match="smoothness must be a number >= 0"):
+        graph_cut(noisy, image, smoothness=float("nan"))
+    noisy[3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        graph_cut(noisy, image)
+
+
 def _disk(shape, center, radius):
     yy, xx = np.ogrid[: shape[0], : shape[1]]
     return ((yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2).astype(np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -292,6 +293,33 @@ def test_strict_loading_shape_mismatch(saved, tmp_path):
     # tensors of decoder_width=8, metadata claiming decoder_width=16
     path = rewrite(saved[0], tmp_path / "s.safetensors", meta={"kwargs": {"decoder_width": 16}})
     with pytest.raises(WeightsError, match="does not fit"):
+        load_weights(path)
+
+
+@pytest.mark.parametrize("kind", [torch.int32, torch.bool])
+def test_tensors_of_another_kind_are_refused_not_cast(saved, tmp_path, kind):
+    # regression: an int32 or bool tensor was cast into the float parameter (x1000 or all ones)
+    name = next(k for k in sorted(load_weights(saved[0])[0].state_dict()) if k.endswith("weight"))
+
+    def recast(t):
+        t[name] = (t[name].float() * 1000).to(kind)
+        return t
+
+    path = rewrite(saved[0], tmp_path / "k.safetensors", state=recast)
+    with pytest.raises(WeightsError, match=rf"k.safetensors: tensor '{re.escape(name)}' is stored as"):
+        load_weights(path)
+
+
+@pytest.mark.parametrize("norm, match", [
+    ({"mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}, "std finite and > 0"),
+    ({"mean": [0.5], "std": [0.2]}, "3 values each"),
+    ({"mean": [float("nan")] * 3, "std": [0.2] * 3}, "must be finite"),
+    ("x", "expected"),
+])
+def test_bad_normalization_is_refused(saved, tmp_path, norm, match):
+    # regression: a zero std loaded and turned images into NaN probabilities
+    path = rewrite(saved[0], tmp_path / "n.safetensors", meta={"normalization": norm})
+    with pytest.raises(WeightsError, match=f"n.safetensors: normalization: .*{match}"):
         load_weights(path)
 
 

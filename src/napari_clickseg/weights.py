@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -73,6 +74,23 @@ def check_engine_settings(engine: Any, where: str = "engine settings") -> dict[s
             raise WeightsError(f"{where}: {key} must be in [{lo:g}, {hi:g}], got {value!r}")
         out[key] = kind(value)
     return out
+
+
+def check_normalization(norm: Any, where: str = "normalization") -> dict[str, tuple[float, ...]]:
+    """``norm`` as ``{"mean": 3 floats, "std": 3 floats > 0}``, all finite.
+
+    Raises:
+        WeightsError: anything else (a zero std would turn images into NaN).
+    """
+    try:
+        mean, std = (tuple(float(v) for v in norm[k]) for k in ("mean", "std"))
+    except (TypeError, KeyError, ValueError, IndexError):
+        raise WeightsError(f"{where}: expected {{'mean': [3 numbers], 'std': [3 numbers]}}, got {norm!r}") from None
+    if len(mean) != 3 or len(std) != 3:
+        raise WeightsError(f"{where}: mean and std need 3 values each (R, G, B), got {norm!r}")
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise WeightsError(f"{where}: mean must be finite and std finite and > 0, got {norm!r}")
+    return {"mean": mean, "std": std}
 
 
 def save_weights(
@@ -204,6 +222,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         )
     if "engine" in meta:
         meta["engine"] = check_engine_settings(meta["engine"], f"{path}: engine")
+    if meta.get("normalization") is not None:
+        meta["normalization"] = check_normalization(meta["normalization"], f"{path}: normalization")
     return meta
 
 
@@ -250,6 +270,12 @@ def load_weights(
     except Exception as e:
         raise WeightsError(f"cannot read tensors from {path}: {e}") from None
     own = model.state_dict()
+    for k, v in state.items():
+        if k in own and v.dtype.is_floating_point != own[k].dtype.is_floating_point:
+            raise WeightsError(
+                f"{path}: tensor {k!r} is stored as {v.dtype}, but the model's is {own[k].dtype} "
+                "(a cast would change its values)"
+            )
     state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -75,8 +75,8 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         if device.type not in ("cuda", "cpu"):
             raise ValueError(f"bfloat16 autocast is not supported on {device.type}")
         return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cuda":  # native bf16 from Ampere on; older GPUs only emulate it, slowly
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float32
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32

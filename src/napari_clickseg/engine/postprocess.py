@@ -166,8 +166,10 @@ def graph_cut(
         img = img[..., None]
     if img.shape[:2] != prob.shape:
         raise ValueError(f"image shape {img.shape[:2]} does not match prob shape {prob.shape}")
-    if smoothness < 0:
-        raise ValueError(f"smoothness must be >= 0, got {smoothness}")
+    if not smoothness >= 0:  # NaN too: maxflow would never return
+        raise ValueError(f"smoothness must be a number >= 0, got {smoothness}")
+    if not np.isfinite(prob).all():
+        raise ValueError("prob holds NaN or infinite values")
     p = np.clip(prob.astype(np.float64), eps, 1.0 - eps)
     cost_fg = -np.log(p)  # paid when the pixel is labelled foreground
     cost_bg = -np.log1p(-p)  # paid when labelled background

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import numbers
 import os
 import threading
@@ -89,11 +90,11 @@ class _History:
 
 
 def _folded_copy(model: ClickSegModel, device: torch.device) -> ClickSegModel:
-    """An eval-mode copy with BatchNorm folded into its convolutions (1.4x faster on CPU);
-    ``model`` itself when it has no BatchNorm. The caller's model is never modified."""
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model
+    """An eval-mode copy with BatchNorm folded into its convolutions (1.4x faster on CPU).
+    The caller's model is never modified."""
     folded = copy.deepcopy(model).to(device).eval()
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules()):
+        return folded
     s = 2 * int(getattr(folded, "size_divisor", 32))
     g = torch.Generator().manual_seed(0)
     image = torch.randn(1, 3, s, s, generator=g).to(device)
@@ -179,10 +180,13 @@ class Predictor:
     ) -> None:
         if not isinstance(model, ClickSegModel):
             raise ValueError(f"model must be a ClickSegModel, got {type(model).__name__}")
-        if target_size < 32 or min_crop_size < 1 or first_window < 32:
-            raise ValueError("target_size and first_window must be >= 32, min_crop_size >= 1")
-        if expansion < 1.0 or max_upscale <= 0:
-            raise ValueError("expansion must be >= 1 and max_upscale > 0")
+        if not (target_size >= 32 and first_window >= 32 and full_max_side >= 32 and min_crop_size >= 1):
+            raise ValueError("target_size, first_window and full_max_side must be >= 32, min_crop_size >= 1")
+        if not (1.0 <= expansion < math.inf and 0 < max_upscale < math.inf):
+            raise ValueError("expansion must be >= 1 and max_upscale > 0, both finite")
+        if not (brs_max_evals >= 1 and brs_time_cap > 0):
+            raise ValueError("brs_max_evals must be >= 1 and brs_time_cap > 0")
+        from ..weights import check_normalization
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self._channels_last = self.device.type == "cpu"
@@ -197,7 +201,10 @@ class Predictor:
         self.max_upscale, self.full_max_side = float(max_upscale), int(full_max_side)
         self.click_radius = click_radius  # validated by the setter
         self.brs_max_evals, self.brs_time_cap = int(brs_max_evals), float(brs_time_cap)
-        self.normalization = dict(normalization or model.normalization)
+        try:
+            self.normalization = check_normalization(normalization or model.normalization)
+        except ValueError as e:  # WeightsError; this is an argument here
+            raise ValueError(str(e)) from None
         self.weights_meta = dict(weights_meta or {})
         self._history = _History(max_history, max_history_bytes)
         self._features: OrderedDict[tuple, tuple[torch.Tensor, dict]] = OrderedDict()
