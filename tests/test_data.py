@@ -173,8 +173,11 @@ def test_read_array_warns_that_many_unlabelled_pages_become_channels(tmp_path, r
             assert np.array_equal(read_array(tmp_path / name), np.moveaxis(stack, 0, -1))
     tifffile.imwrite(tmp_path / "four.tif", stack[:4], photometric="minisblack")
     tifffile.imwrite(tmp_path / "c12.tif", stack, imagej=True, metadata={"axes": "CYX"})
+    last = np.ascontiguousarray(np.moveaxis(stack, 0, -1)[..., :5])  # (H, W, 5): pages are rows
+    tifffile.imwrite(tmp_path / "last.tif", last, photometric="minisblack")
     recwarn.clear()
     read_array(tmp_path / "four.tif"), read_array(tmp_path / "c12.tif")
+    assert np.array_equal(read_array(tmp_path / "last.tif"), last)
     assert not [w for w in recwarn if issubclass(w.category, PagesReadAsChannels)]
 
 
@@ -196,6 +199,21 @@ def test_read_array_refuses_ome_and_hyperstack_z_axes(tmp_path):
     tifffile.imwrite(hyper, np.zeros((2, 3, 2, 20, 30), np.uint8), imagej=True, metadata={"axes": "TZCYX"})
     with pytest.raises(DataError, match=r"tzc\.tif: a time series and z-stack"):
         read_array(hyper)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 64), (64, 64, 1)])
+def test_label_maps_with_a_length_one_axis_are_read_as_2d(tmp_path, shape):
+    # regression: a (64, 64, 1) label TIFF was refused as "must be single-channel"
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    lab = np.zeros((64, 64), np.uint16)
+    lab[10:40, 10:40] = 3
+    tifffile.imwrite(root / "labels" / "a.tif", lab.reshape(shape), photometric="minisblack")
+    tifffile.imwrite(root / "images" / "a.tif", (lab * 50).astype(np.uint8).reshape(shape), photometric="minisblack")
+    ds = FolderDataset(root)
+    assert len(ds.objects) == 1 and ds.targets[0].shape == (64, 64)
+    assert read_array(root / "images" / "a.tif").shape == (64, 64)
 
 
 def test_read_array_keeps_channels_and_single_planes(tmp_path):

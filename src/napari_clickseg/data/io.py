@@ -45,28 +45,25 @@ def _refuse_stack(path: Path, axes: str, shape: tuple[int, ...]) -> None:
         )
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    """Read a TIFF's first series, refusing z-stacks and time series (per its axis metadata)."""
+def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
+    """A TIFF's first series and its axes, refusing z-stacks and time series (per its axis metadata)."""
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tf:
         series = tf.series[0]
         _refuse_stack(path, series.axes, series.shape)
-        _warn_unlabelled_pages(path, series.axes, series.shape)
-        return np.asarray(tf.asarray())
+        return np.asarray(tf.asarray()), series.axes
 
 
-def _warn_unlabelled_pages(path: Path, axes: str, shape: tuple[int, ...]) -> None:
-    """Warn when a TIFF's leading axis is pages of unknown kind (tifffile's I or Q), and many."""
-    if len(shape) == 3 and axes[:1] in ("I", "Q") and shape[0] > _MAX_QUIET_PAGES:
-        warnings.warn(
-            f"{path}: its {shape[0]} pages carry no axis metadata and are read as {shape[0]} "
-            "channels of one 2D image; if they are z-planes or time points, save each plane as "
-            "its own file, or write the axes (e.g. tifffile.imwrite(path, stack, imagej=True, "
-            "metadata={'axes': 'ZYX'})) to have the stack refused",
-            PagesReadAsChannels,
-            stacklevel=4,  # the caller of read_array
-        )
+def _warn_pages_read_as_channels(path: Path, n: int) -> None:
+    warnings.warn(
+        f"{path}: its {n} pages carry no axis metadata and are read as {n} "
+        "channels of one 2D image; if they are z-planes or time points, save each plane as "
+        "its own file, or write the axes (e.g. tifffile.imwrite(path, stack, imagej=True, "
+        "metadata={'axes': 'ZYX'})) to have the stack refused",
+        PagesReadAsChannels,
+        stacklevel=3,  # the caller of read_array
+    )
 
 
 def _refuse_deep_colour_png(path: Path) -> None:
@@ -88,9 +85,10 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
 
     TIFF files are read with tifffile (any dtype, channels last or, for small
     leading axes such as (C, H, W), moved last; an unlabelled leading axis counts
-    as channels, with a PagesReadAsChannels warning when it is longer than 4); other formats with Pillow (palette images become their
-    indices, 16-bit gray PNGs stay uint16; 16-bit colour PNGs are refused, as
-    Pillow reads only their high bytes).
+    as channels, with a PagesReadAsChannels warning when it has more than 4 pages);
+    other formats with Pillow (palette images become their indices, 16-bit gray
+    PNGs stay uint16; 16-bit colour PNGs are refused, as Pillow reads only their
+    high bytes). A single channel comes back as (H, W).
 
     Raises:
         DataError: the file is missing or cannot be decoded, or is not 2D (including
@@ -100,8 +98,9 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     try:
+        axes = ""
         if path.suffix.lower() in (".tif", ".tiff"):
-            arr = _read_tiff(path)
+            arr, axes = _read_tiff(path)
         else:
             from PIL import Image
 
@@ -125,6 +124,10 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if arr.ndim == 3 and arr.shape[0] < arr.shape[-1] and arr.shape[0] <= 64 and arr.shape[-1] > 4:
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
+        if axes[:1] in ("I", "Q") and arr.shape[-1] > _MAX_QUIET_PAGES:  # pages of unknown kind
+            _warn_pages_read_as_channels(path, arr.shape[-1])
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]  # one channel: a gray image or a label map
     if arr.ndim not in (2, 3):
         raise DataError(f"{path}: expected a 2D image, got an array of shape {arr.shape}")
     return arr
