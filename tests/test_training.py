@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,61 @@ def test_a_run_shorter_than_a_log_interval_still_logs_its_loss(data, tmp_path):
     out = tmp_path / "run"
     train(_cfg(data, out, iterations=3, log_every=10, val_every=0), log=lambda m: None)
     assert _log_steps(out) == [3]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_during_a_step_finishes_that_step_first(data, tmp_path, monkeypatch, sig):
+    import napari_clickseg.training.trainer as trainer
+
+    # regression: SIGTERM right after optimizer.step() saved the updated weights and AdamW
+    # state with the old iteration counter, so the resumed run took that step twice
+    real_step, calls = trainer._train_step, []
+
+    def step_then_signal(*args, **kwargs):
+        loss = real_step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), sig)  # handled at once, between optimizer.step() and the counter
+        return loss
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(trainer, "_train_step", step_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, out, iterations=4, val_every=0), log=lambda m: None)
+    state = load_checkpoint(out / "checkpoint.pt")
+    adam_steps = {float(v["step"]) for v in state["optimizer"]["state"].values()}
+    assert state["step"] == 2 and adam_steps == {2.0} and len(calls) == 2
+    assert signal.getsignal(sig) is not None and _log_steps(out) == [1, 2]
+
+
+def test_a_fresh_best_is_kept_when_a_fine_tune_killed_early_resumes(data, tmp_path):
+    # regression: the step-0 checkpoint predates the start's validation, and a resume took its
+    # best.safetensors for one chosen by older versions and renamed it
+    start = tmp_path / "start.safetensors"
+    train(_cfg(data, tmp_path / "scratch", iterations=1, val_every=0), log=lambda m: None)
+    shutil.copy(tmp_path / "scratch" / "last.safetensors", start)
+    out = tmp_path / "run"
+    cfg = _cfg(data, out, init=str(start), iterations=2)
+    train(cfg, log=lambda m: None, stop_after=0)  # checkpoint at step 0, then the start is validated
+    state = load_checkpoint(out / "checkpoint.pt")
+    state["best"] = {"step": -1, "metrics": {}}  # as the step-0 checkpoint holds it
+    save_checkpoint(out / "checkpoint.pt", state)
+    assert (out / "best.safetensors").is_file()
+    messages = []
+    train(cfg, resume=True, log=messages.append)
+    assert not (out / "best_crop_validation.safetensors").exists()
+    assert not any("crop validation" in m for m in messages)
+
+
+def test_a_non_finite_loss_stops_every_schedule(data, tmp_path):
+    from napari_clickseg.training.trainer import NonFiniteLoss
+
+    for schedule in ("click_by_click", "iterative"):
+        out = tmp_path / schedule
+        with pytest.raises(NonFiniteLoss, match="non-finite loss at iteration"):
+            train(_cfg(data, out, model="hires", model_kwargs={}, init="scratch", click_schedule=schedule,
+                       lr=1e12, iterations=6, val_every=0), log=lambda m: None)
+        assert issubclass(NonFiniteLoss, ValueError)  # the CLI gives a one-line error
 
 
 def test_resuming_a_run_of_the_crop_validation_keeps_its_best(data, tmp_path):

@@ -446,7 +446,7 @@ def train(
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
         best = state.get("best", best)
         old_best = out / "best.safetensors"
-        if "noc@90" not in best and dist.main and old_best.is_file():
+        if "score" in best and "noc@90" not in best and dist.main and old_best.is_file():
             # chosen by the crop validation of older versions: kept, as the new one may choose otherwise
             old_best.rename(out / "best_crop_validation.safetensors")
             log(f"{old_best} was chosen by the older crop validation: kept as best_crop_validation.safetensors")
@@ -586,10 +586,17 @@ def train(
         )
         win_loss, win_n, win_t0, win_steps = 0.0, 0, time.monotonic(), 0
 
-    def on_term(signum, frame):  # noqa: ARG001
-        raise _Stop()
+    stop_requested = in_step = False
 
-    old_handler = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    def on_stop_signal(signum, frame):  # noqa: ARG001
+        nonlocal stop_requested
+        if in_step:  # finish it: a checkpoint never holds half a step (weights ahead of the counter)
+            stop_requested = True
+        else:
+            raise _Stop()
+
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    old_handlers = {sig: signal.signal(sig, on_stop_signal) for sig in stop_signals} if _main_thread() else {}
     _train_mode(model, cfg.frozen_bn)
     it = iter(loader)
     # checkpoint times are read from rank 0's broadcast clock: every rank decides alike
@@ -616,12 +623,16 @@ def train(
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(cfg, step, progress)
             batch = next(it)
+            in_step = True
             loss_value = _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, device, amp, step, dist)
             step += 1
             steps_this_call += 1
             win_loss += loss_value
             win_n += 1
             win_steps += 1
+            in_step = False
+            if stop_requested:
+                raise _Stop()
             if step % cfg.log_every == 0 and dist.main:
                 log_window()
             if cfg.val_every and step % cfg.val_every == 0:
@@ -636,8 +647,8 @@ def train(
         interrupted = True
         log(f"interrupted at iteration {step}: writing a checkpoint (continue with --resume)")
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
     done = not interrupted and (stop_after is None or steps_this_call < stop_after)
     if win_n and dist.main:  # the steps since the last log line (a short run has no other)
         log_window()
@@ -690,6 +701,7 @@ def _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, devi
                 with amp():
                     out = train_model(images, maps, prev.detach() if inputs.prev_mask else None)
                 loss = loss_fn(out, gt, ignore, clicks)
+                _check_finite(loss, step)
                 (loss / n).backward()
             total += float(loss.detach()) / n
             if k < n - 1:
@@ -719,11 +731,19 @@ def _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, devi
     with amp():
         out = train_model(images, maps, prev if inputs.prev_mask else None)
     loss = loss_fn(out, gt, ignore, clicks)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss at iteration {step}; lower --lr or disable bf16")
+    _check_finite(loss, step)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+class NonFiniteLoss(FloatingPointError, ValueError):
+    """The loss became NaN or infinite: the run stops (its last checkpoint is kept)."""
+
+
+def _check_finite(loss: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"non-finite loss at iteration {step}; lower --lr or disable bf16")
 
 
 def _barrier(dist: _Dist) -> None:
