@@ -301,6 +301,20 @@ def test_validation_crop_is_deterministic():
     assert a[1][32, 32]  # centred
 
 
+def test_a_thin_object_survives_its_crop():
+    # regression: a 1-px wide, 600-px long object vanished from every crop shrunk to 320 px,
+    # and training failed part way with "cannot sample clicks on an empty mask"
+    shape = (1024, 1024)
+    mask = np.zeros(shape, bool)
+    mask[200:800, 500] = True
+    image = np.zeros((*shape, 3), np.float32)
+    cfg = AugmentConfig(crop_size=320)
+    for seed in range(10):
+        _, m, _, _ = object_crop(image, mask, np.zeros(shape, bool), (200, 500, 800, 501), cfg,
+                                 np.random.default_rng(seed), augment=seed % 2 == 0)
+        assert m.any(), seed
+
+
 def test_big_object_in_small_image_is_not_lost_in_padding():
     shape = (120, 200)
     mask = np.zeros(shape, bool)

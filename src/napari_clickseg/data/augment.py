@@ -151,6 +151,8 @@ def object_crop(
         m = out[..., 3] > 0.5
         if m.sum() >= min(cfg.min_object_px, max(1, int(mask.sum()))):
             break
+    if not m.any() and out[..., 3].max() > 0:  # a thin object shrunk below half a pixel's width
+        m = out[..., 3] >= 0.5 * out[..., 3].max()
     img, ign = out[..., :3], out[..., 4] > 0.5
     oth = out[..., 5] > 0.5 if others is not None else None
     if augment:
