@@ -277,3 +277,10 @@ def test_other_warnings_keep_their_usual_form(capsys):
     show(PagesReadAsChannels("x.tif: its 9 pages"), PagesReadAsChannels, "io.py", 7)
     assert capsys.readouterr().err == "napari-clickseg: warning: x.tif: its 9 pages\n"
     assert len(passed_on) == 1
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "napari_clickseg", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout and "evaluate" in out.stdout

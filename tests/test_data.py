@@ -148,7 +148,13 @@ def test_errors_name_the_file(tmp_path):
 
     root = make_masks_folder(tmp_path / "allempty", n=1)
     _png(root / "masks" / "m0.png", np.zeros((60, 60), np.uint8))
-    with pytest.raises(DataError, match="no object"):
+    with pytest.raises(DataError, match="no object") as e:
+        FolderDataset(root)
+    assert "ignore" not in str(e.value)
+    all_ignore = np.zeros((60, 60), np.uint8)
+    all_ignore[10:40, 10:40] = 128  # the object saved with the ignore value
+    _png(root / "masks" / "m0.png", all_ignore)
+    with pytest.raises(DataError, match="no object .*pixels of value 128 mean 'ignore'"):
         FolderDataset(root)
 
 

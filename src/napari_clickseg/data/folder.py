@@ -158,7 +158,12 @@ class FolderDataset:
                 self.targets.append(target)
                 self._add_objects(i, target)
         if not self.objects:
-            raise DataError(f"{self.root}: no object of at least {self.min_object_px} pixels in any {self.kind[:-1]} file")
+            hint = ""
+            if self.kind == "masks" and self.ignore_value is not None and any((t == IGNORE_LABEL).any() for t in self.targets):
+                hint = f" (pixels of value {self.ignore_value} mean 'ignore', not object)"
+            raise DataError(
+                f"{self.root}: no object of at least {self.min_object_px} pixels in any {self.kind[:-1]} file{hint}"
+            )
 
     def _target(self, gt: np.ndarray, path: Path) -> np.ndarray:
         if gt.dtype == np.uint64 and gt.size and gt.max() > np.iinfo(np.int64).max:
