@@ -80,3 +80,20 @@ def test_demo_replaces_its_own_results_but_never_a_users_files(no_weights, tmp_p
     assert main([*argv, "--out", str(mine)]) == 2
     assert "not written by an earlier demo" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in mine.iterdir()} == before
+
+
+def test_gui_demo_without_a_qt_binding_says_how_to_get_one(monkeypatch, capsys):
+    # regression: "pip install -e . && napari-clickseg demo" on a desktop ended in napari's
+    # ImportError traceback, as nothing installed a Qt binding
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def no_qt(name, *args, **kwargs):
+        return None if name in ("PyQt6", "PySide6", "PyQt5", "PySide2") else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(importlib.util, "find_spec", no_qt)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "napari-clickseg[gui]" in err and "--headless" in err and "Traceback" not in err

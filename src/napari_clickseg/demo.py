@@ -243,8 +243,27 @@ def write_overlay(path: Path, image, labels, session: Any, plane: Any) -> None:
 # --- with a display ----------------------------------------------------------------------------
 
 
+QT_BINDINGS = ("PyQt6", "PySide6", "PyQt5", "PySide2")
+
+
+def has_qt_binding() -> bool:
+    """Whether a Qt binding napari can use is installed."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in QT_BINDINGS)
+
+
 def run_gui(args: argparse.Namespace) -> int:
-    """Open napari with the sample image and the dock."""
+    """Open napari with the sample image and the dock.
+
+    Raises:
+        ValueError: no Qt binding is installed (napari cannot open a window).
+    """
+    if not has_qt_binding():
+        raise ValueError(
+            "napari needs a Qt binding to open a window: pip install 'napari-clickseg[gui]' "
+            "(PyQt6), or run 'napari-clickseg demo --headless'"
+        )
     import napari
 
     from ._napari.adapter import ENV_ALLOW_UNTRAINED

