@@ -181,6 +181,9 @@ def test_read_array_warns_that_many_unlabelled_pages_become_channels(tmp_path, r
     tifffile.imwrite(tmp_path / "c12.tif", stack, imagej=True, metadata={"axes": "CYX"})
     last = np.ascontiguousarray(np.moveaxis(stack, 0, -1)[..., :5])  # (H, W, 5): pages are rows
     tifffile.imwrite(tmp_path / "last.tif", last, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "z100.tif", np.zeros((100, 120, 160), np.uint8))
+    with pytest.raises(DataError, match=r"z100.tif: 100 pages of 120x160 .*a stack"):
+        read_array(tmp_path / "z100.tif")  # not moved: it came back as 160 "channels" before
     recwarn.clear()
     read_array(tmp_path / "four.tif"), read_array(tmp_path / "c12.tif")
     assert np.array_equal(read_array(tmp_path / "last.tif"), last)

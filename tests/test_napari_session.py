@@ -259,6 +259,57 @@ def test_corrupt_provenance_is_an_error(tmp_path):
         AnnotationSession(np.zeros((8, 8), np.uint16)).load(tif)
 
 
+@pytest.mark.parametrize("edit", [
+    {"objects": [1, 2]}, {"objects": None}, {"version": "one"}, {"objects": [{"id": "x"}]},
+])
+def test_a_hand_edited_provenance_file_is_a_session_error(tmp_path, edit):
+    # regression: these raised AttributeError / TypeError / ValueError into napari
+    s = AnnotationSession(np.zeros((8, 8), np.uint16))
+    tif, js = s.save(tmp_path / "a")
+    js.write_text(json.dumps({**json.loads(js.read_text()), **edit}))
+    with pytest.raises(SessionError):
+        AnnotationSession(np.zeros((8, 8), np.uint16)).load(tif)
+
+
+@pytest.mark.parametrize("plane", [
+    {"displayed": [1, 2], "index": [[0, 9]]},  # a slice outside the 4-slice stack
+    {"displayed": [1, 7], "index": [[0, 1]]},  # an axis the labels do not have
+    {"displayed": [1, 2], "index": [[1, 0]]},  # a displayed axis also indexed
+])
+def test_a_recorded_plane_outside_the_labels_is_dropped_on_load(tmp_path, plane):
+    # regression: such a plane loaded, and re-opening the object raised into napari
+    labels = np.zeros((4, 16, 16), np.uint16)
+    s = AnnotationSession(labels)
+    s.add_click(5, 5, True, Plane((1, 2), ((0, 1),)))
+    s.commit(disk((16, 16), (5, 5), 3))
+    tif, js = s.save(tmp_path / "a")
+    doc = json.loads(js.read_text())
+    doc["objects"][0]["plane"] = plane
+    js.write_text(json.dumps(doc))
+    t = AnnotationSession(np.zeros((4, 16, 16), np.uint16))
+    import tifffile
+
+    assert tifffile.TiffFile(tif).pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK  # not RGBA
+    assert any("does not fit" in w for w in t.load(tif))
+    assert t.records[1].plane is None and t.records[1].clicks == ()
+    with pytest.raises(SessionError, match="no recorded slice"):
+        t.reopen(1)
+    with pytest.raises(SessionError, match="lies outside"):
+        t.reopen(1, Plane((1, 2), ((0, 9),)))
+
+
+def test_negative_labels_painted_by_hand_save_and_load(tmp_path):
+    # regression: a save holding -1 "ignore" pixels was refused by load
+    labels = np.zeros((8, 8), np.int32)
+    labels[0, :] = -1
+    labels[4:6, 4:6] = 1
+    s = AnnotationSession(labels)
+    tif, _ = s.save(tmp_path / "neg")
+    t = AnnotationSession(np.zeros((8, 8), np.uint16))
+    t.load(tif)
+    assert np.array_equal(t.labels, labels) and t.labels.dtype == np.int32
+
+
 # --- audit fixes ----------------------------------------------------------------------------
 
 

@@ -781,6 +781,61 @@ def test_deleting_the_committed_layer_keeps_objects_and_clicks(open_dock, fluo):
     assert (w.layers["committed"].data == 2).any() and (w.layers["committed"].data == 1).any()
 
 
+def test_a_duplicated_committed_layer_is_a_plain_copy(open_dock, fluo):
+    # regression: napari's "Duplicate Layer" copied the session into the copy's metadata; after
+    # deleting the original the dock adopted the stale copy and lost the later objects
+    from napari.layers._layer_actions import _duplicate_layer
+
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.commit()
+    original = w.layers["committed"]
+    viewer.layers.selection = {original}
+    _duplicate_layer(viewer.layers)
+    copy = next(la for la in viewer.layers if la is not original and la.name.startswith("committed objects"))
+    assert "napari_clickseg_session" not in copy.metadata and "napari_clickseg_session" in original.metadata
+    w.add_click(45, 45, True)
+    assert w.commit() == 2
+    viewer.layers.remove(original)
+    w.add_click(10, 50, True)
+    assert w.commit() == 3
+    assert w.layers["committed"] is not copy and w.layers["committed"].data[45, 45] == 2
+    assert sorted(w.session.records) == [1, 2, 3] and not (copy.data == 2).any()
+
+
+def test_huge_object_ids_and_read_only_labels_do_not_break_the_dock(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    layer = w.layers["committed"]
+    big = np.zeros(layer.data.shape, np.uint32)
+    big[:5, :5] = 3_000_000_000  # beyond the id box's 2**31 - 1
+    big.flags.writeable = False  # e.g. a memory-mapped file
+    layer.data = big
+    assert layer.data.flags.writeable and w.session.labels.flags.writeable
+    w.add_click(40, 40, True)
+    assert w.commit() == 3_000_000_001
+    layer.selected_label = 3_000_000_000  # raised from the id box before
+    assert w.delete(3_000_000_001)
+
+
+def test_deleting_one_click_layer_keeps_its_clicks(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.add_click(30, 40, False)
+    viewer.layers.remove(w.layers["negative"])
+    pos = w.layers["positive"]
+    pos.data = pos.data + 1  # nudge the positive point
+    assert [c.positive for c in w.session.clicks] == [True, False]
+    assert n_points(w, "negative") == 1  # the layer is back with its click
+
+
+def test_a_2d_image_offers_no_channel_axis(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    assert [c[1] if isinstance(c, tuple) else c for c in w.channel_combo.choices] == ["auto"]
+    stack = viewer.add_image(np.stack([fluo, fluo]), name="two")
+    w.bind(stack)
+    assert len(w.channel_combo.choices) == 4
+
+
 # --- audit fixes: closing the dock or the viewer, changing the image --------------------------
 
 

@@ -191,12 +191,41 @@ def test_a_stop_signal_during_a_step_finishes_that_step_first(data, tmp_path, mo
 
     out = tmp_path / "run"
     monkeypatch.setattr(trainer, "_train_step", step_then_signal)
+    before = signal.getsignal(sig)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(data, out, iterations=4, val_every=0), log=lambda m: None)
     state = load_checkpoint(out / "checkpoint.pt")
     adam_steps = {float(v["step"]) for v in state["optimizer"]["state"].values()}
     assert state["step"] == 2 and adam_steps == {2.0} and len(calls) == 2
-    assert signal.getsignal(sig) is not None and _log_steps(out) == [1, 2]
+    assert signal.getsignal(sig) is before and _log_steps(out) == [1, 2]
+
+
+def test_ctrl_c_to_the_process_group_with_data_workers_writes_a_checkpoint(data, tmp_path):
+    # regression: the workers inherited the trainer's stop handler, died on the terminal's
+    # SIGINT, and the step failed with "DataLoader worker exited unexpectedly" (no checkpoint)
+    import time
+
+    out, log = tmp_path / "run", tmp_path / "log.txt"
+    cmd = [sys.executable, "-m", "napari_clickseg", "train", "--model", "early", "--set",
+           'model_kwargs={"decoder_width": 8}', "--set", "log_every=1", "--init", "scratch",
+           "--data", str(data), "--iterations", "100000", "--batch-size", "2", "--crop-size", "64",
+           "--threads", "1", "--workers", "2", "--val-every", "0", "--out", str(out)]  # fmt: skip
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while log.read_text().count("\niteration ") < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert proc.wait(timeout=120) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "exited unexpectedly" not in text and "interrupted at iteration" in text
+    assert load_checkpoint(out / "checkpoint.pt")["step"] >= 3
 
 
 def test_a_fresh_best_is_kept_when_a_fine_tune_killed_early_resumes(data, tmp_path):

@@ -53,6 +53,19 @@ class Plane:
         """Indices of the non-displayed axes, in axis order (for messages and caches)."""
         return tuple(i for _, i in self.index)
 
+    def check(self, shape: Sequence[int]) -> None:
+        """Raise ValueError unless this plane lies in an array of ``shape``.
+
+        The displayed and indexed axes must together be every axis once, and each
+        index must lie inside its axis.
+        """
+        axes = [*self.displayed, *(a for a, _ in self.index)]
+        if len(shape) != self.ndim or sorted(axes) != list(range(len(shape))):
+            raise ValueError(f"plane {self.to_json()} does not fit an array of shape {tuple(shape)}")
+        for axis, pos in self.index:
+            if not 0 <= pos < shape[axis]:
+                raise ValueError(f"slice {pos} of axis {axis} lies outside shape {tuple(shape)}")
+
     def view(self, array: np.ndarray) -> np.ndarray:
         """The (rows, cols) view of ``array`` at this plane (writes go through).
 

@@ -120,8 +120,9 @@ class ObjectRecord:
                 modified=str(d.get("modified", "")),
                 revision=int(d.get("revision", 1)),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise SessionError(f"corrupt object record {d!r}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            shown = repr(d) if len(repr(d)) <= 120 else repr(d)[:117] + "..."
+            raise SessionError(f"corrupt object record {shown}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -255,11 +256,10 @@ class AnnotationSession:
         return True
 
     def _check_plane(self, plane: Plane) -> None:
-        if plane.ndim != self._labels.ndim:
-            raise SessionError(
-                f"plane of a {plane.ndim}D array does not fit labels of shape {self._labels.shape}"
-            )
-        plane.view(self._labels)  # validates the indices
+        try:
+            plane.check(self._labels.shape)
+        except ValueError as e:
+            raise SessionError(str(e)) from None
 
     # --- clicks --------------------------------------------------------------------------
 
@@ -548,7 +548,8 @@ class AnnotationSession:
         tmp_tif = tif.with_name(tif.name + ".tmp")
         tmp_js = js.with_name(js.name + ".tmp")
         try:
-            tifffile.imwrite(tmp_tif, self._labels, compression="zlib")
+            # minisblack: a stack of 3 or 4 slices is not an RGB(A) image
+            tifffile.imwrite(tmp_tif, self._labels, compression="zlib", photometric="minisblack")
             tmp_js.write_text(json.dumps(self.to_json(image, tif.name), indent=1))
             os.replace(tmp_tif, tif)
             os.replace(tmp_js, js)
@@ -584,8 +585,6 @@ class AnnotationSession:
             )
         if not np.issubdtype(data.dtype, np.integer):
             raise SessionError(f"{tif} does not hold integer labels (dtype {data.dtype})")
-        if data.size and (data.min() < 0):
-            raise SessionError(f"{tif} holds negative labels")
         warnings: list[str] = []
         records: dict[int, ObjectRecord] = {}
         if js.is_file():
@@ -595,31 +594,37 @@ class AnnotationSession:
                 raise SessionError(f"cannot read provenance file {js}: {e}") from None
             if not isinstance(doc, dict) or doc.get("format") != FORMAT:
                 raise SessionError(f"{js} is not a napari-clickseg annotation file")
-            if int(doc.get("version", 0)) > FORMAT_VERSION:
-                raise SessionError(
-                    f"{js} was written by a newer napari-clickseg (format {doc['version']})"
-                )
+            version, objects = doc.get("version", 0), doc.get("objects", [])
+            if isinstance(version, bool) or not isinstance(version, int) or not isinstance(objects, list):
+                raise SessionError(f"{js}: 'version' must be an integer and 'objects' a list")
+            if version > FORMAT_VERSION:
+                raise SessionError(f"{js} was written by a newer napari-clickseg (format {version})")
             owner = self.sidecar_owner(js)
             if owner != tif.name:
                 warnings.append(
                     f"{js.name} is the provenance of {owner}, not of {tif.name}; "
                     "objects have no recorded clicks"
                 )
-                doc = {}
-            for d in doc.get("objects", []):
+                objects = []
+            for d in objects:
+                if not isinstance(d, dict):
+                    raise SessionError(f"{js}: an object record must be a mapping, got {d!r:.60}")
                 r = ObjectRecord.from_json(d)
-                if r.plane is not None and r.plane.ndim != data.ndim:
-                    warnings.append(
-                        f"object {r.id}: recorded plane does not fit the labels; dropped it"
-                    )
-                    r = replace(r, plane=None, clicks=())
+                if r.plane is not None:
+                    try:
+                        r.plane.check(data.shape)
+                    except ValueError:
+                        warnings.append(
+                            f"object {r.id}: recorded plane does not fit the labels; dropped it"
+                        )
+                        r = replace(r, plane=None, clicks=())
                 records[r.id] = r
         else:
             warnings.append(f"no provenance file {js.name}; objects have no recorded clicks")
-        top = int(data.max(initial=0))
-        if top <= np.iinfo(self._labels.dtype).max:
+        info = np.iinfo(self._labels.dtype)
+        if info.min <= int(data.min(initial=0)) and int(data.max(initial=0)) <= info.max:
             self._labels[...] = data
-        else:
+        else:  # e.g. negative values painted by hand (saved as they were) in unsigned labels
             self._labels = data.copy()
         self.records = records
         self._state = _State((), None, None)

@@ -72,6 +72,7 @@ NO_MODEL = "(no trained weights shipped: load a file)"
 SESSION_KEY = "napari_clickseg_session"
 IMAGE_ID_KEY = "clickseg_image_id"  # unique_id of the image layer a committed layer belongs to
 GEOMETRY_KEY = "clickseg_geometry"
+_OUR_KEYS = (SESSION_KEY, IMAGE_ID_KEY, GEOMETRY_KEY, "clickseg_image")
 KEYS = {
     "commit": "C",
     "clear": "Escape",
@@ -396,7 +397,7 @@ class ClickSegWidget(Container):
     def _channel_choices(self, _w: Any = None) -> list[Any]:
         layer = self.image_layer
         out: list[Any] = [("from layer (rgb or none)", "auto")]
-        if layer is not None and not layer.rgb:
+        if layer is not None and not layer.rgb and layer.ndim >= 3:  # 2 spatial axes must remain
             out += [(f"axis {a} (size {layer.data.shape[a]})", a) for a in range(layer.ndim)]
         return out
 
@@ -409,9 +410,10 @@ class ClickSegWidget(Container):
         images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         return images[-1] if images else None
 
-    def _on_layers_changed(self, *_: Any) -> None:
+    def _on_layers_changed(self, event: Any = None) -> None:
         if self._closed:
             return
+        self._untie_copies(event)
         self.image_combo.reset_choices()
         if self.image_layer is None:
             layer = self._default_image()
@@ -647,13 +649,13 @@ class ClickSegWidget(Container):
                 session = AnnotationSession(np.zeros(g.spatial_shape, dtype=np.uint16))
             committed = self._new_committed(img, g, session)
         else:
-            labels = g.labels_from_layer(committed.data)
+            labels = self._writable_labels(committed, g)
             session = committed.metadata.get(SESSION_KEY)
             if not isinstance(session, AnnotationSession) or session.labels.shape != labels.shape:
                 session = AnnotationSession(labels)
                 committed.metadata[SESSION_KEY] = session
             elif not np.may_share_memory(session.labels, labels):
-                session.attach(labels)
+                session.attach(self._writable_labels(committed, g))
             if committed.name.startswith(LAYER_NAMES["committed"] + " ("):
                 committed.name = LAYER_NAMES["committed"]
             _apply_transform(committed, common)  # the image may have moved meanwhile
@@ -703,17 +705,35 @@ class ClickSegWidget(Container):
         from napari.layers import Labels
 
         key = _image_id(img)
-        for layer in self.viewer.layers:
-            if (
-                isinstance(_unwrap(layer), Labels)
-                and layer.metadata.get(IMAGE_ID_KEY) == key
-                and layer.metadata.get(GEOMETRY_KEY) == g
-                and isinstance(layer.data, np.ndarray)
-                and np.issubdtype(layer.data.dtype, np.integer)
-                and tuple(layer.data.shape) == g.layer_labels_shape
-            ):
+        found = [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(_unwrap(layer), Labels)
+            and layer.metadata.get(IMAGE_ID_KEY) == key
+            and layer.metadata.get(GEOMETRY_KEY) == g
+            and isinstance(layer.data, np.ndarray)
+            and np.issubdtype(layer.data.dtype, np.integer)
+            and tuple(layer.data.shape) == g.layer_labels_shape
+        ]
+        for layer in found:  # the layer showing its session's own array, not a copy of it
+            session = layer.metadata.get(SESSION_KEY)
+            if isinstance(session, AnnotationSession) and np.may_share_memory(session.labels, layer.data):
                 return layer
-        return None
+        return found[0] if found else None
+
+    def _untie_copies(self, event: Any) -> None:
+        """A copy of a committed layer (napari's "Duplicate Layer") becomes a plain labels
+        layer: it shares the original's metadata, session included, but not its pixels."""
+        layer = getattr(event, "value", None)
+        session = getattr(layer, "metadata", {}).get(SESSION_KEY)
+        if session is None:
+            return
+        if any(
+            other is not layer and getattr(other, "metadata", {}).get(SESSION_KEY) is session
+            for other in self.viewer.layers
+        ):
+            layer.metadata = {k: v for k, v in layer.metadata.items() if k not in _OUR_KEYS}
+            self._status(f"{layer.name!r} is a copy: a plain labels layer, not annotated by the dock")
 
     def _park(self, layer: Any) -> None:
         """Name the committed layer of an image the dock is leaving after that image."""
@@ -742,7 +762,7 @@ class ClickSegWidget(Container):
                     f"new data of shape {tuple(getattr(data, 'shape', ()))} "
                     f"({type(data).__name__}) does not fit labels of shape {g.layer_labels_shape}"
                 )
-            gone = session.attach(g.labels_from_layer(data))
+            gone = session.attach(self._writable_labels(layer, g))
         except SessionError as e:
             self._detach_committed(layer, session, g, str(e))
             return
@@ -753,6 +773,17 @@ class ClickSegWidget(Container):
             )
         if session is self.session:
             self._update_buttons()
+
+    def _writable_labels(self, layer: Any, g: ImageGeometry) -> np.ndarray:
+        """The spatial labels of a committed layer; read-only data (e.g. a memory-mapped
+        file) is first replaced in the layer by a writable copy."""
+        if not layer.data.flags.writeable:
+            self._writing_committed = True
+            try:
+                layer.data = np.array(layer.data)
+            finally:
+                self._writing_committed = False
+        return g.labels_from_layer(layer.data)
 
     def _detach_committed(
         self, layer: Any, session: AnnotationSession, g: ImageGeometry, why: str
@@ -778,7 +809,12 @@ class ClickSegWidget(Container):
     def _on_selected_label(self, event: Any) -> None:
         layer = self.layers.get("committed")
         if layer is not None and layer.selected_label > 0:
-            self.object_spin.value = int(layer.selected_label)
+            self._show_id(int(layer.selected_label))
+
+    def _show_id(self, oid: int) -> None:
+        """Put ``oid`` in the object-id box (whose Qt spin box stops at 2**31 - 1)."""
+        if self.object_spin.min <= oid <= self.object_spin.max:
+            self.object_spin.value = oid
 
     # --- the plane on screen -------------------------------------------------------------
 
@@ -916,11 +952,20 @@ class ClickSegWidget(Container):
         action = str(getattr(event, "action", "changed"))
         if action in _DATA_DONE:
             self._sync_from_layers()
+            self._ensure_layers()  # a deleted points layer comes back with its clicks
 
     def _read_points(self) -> tuple[np.ndarray, list[bool], list[float]]:
         coords, signs, orders = [], [], []
         for key, positive in (("positive", True), ("negative", False)):
             layer = self.layers.get(key)
+            if layer is None and self.session is not None and self.session.plane is not None:
+                # its layer was deleted: those clicks stay as they are (the layer comes back)
+                mine = [c for c in self.session.clicks if c.positive == positive]
+                if mine and self.geometry is not None:
+                    coords.append(self.geometry.points_from_clicks(mine, self.session.plane))
+                    signs += [positive] * len(mine)
+                    orders += [float(c.order) for c in mine]
+                continue
             if layer is None or len(layer.data) == 0:
                 continue
             feats = layer.features
@@ -1182,7 +1227,7 @@ class ClickSegWidget(Container):
         self._after_session_change(predict=False)
         self._show_preview()
         self._refresh_committed(replaced=s.labels is not before)
-        self.object_spin.value = res.id
+        self._show_id(res.id)
         note = f"; {res.kept} px left to other objects" if res.kept else ""
         note += f"; took {res.overwritten} px from other objects" if res.overwritten else ""
         self._status(f"committed object {res.id} ({res.written} px{note})")

@@ -85,7 +85,8 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
 
     TIFF files are read with tifffile (any dtype, channels last or, for small
     leading axes such as (C, H, W), moved last; an unlabelled leading axis counts
-    as channels, with a PagesReadAsChannels warning when it has more than 4 pages);
+    as channels, with a PagesReadAsChannels warning when it has more than 4 pages,
+    and more than 64 such pages are refused as a stack);
     other formats with Pillow (palette images become their indices, 16-bit gray
     PNGs stay uint16; 16-bit colour PNGs are refused, as Pillow reads only their
     high bytes). A single channel comes back as (H, W).
@@ -122,6 +123,11 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     if arr.size == 0:
         raise DataError(f"cannot read {path}: no image data (corrupt or empty file?)")
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and axes[:1] in ("I", "Q") and arr.shape[0] > 64 and arr.shape[-1] > 64:
+        raise DataError(
+            f"{path}: {arr.shape[0]} pages of {arr.shape[1]}x{arr.shape[2]} without axis metadata, "
+            "too many to be channels: a stack, not a 2D image; save each plane as its own file"
+        )
     if arr.ndim == 3 and arr.shape[0] < arr.shape[-1] and arr.shape[0] <= 64 and arr.shape[-1] > 4:
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
         if axes[:1] in ("I", "Q") and arr.shape[-1] > _MAX_QUIET_PAGES:  # pages of unknown kind

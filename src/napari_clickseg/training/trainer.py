@@ -475,6 +475,7 @@ def train(
         sampler=GlobalIndexSampler(step, cfg.batch_size, dist.rank, dist.world),
         num_workers=cfg.num_workers,
         persistent_workers=False,
+        worker_init_fn=_worker_ignores_stop_signals,
         pin_memory=device.type == "cuda",
     )
     vsets = validation_sets(val_sets, cfg.val_objects, cfg.seed) if val_sets and dist.main else []
@@ -751,6 +752,13 @@ def _barrier(dist: _Dist) -> None:
         import torch.distributed as tdist
 
         tdist.barrier()
+
+
+def _worker_ignores_stop_signals(worker_id: int) -> None:  # noqa: ARG001
+    """Data workers leave Ctrl-C and SIGTERM to the trainer, which stops them after its step
+    (a Ctrl-C reaches the whole process group; a worker killed by it fails the step)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _main_thread() -> bool:
