@@ -517,12 +517,14 @@ class ClickSegWidget(Container):
         layer = self.image_layer
         if layer is None or self._closed:
             return
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         if getattr(event, "type", "") == "data":
             self._image_version += 1
-            data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
             if self.geometry is None or tuple(data.shape) != self.geometry.data_shape:
                 self._rebind_new_shape(layer)
                 return
+        elif not isinstance(data, np.ndarray):
+            return  # napari re-slicing a lazy array (every slider step): its pixels are as they were
         self._image_cache = None
         s = self.session
         if s is None or not s.clicks or s.plane is None:
