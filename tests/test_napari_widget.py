@@ -763,6 +763,11 @@ def test_load_asks_before_discarding_unsaved_objects(open_dock, fluo, tmp_path, 
     )
     w.load_button.clicked.emit()
     assert "loaded 1 object" in w.last_status
+    w.add_click(45, 45, True)  # an open object's clicks are not dropped without asking either
+    assert not w.load_annotations(tif) and "object being segmented" in w.last_status
+    monkeypatch.setattr(ClickSegWidget, "_confirm", lambda *a: answers.append(a) or False)
+    w.load_button.clicked.emit()
+    assert len(w.session.clicks) == 1 and "1 click(s)" in answers[-1][2]
 
 
 def test_deleting_the_committed_layer_keeps_objects_and_clicks(open_dock, fluo):

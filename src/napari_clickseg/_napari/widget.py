@@ -1605,11 +1605,15 @@ class ClickSegWidget(Container):
         if not path:
             return
         discard = False
-        if self.session is not None and self.session.unsaved:
+        s = self.session
+        if s is not None and (s.unsaved or s.clicks):
+            what = (
+                f"The committed objects of {self.image_layer.name!r} changed since they were "
+                "last saved" if s.unsaved else f"The object being segmented has {len(s.clicks)} click(s)"
+            )
             discard = self._confirm(
                 "Discard unsaved annotations?",
-                f"The committed objects of {self.image_layer.name!r} changed since they were "
-                f"last saved. Loading {Path(path).name} replaces them. Discard them?",
+                f"{what}. Loading {Path(path).name} replaces them. Discard them?",
             )
             if not discard:
                 self._status("not loaded: save the committed objects first")
@@ -1644,18 +1648,30 @@ class ClickSegWidget(Container):
 
         Args:
             path: the labels .tif/.tiff (its provenance json is read from beside it).
-            discard_unsaved: replace committed objects that were not saved; without it
-                loading is refused while there are any.
+            discard_unsaved: replace committed objects that were not saved and drop the
+                clicks of the object being segmented; without it loading is refused while
+                there are any.
         """
         s, g = self.session, self.geometry
         if s is None or g is None:
             self._status("load an image first")
+            return False
+        try:
+            tif = s.paths(path)[0]
+        except SessionError as e:
+            self._status(str(e))
+            return False
+        if not tif.is_file():  # said first: there is nothing to ask about
+            self._status(f"labels file not found: {tif}")
             return False
         if s.unsaved and not discard_unsaved:
             self._status(
                 "not loaded: the committed objects have unsaved changes; save them first "
                 "(or confirm discarding them)"
             )
+            return False
+        if s.clicks and not discard_unsaved:
+            self._status("not loaded: commit (C) or clear (Esc) the object being segmented first")
             return False
         before = s.labels
         try:
