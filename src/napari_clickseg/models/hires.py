@@ -8,6 +8,14 @@ Kept from the paper:
 - a U-Net decoder with skips from both streams up to full resolution;
 - a guided-filter output layer, so the mask edges follow image edges;
 - clicks as Gaussians at three scales (sigma 5, 10, 20).
+Differs from the paper:
+- BatchNorm throughout, not the paper's GroupNorm with weight standardisation
+  (which it calls a crucial tweak);
+- the image stream stays at stride 32 (the paper dilates it to stride 8), so
+  the stride-8 interaction features are average-pooled to stride 32 before
+  the fusion;
+- the full-resolution decoder step joins the image and the previous mask (the
+  paper: the image and the clicks).
 Scaled for CPU: the ResNet-50 image stream becomes EfficientNet-Lite0 (ImageNet
 init, click channels start at zero weight); decoder widths 96-16; the guided
 filter has a fixed radius and a learned gray guide.

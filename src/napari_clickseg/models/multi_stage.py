@@ -3,10 +3,13 @@
 Kept from the paper:
 - early fusion: the click guidance (Gaussian maps, sigma 10) enters with the
   image at the input of the backbone;
-- a light SE-ResNet fusion branch on the guidance maps (7x7 stride-2 init
-  block, three SE-ResNet blocks, the last one downsampling) whose output is
-  concatenated to the deep backbone features, re-injecting the guidance deep
-  in the network, before a pyramid pooling head.
+- a light SE-ResNet fusion branch (7x7 stride-2 init block, three SE-ResNet
+  blocks, the last one downsampling) whose output is concatenated to the deep
+  backbone features, re-injecting the guidance deep in the network, before a
+  pyramid pooling head.
+Differs from the paper: the branch sees the guidance maps alone, not the
+image plus guidance (the paper's h x w x 4 input, Sec. 3.2); the image
+reaches the network through the backbone only.
 Scaled for CPU: the ResNet/DeepLab backbone becomes EfficientNet-Lite0
 (ImageNet init, guidance channels start at zero weight); the branch is
 16-64 channels wide and is pooled to the backbone's stride-32 grid; a light

@@ -9,6 +9,17 @@ Kept from the paper:
   the two streams, the results are upsampled to full resolution and summed,
   joined with the upsampled coarse score, and refined at full resolution by
   7x7, 5x5, 3x3, 3x3, 3x3 and 1x1 convolutions.
+Differs from the paper:
+- the streams run to stride 32 and are fused there by two convolutions; the
+  paper's streams stop at stride 16 (VGG's first 10 convolutions) and a
+  6-layer fusion net (conv5_1-3, fc6-8) follows, in a stride-8 final network;
+- the MSRN's output is added to the upsampled coarse score (a residual), where
+  the paper's last refining layer is the output;
+- both nets train together end to end with one loss on the final output
+  (``coarse_logits`` is returned but gets no loss of its own), without the
+  paper's two stages (the two-stream net first, then the MSRN from scratch on
+  the frozen streams, class-balanced) and without its 0.5 dropout after each
+  refining layer.
 Scaled for CPU: the VGG-16 image stream becomes EfficientNet-Lite0 (ImageNet
 init); the interaction stream is a five-level conv net of 16-64 channels; the
 full-resolution refining layers are 8 channels wide.

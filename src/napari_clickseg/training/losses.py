@@ -19,7 +19,9 @@ returns a scalar.
   pixels (thin boundaries, small objects) carry the loss without the total
   shrinking as the model improves.
 - ``soft_iou_click``: the "99%" loss: soft IoU ``1 - sum(p g) / sum(max(p, g))``
-  plus a click-location loss (BCE at the clicked pixels).
+  plus a click-location loss. The paper's click term (its Eq. 1) is a per-image
+  sum of squared errors of the prediction at the clicks; here it is the mean
+  BCE on the logits over all clicks of the batch.
 """
 
 from __future__ import annotations
