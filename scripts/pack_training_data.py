@@ -24,8 +24,22 @@ FOLDERS = {
 }
 
 
-def pack(src: Path, dst: Path) -> None:
+def check_dst(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse a ``dst`` that overlaps ``src`` (packing would delete the source), or that
+    already holds files, unless ``overwrite``."""
+    s, d = src.resolve(), dst.resolve()
+    if s == d or s in d.parents or d in s.parents:
+        raise SystemExit(f"pack_training_data: DST {dst} overlaps SRC {src}; choose a folder outside it")
+    if d.exists() and (not d.is_dir() or any(d.iterdir())) and not overwrite:
+        raise SystemExit(
+            f"pack_training_data: {dst} already exists and is not empty; pass --overwrite to replace "
+            "its packed folders"
+        )
+
+
+def pack(src: Path, dst: Path, overwrite: bool = False) -> None:
     """Write the packed copy of every folder in ``FOLDERS`` from ``src`` under ``dst``."""
+    check_dst(src, dst, overwrite)
     missing = [name for name in FOLDERS if not (src / name / "images").is_dir()]
     if missing:
         raise SystemExit(f"pack_training_data: no images/ folder in {', '.join(str(src / m) for m in missing)}")
@@ -65,8 +79,15 @@ def main() -> None:
     p.add_argument("--archive", action="store_true",
                    help="replace DST by DST.tar.gz (one file: its size is what the device tool counts; "
                         "scripts/gpu_train.sh unpacks it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the packed folders in an existing DST (and an existing DST.tar.gz)")
     a = p.parse_args()
-    pack(a.src, a.dst)
+    if a.archive:
+        if Path(f"{a.dst}.tar.gz").exists() and not a.overwrite:
+            raise SystemExit(f"pack_training_data: {a.dst}.tar.gz exists; pass --overwrite to replace it")
+        if a.dst.exists():  # the archive replaces DST: it must hold nothing else
+            raise SystemExit(f"pack_training_data: --archive packs into a new folder; {a.dst} exists")
+    pack(a.src, a.dst, a.overwrite)
     if a.archive:
         archive = shutil.make_archive(str(a.dst), "gztar", root_dir=a.dst.parent, base_dir=a.dst.name)
         shutil.rmtree(a.dst)

@@ -80,6 +80,14 @@ def test_demo_replaces_its_own_results_but_never_a_users_files(no_weights, tmp_p
     assert main([*argv, "--out", str(mine)]) == 2
     assert "not written by an earlier demo" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in mine.iterdir()} == before
+    # regression: the dock's own save named "labels" was taken for an earlier demo's and replaced
+    from napari_clickseg._napari.session import AnnotationSession
+
+    saved = tmp_path / "saved"
+    AnnotationSession(np.zeros((10, 10), np.uint16)).save(saved / "labels", image={"name": "nuclei_he"})
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    assert main([*argv, "--out", str(saved)]) == 2
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
 
 
 def test_gui_demo_without_a_qt_binding_says_how_to_get_one(monkeypatch, capsys):

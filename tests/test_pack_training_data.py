@@ -69,3 +69,30 @@ def test_missing_folder_is_named(tmp_path, load_script):
     shutil.rmtree(tmp_path / "src/ph2/val")
     with pytest.raises(SystemExit, match="ph2/val"):
         load_script("pack_training_data").pack(tmp_path / "src", tmp_path / "out")
+
+
+def test_a_destination_overlapping_the_source_or_holding_files_is_refused(tmp_path, monkeypatch, load_script):
+    # regression: "pack S S" deleted every folder of S before reading it
+    _source(tmp_path / "src")
+    pack = load_script("pack_training_data")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "src").rglob("*"))
+    for dst in (tmp_path / "src", tmp_path / "src" / "packed", tmp_path):
+        with pytest.raises(SystemExit, match="overlaps"):
+            pack.pack(tmp_path / "src", dst)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "src").rglob("*")) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="not empty.*--overwrite"):
+        pack.pack(tmp_path / "src", mine)
+    monkeypatch.setattr("sys.argv", ["pack", str(tmp_path / "src"), str(mine), "--archive", "--overwrite"])
+    with pytest.raises(SystemExit, match="new folder"):
+        pack.main()  # --archive would delete the folder and what else it holds
+    assert (mine / "notes.txt").read_text() == "keep"
+    pack.pack(tmp_path / "src", mine, overwrite=True)  # a re-run into its own folder
+    assert (mine / "dsb2018" / "train" / "images" / "a.jpg").is_file()
+    (tmp_path / "new.tar.gz").write_bytes(b"an older archive")
+    monkeypatch.setattr("sys.argv", ["pack", str(tmp_path / "src"), str(tmp_path / "new"), "--archive"])
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        pack.main()
+    assert (tmp_path / "new.tar.gz").read_bytes() == b"an older archive"

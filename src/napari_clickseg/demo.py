@@ -118,6 +118,20 @@ def _pick_objects(gt, n: int) -> list[int]:
 
 
 OUTPUTS = ("labels.tif", "labels.json", "overlay.png")
+#: recorded with the image in the demo's labels.json: the mark of files a re-run may replace
+WRITTEN_BY = "napari-clickseg demo"
+
+
+def _written_by_demo(js: Path) -> bool:
+    """Whether ``js`` is the labels.json of an earlier demo (the dock's saves are not)."""
+    import json
+
+    from ._napari.session import AnnotationSession
+
+    if AnnotationSession.sidecar_owner(js) != "labels.tif":
+        return False
+    image = json.loads(js.read_text()).get("image")
+    return isinstance(image, dict) and image.get("written_by") == WRITTEN_BY
 
 
 def _check_out(out: Path) -> None:
@@ -125,14 +139,12 @@ def _check_out(out: Path) -> None:
 
     Raises:
         ValueError: ``out`` is a file, or holds labels.tif, labels.json or overlay.png
-            beside no labels.json describing labels.tif.
+            beside no labels.json that an earlier demo wrote.
     """
-    from ._napari.session import AnnotationSession
-
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the demo's results")
     taken = [name for name in OUTPUTS if (out / name).exists()]
-    if taken and AnnotationSession.sidecar_owner(out / "labels.json") != "labels.tif":
+    if taken and not _written_by_demo(out / "labels.json"):
         raise ValueError(
             f"{out} holds {', '.join(taken)}, not written by an earlier demo; "
             "choose another --out (nothing was written)"
@@ -204,7 +216,8 @@ def run_headless(args: argparse.Namespace) -> int:
         rows.append((oid, committed, n, iou, float(np.median(seconds)) if seconds else 0.0))
 
     tif, js = session.save(
-        out / "labels", image={"name": args.sample, "data_shape": list(image.shape)}
+        out / "labels",
+        image={"name": args.sample, "data_shape": list(image.shape), "written_by": WRITTEN_BY},
     )
     png = out / "overlay.png"
     write_overlay(png, plane_image, plane.view(session.labels), session, plane)
