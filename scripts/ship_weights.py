@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from napari_clickseg.weights import (
+    check_engine_settings,
     load_weights,
     read_metadata,
     save_weights,
@@ -258,28 +259,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sharing", default="", help="how many runs shared the CPU cores in each stage")
     args = ap.parse_args(argv)
 
+    # every argument is checked before anything in weights/ is written: a half-done run would
+    # leave files whose sha256 no longer matches the manifest (the shipped models stop loading)
     if args.default is not None and args.default not in args.models:
         ap.error(f"--default {args.default!r} is not one of --models {args.models}")
-    WEIGHTS.mkdir(exist_ok=True)
+    if set(args.copy) - set(args.models):
+        ap.error(f"--copy names models that are not in --models: {sorted(set(args.copy) - set(args.models))}")
     if set(args.last) - set(args.copy):
         ap.error(f"--last names models that are not copied: {sorted(set(args.last) - set(args.copy))}")
+    sources = {}
     for name in args.copy:
         src = args.runs / name / ("last.safetensors" if name in args.last else "best.safetensors")
         if not src.is_file() and name not in args.last:
             src = args.runs / name / "last.safetensors"
         if not src.is_file():
             ap.error(f"--copy {name}: no best.safetensors or last.safetensors in {args.runs / name}")
-        _copy_with_history(src, WEIGHTS / f"{name}.safetensors")
-        print(f"{name}: {src} -> weights/{name}.safetensors")
+        sources[name] = src
+    engines = {}
     for item in args.engine:
         name, _, raw = item.partition("=")
         if name not in args.models:
             ap.error(f"--engine for unknown model {name!r}; models: {args.models}")
         try:
-            sha = set_engine_settings(WEIGHTS / f"{name}.safetensors", json.loads(raw))
+            engines[name] = check_engine_settings(json.loads(raw), f"--engine {name}")
         except (json.JSONDecodeError, ValueError) as e:
             ap.error(f"--engine {item!r}: {e}")
-        print(f"{name}: engine settings {raw} (sha256 {sha[:12]})")
     bad = [item for item in args.status if "=" not in item]
     if bad:
         ap.error(f"--status takes NAME=TEXT, got {bad[0]!r}")
@@ -287,7 +291,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(status) - set(args.models))
     if unknown:
         ap.error(f"--status for unknown model(s) {unknown}; models: {args.models}")
-    results = load_results(args.eval) if args.eval else []
+    missing = [name for name in args.models if name not in sources and not (WEIGHTS / f"{name}.safetensors").is_file()]
+    if missing:
+        ap.error(f"no weights/{missing[0]}.safetensors and no --copy for it")
+    try:
+        results = load_results(args.eval) if args.eval else []
+    except (OSError, ValueError, KeyError) as e:
+        ap.error(f"--eval: cannot read the evaluation results: {e}")
+
+    WEIGHTS.mkdir(exist_ok=True)
+    for name, src in sources.items():
+        _copy_with_history(src, WEIGHTS / f"{name}.safetensors")
+        print(f"{name}: {src} -> weights/{name}.safetensors")
+    for name, engine in engines.items():
+        sha = set_engine_settings(WEIGHTS / f"{name}.safetensors", engine)
+        print(f"{name}: engine settings {json.dumps(engine)} (sha256 {sha[:12]})")
     manifest = {"default": None, "models": {}}
     for name in args.models:
         f = WEIGHTS / f"{name}.safetensors"

@@ -92,3 +92,27 @@ def test_ship_weights_keeps_the_default_and_refuses_unknown_ones(runs, tmp_path,
         ship.main(["--models", "early", "hires", "--default", "hirse"])
     assert "'hirse' is not one of --models" in capsys.readouterr().err
     assert (weights / "manifest.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("bad", [
+    ["--status", "early"], ["--eval", "no-such-folder"], ["--engine", 'early={"zoom": 2}'], ["--copy", "fca"],
+])
+def test_ship_weights_checks_every_argument_before_writing(runs, tmp_path, load_script, monkeypatch, capsys, bad):
+    # regression: the weights were copied first, then a bad --status / --eval / --engine aborted
+    # the run and left weights/ with files the manifest's sha256 no longer matched
+    import json
+
+    ship = load_script("ship_weights")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "early.safetensors").write_bytes(runs[0].read_bytes())
+    (weights / "manifest.json").write_text(json.dumps({"default": "early", "models": {}}))
+    new_run = tmp_path / "runs" / "early"
+    new_run.mkdir(parents=True)
+    (new_run / "best.safetensors").write_bytes(runs[1].read_bytes())
+    monkeypatch.setattr(ship, "WEIGHTS", weights)
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        ship.main(["--models", "early", "--copy", "early", "--runs", str(tmp_path / "runs"), *bad])
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
