@@ -8,6 +8,7 @@
 set -euo pipefail
 runs=${1:?output runs dir}
 data=${DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
+root=$(cd "$(dirname "$0")/.." && pwd)  # the shipped weights, wherever the script is run from
 for spec in multi_stage:94 two_stream:80; do
   model=${spec%%:*}
   minutes=${spec##*:}
@@ -15,9 +16,9 @@ for spec in multi_stage:94 two_stream:80; do
   nohup nice -n 5 napari-clickseg train --model "$model" \
     --data "$data/dsb2018/train" --data "$data/ph2/train" --data "$data/coco_mval" \
     --val "$data/dsb2018/val" --val "$data/ph2/val" \
-    --init "weights/$model.safetensors" --loss nfl --lr 2e-4 --minutes "$minutes" \
+    --init "$root/weights/$model.safetensors" --loss nfl --lr 2e-4 --minutes "$minutes" \
     --batch-size 8 --crop-size 192 --threads 1 --val-every 150 --val-objects 48 \
     --set "object_scale=[0.05,0.8]" --out "$runs/$model" \
-    >"$runs/$model.log" 2>&1 &
+    >>"$runs/$model.log" 2>&1 &  # appended: an earlier log stays
   echo "started $model (pid $!) -> $runs/$model.log"
 done

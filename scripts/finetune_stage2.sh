@@ -18,6 +18,6 @@ for model in early two_stream multi_stage; do
     --init "$stage1/$model/last.safetensors" --loss click_bce --minutes "$minutes" \
     --batch-size 8 --crop-size 192 --threads 1 --val-every 100 --val-objects 48 \
     --set "object_scale=[0.05,0.8]" --out "$runs/$model" \
-    >"$runs/$model.log" 2>&1 &
+    >>"$runs/$model.log" 2>&1 &  # appended: an earlier log stays
   echo "started $model (pid $!) -> $runs/$model.log"
 done

@@ -15,9 +15,11 @@
 set -uo pipefail
 minutes=${1:?minutes} runs=${2:?runs dir} data=${3:?data dir}
 shift 3
+[[ "$minutes" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "gpu_train.sh: MINUTES must be a number, got '$minutes'" >&2; exit 2; }
 for spec in "$@"; do
   IFS=: read -r model init ranks batch workers lr <<<"$spec"
-  if [[ -z "$lr" || ! "$ranks$batch$workers" =~ ^[0-9]+$ || ! -f "$init" ]]; then
+  if [[ -z "$lr" || ! "$ranks" =~ ^[1-9][0-9]*$ || ! "$batch" =~ ^[1-9][0-9]*$ || ! "$workers" =~ ^[0-9]+$ \
+        || ! -f "$init" ]]; then
     echo "gpu_train.sh: bad spec '$spec': expected MODEL:INIT_WEIGHTS_FILE:RANKS:BATCH:WORKERS:LR" >&2
     exit 2
   fi
@@ -41,9 +43,9 @@ launch() {  # model init ranks batch workers lr minutes
     --set "object_scale=[0.05,0.8]" --set checkpoint_minutes=1.5 --out "$runs/$1")
   for v in dsb2018/val ph2/val; do [[ -d "$data/$v/images" ]] && args+=(--val "$data/$v"); done
   if [[ "$3" -gt 1 ]]; then
-    torchrun --standalone --nproc_per_node "$3" -m napari_clickseg.cli "${args[@]}" >"$runs/$1.log" 2>&1 &
+    torchrun --standalone --nproc_per_node "$3" -m napari_clickseg.cli "${args[@]}" >>"$runs/$1.log" 2>&1 &
   else
-    python3 -m napari_clickseg.cli "${args[@]}" >"$runs/$1.log" 2>&1 &
+    python3 -m napari_clickseg.cli "${args[@]}" >>"$runs/$1.log" 2>&1 &
   fi
   pids[$1]=$!
 }

@@ -19,6 +19,6 @@ for model in two_stream hires multi_stage fca early; do
     --val "$data/dsb2018/val" --val "$data/ph2/val" \
     --init imagenet --minutes "$minutes" --batch-size 8 --crop-size 192 --threads 1 \
     --val-every 150 --val-objects 48 --set "object_scale=[0.05,0.8]" --out "$runs/$model" "${resume[@]}" "${extra[@]}" \
-    >"$runs/$model.log" 2>&1 &
+    >>"$runs/$model.log" 2>&1 &  # appended: an earlier log stays
   echo "started $model (pid $!) -> $runs/$model.log"
 done
