@@ -108,6 +108,8 @@ def test_bench_rejects_unknown_models(capsys):
         (["--case-timeout", "0"], "--case-timeout must be positive, got 0.0"),
         (["--sizes", "96,x"], "--sizes takes comma-separated integers, got '96,x'"),
         (["--sizes", ","], "--sizes must be at least 64, got ','"),
+        (["--models", ","], "--models names no model"),  # benched nothing, silently
+        (["--labels", "lab.png"], "--labels needs --image"),  # was ignored
     ],
 )
 def test_bench_rejects_bad_numbers(capsys, monkeypatch, args, message):
@@ -141,3 +143,41 @@ def test_bench_quick_isolated_with_fbrs_and_training(tmp_path, monkeypatch):
     assert "fbrs" in row
     assert "samples_per_s" in data["training"]
     assert isinstance(np.float64(row["off"]["peak_rss_mb"]), np.float64)
+
+
+def test_loaded_rss_is_taken_before_the_image_is_read(tmp_path, monkeypatch):
+    # regression: "(loaded)" was labelled torch + model but held the image and mask too
+    from napari_clickseg import bench
+
+    events = []
+    real_load = np.load
+    monkeypatch.setattr(bench, "rss_mb", lambda: events.append("rss") or 1.0)
+    monkeypatch.setattr(np, "load", lambda *a, **k: events.append("load") or real_load(*a, **k))
+    image, gt, _ = bench.sample_image(96)
+    data = tmp_path / "s.npz"
+    np.savez(data, image=image, gt=gt)
+    case = {"data": str(data), "size": 96, "zoom_in": True, "device": "cpu", "dtype": "float32",
+            "threads": 1, "random_init": True, "repeats": 1}
+    rw = bench.run_case({**case, "model": "random_walker", "n_clicks": 1})
+    assert events == ["rss", "load"]
+    events.clear()
+    bench.run_case({**case, "model": "early", "mode": "off", "clicks": rw["clicks"]})
+    assert events == ["rss", "load"]
+
+
+def test_training_throughput_uses_the_threads_given(monkeypatch):
+    from napari_clickseg import bench
+    from napari_clickseg.training import trainer
+
+    seen = []
+
+    def fake_train(cfg, log):
+        seen.append(cfg.threads)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    image, gt, _ = bench.sample_image(96)
+    from scipy import ndimage
+
+    out = bench.training_throughput("early", image, ndimage.label(gt)[0], 1, 1, True, "cpu", crop_size=64, threads=1)
+    assert seen == [1] and out["samples_per_s"] is None

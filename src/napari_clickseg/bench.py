@@ -11,7 +11,8 @@ data are absent) with robot-user clicks:
 - **later clicks**: each further click (cached image features where the model has them),
 - **f-BRS / BRS**: seconds per click with test-time refinement,
 - **random walker**: the classical baseline on the same image and the same clicks,
-  and the ratio model / random walker of the later-click medians,
+  run once without a warm-up (its robot clicks are made on it): the median of all
+  its clicks, the first included; and the ratio model / random walker of those medians,
 - **peak RSS**: every case (model x size x BRS mode) runs in a fresh Python
   subprocess that reports its own ``VmHWM`` from ``/proc/self/status`` (the
   peak resident set; ``resource.getrusage`` ``ru_maxrss`` where /proc is
@@ -254,11 +255,15 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
     if case.get("threads"):
         torch.set_num_threads(int(case["threads"]))
-    data = np.load(case["data"])
-    image, gt = data["image"], data["gt"]
+
+    def read_sample() -> tuple[np.ndarray, np.ndarray]:  # after "rss_loaded_mb": not part of it
+        data = np.load(case["data"])
+        return data["image"], data["gt"]
+
     out: dict[str, Any] = {"case": {k: v for k, v in case.items() if k != "data"}}
     if case["model"] == "random_walker":
         out["rss_loaded_mb"] = rss_mb()
+        image, gt = read_sample()
         clicks, secs = _robot_clicks_rw(image, gt, case["n_clicks"])
         out["clicks"] = [[c.row, c.col, c.positive] for c in clicks]
         out["click_s"] = _stats(secs)
@@ -288,6 +293,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     out["info"] = {k: v for k, v in p.info.items() if isinstance(v, (str, int, float, bool, type(None), dict))}
     out["channels_last"] = bool(getattr(p, "_channels_last", False))
     out["rss_loaded_mb"] = rss_mb()
+    image, _ = read_sample()
     # warm-up (first-call allocations, kernel choice, the first backward of BRS), not recorded
     p.set_image(image)
     for k in range(1, len(clicks) + 1):
@@ -344,7 +350,7 @@ def _run_isolated(case: dict[str, Any], timeout: float | None) -> dict[str, Any]
 # --------------------------------------------------------------------------- training
 def training_throughput(
     model: str, image: np.ndarray, gt_labels: np.ndarray, iterations: int, batch_size: int,
-    random_init: bool, device: str | None, crop_size: int = 320,
+    random_init: bool, device: str | None, crop_size: int = 320, threads: int | None = None,
 ) -> dict[str, Any]:
     """Samples/s of a few fine-tuning iterations (``napari_clickseg.training``), or n/a."""
     try:
@@ -379,6 +385,7 @@ def training_throughput(
             log_every=1,
             checkpoint_minutes=1e9,
             device=device or "auto",
+            **({"threads": threads} if threads else {}),
         )
         msgs: list[str] = []
         t0 = time.perf_counter()
@@ -522,8 +529,10 @@ def _names(args: argparse.Namespace) -> list[str]:
         names = list_models()
     else:
         names = shipped_models()
-    if args.models:
+    if args.models is not None:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not wanted:
+            raise ValueError(f"--models names no model: {args.models!r}")
         valid = list_models() if args.random_init else names
         bad = [m for m in wanted if m not in valid]
         if bad:
@@ -563,6 +572,8 @@ def run(args: argparse.Namespace) -> int:
             ``--case-timeout`` not positive, an unknown model or BRS mode.
     """
     quick = args.quick
+    if args.labels is not None and args.image is None:
+        raise ValueError("--labels needs --image (the image those labels belong to)")
     sizes = _sizes(args.sizes, quick)
     repeats = _at_least(args.repeats, 1 if quick else 3, "--repeats")
     n_clicks = _at_least(args.clicks, 3 if quick else 6, "--clicks")
@@ -648,7 +659,7 @@ def _run_cases(args: argparse.Namespace, names: list[str], sizes: list[int], rep
             say(f"[{size}x{size}] robot clicks against the random walker ({n_clicks})")
             rw = runner({**base, "model": "random_walker", "n_clicks": n_clicks})
             if "error" in rw:
-                raise RuntimeError(f"random-walker case failed: {rw['error']}")
+                raise ValueError(f"random-walker case failed: {rw['error']}")
             clicks = rw["clicks"]
             for name in names:
                 row: dict[str, Any] = {"model": name, "size": size}
@@ -675,7 +686,7 @@ def _run_cases(args: argparse.Namespace, names: list[str], sizes: list[int], rep
             img, lab = _train_sample(args)
             report["training"] = training_throughput(
                 tmodel, img, lab, train_iters, train_batch, args.random_init, args.device,
-                crop_size=256 if quick else 320,
+                crop_size=256 if quick else 320, threads=args.threads,
             )
         else:
             report["training"] = {"samples_per_s": None, "note": "n/a: skipped"}
