@@ -125,6 +125,13 @@ def test_channels_first_without_channel_axis_is_refused(early):
     for bad in (1.5, "0", True, 3):  # regression: 1.5 and "0" raised TypeError from numpy
         with pytest.raises(ValueError):
             validate_image(np.zeros((3, 64, 64)), channel_axis=bad)
+    # a wrong axis is named in the hint (it said "pass channel_axis=0" to a user who had)
+    with pytest.raises(ValueError, match=r"100 channels.*is channel_axis=0 right\?"):
+        validate_image(np.zeros((100, 80, 3)), channel_axis=0)
+    # a 2D image has no channel axis to choose (it was ignored); the last axis is its one channel
+    with pytest.raises(ValueError, match="is 2D .*no channels"):
+        validate_image(np.zeros((40, 50)), channel_axis=5)
+    assert validate_image(np.zeros((40, 50)), channel_axis=-1).shape == (40, 50, 1)
 
 
 @pytest.mark.parametrize(

@@ -46,12 +46,14 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
         image = image.astype(np.uint8)
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise ValueError(f"unsupported image dtype {image.dtype}; use an integer or float type")
+    if channel_axis is not None and (isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer))):
+        raise ValueError(f"channel_axis must be an integer axis, got {channel_axis!r}")
     if image.ndim == 2:
+        if channel_axis is not None and channel_axis not in (-1, 2):  # -1 / 2: one channel, last
+            raise ValueError(f"channel_axis={channel_axis} given, but the image is 2D {image.shape}: it has no channels")
         image = image[..., None]
     elif image.ndim == 3:
         if channel_axis is not None:
-            if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
-                raise ValueError(f"channel_axis must be an integer axis, got {channel_axis!r}")
             image = np.moveaxis(image, int(channel_axis), -1)
         else:
             _refuse_channels_first(image.shape)
@@ -64,7 +66,10 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
     if h < 2 or w < 2:
         raise ValueError(f"image is too small: {h}x{w} pixels (need at least 2x2)")
     if c < 1 or c > MAX_CHANNELS:
-        hint = " (is the channel axis right? for channels first pass channel_axis=0)"
+        hint = (
+            " (is the channel axis right? for channels first pass channel_axis=0)" if channel_axis is None
+            else f" (is channel_axis={channel_axis} right?)"
+        )
         raise ValueError(f"image has {c} channels; expected 1 to {MAX_CHANNELS}{hint}")
     if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         raise ValueError("image contains NaN or infinite values")
