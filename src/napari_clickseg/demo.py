@@ -87,8 +87,10 @@ def _load_handle(args: argparse.Namespace):
         return load_model(ModelChoice(args.model, kind, args.model), **kw), None
     except WeightsError as e:
         if not args.allow_untrained:
+            shipped = shipped_models()
+            listed = "" if shipped and str(shipped) in str(e) else f" Shipped models: {shipped or 'none yet'}."
             raise ValueError(
-                f"{e}. Shipped models: {shipped_models() or 'none yet'}. Pass --model FILE, or "
+                f"{e}.{listed} Pass --model FILE, or "
                 "--allow-untrained to see the pipeline run with random weights."
             ) from None
         warning = (
