@@ -657,7 +657,7 @@ class ClickSegWidget(Container):
                 session = AnnotationSession(labels)
                 committed.metadata[SESSION_KEY] = session
             elif not np.may_share_memory(session.labels, labels):
-                session.attach(self._writable_labels(committed, g))
+                session.attach(labels)
             if committed.name.startswith(LAYER_NAMES["committed"] + " ("):
                 committed.name = LAYER_NAMES["committed"]
             _apply_transform(committed, common)  # the image may have moved meanwhile
@@ -1616,7 +1616,10 @@ class ClickSegWidget(Container):
                 f"{what}. Loading {Path(path).name} replaces them. Discard them?",
             )
             if not discard:
-                self._status("not loaded: save the committed objects first")
+                self._status(
+                    "not loaded: save the committed objects first" if s.unsaved
+                    else "not loaded: commit (C) or clear (Esc) the object being segmented first"
+                )
                 return
         self.load_annotations(path, discard_unsaved=discard)
 
