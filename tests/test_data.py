@@ -273,6 +273,18 @@ def test_read_array_refuses_16_bit_colour_png_and_keeps_16_bit_gray(tmp_path):
     assert gray.dtype == np.uint16 and np.array_equal(gray, a[..., 0])
 
 
+def test_read_array_drops_the_alpha_of_a_gray_png(tmp_path):
+    # regression: a gray + alpha PNG (Pillow mode LA) came back as a 2-channel image
+    from PIL import Image
+
+    gray = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    alpha = np.full((6, 8), 255, np.uint8)
+    alpha[0, 0] = 0  # not opaque: the alpha is still transparency, not image data
+    Image.fromarray(np.dstack([gray, alpha]), mode="LA").save(tmp_path / "la.png")
+    out = read_array(tmp_path / "la.png")
+    assert out.dtype == np.uint8 and np.array_equal(out, gray)
+
+
 def test_read_array_corrupt_tiff_names_the_file(tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\0garbage")  # a TIFF header and nothing readable behind it

@@ -186,6 +186,20 @@ def test_an_opaque_alpha_is_dropped_at_any_bit_depth(dtype):
     np.testing.assert_allclose(prepare_image(rgba), prepare_image(rgb), atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_gray_with_an_opaque_alpha_is_gray_and_two_real_channels_stay_two(dtype):
+    from napari_clickseg.engine.image import prepare_image
+
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 255, (20, 30)).astype(dtype)
+    full = 1.0 if dtype == np.float32 else np.iinfo(dtype).max
+    gray_alpha = np.dstack([gray, np.full((20, 30), full, dtype)])
+    np.testing.assert_allclose(prepare_image(gray_alpha), prepare_image(gray), atol=1e-6)
+    two = np.dstack([gray, gray[::-1]])  # two real channels keep (c0, c1, mean)
+    out = prepare_image(two)
+    assert not np.allclose(out[..., 0], out[..., 1])
+
+
 def test_output_and_info(early, image):
     p = Predictor(early, device="cpu")
     p.set_image(image)

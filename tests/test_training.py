@@ -297,6 +297,34 @@ def test_run_dir_is_protected(data, tmp_path):
         train(_cfg(data, tmp_path / "empty"), resume=True, log=lambda m: None)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: POSIX only")
+def test_a_run_folder_in_use_by_a_live_process_is_refused_until_it_ends(data, tmp_path):
+    # regression: a --resume while the run still lived wrote the folder from two processes
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=1, val_every=0), log=lambda m: None)
+    before = _files(out)
+    holder = subprocess.Popen(  # another process holding the run's lock, as a live train does
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+         "f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush(); print('held', flush=True)\n"
+         "time.sleep(120)",
+         str(out / ".train.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError, match=rf"being written by another training run \(process {holder.pid}\)"):
+            train(_cfg(data, out, iterations=2), resume=True, log=lambda m: None)
+        assert {k: v for k, v in _files(out).items() if k != ".train.lock"} == {
+            k: v for k, v in before.items() if k != ".train.lock"}
+    finally:
+        holder.kill()
+        holder.wait()
+    s = train(_cfg(data, out, iterations=2), resume=True, log=lambda m: None)  # the lock died with it
+    assert s["steps"] == 2 and _log_steps(out) == [1, 2]
+
+
 def _files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
 
@@ -528,10 +556,34 @@ def test_rank_device_shares_gpus_over_gloo():
     assert rank_device(cpu, 1, 2, 0) == (cpu, "gloo")
     gpu = torch.device("cuda", 0)
     # one rank per GPU: nccl on the rank's own GPU
-    assert rank_device(gpu, 1, 2, 2) == (torch.device("cuda", 1), "nccl")
+    # (the clock and the logged loss are CPU tensors: gloo carries those)
+    assert rank_device(gpu, 1, 2, 2) == (torch.device("cuda", 1), "cpu:gloo,cuda:nccl")
     # four ranks on one GPU (CPU-bound click simulation): all on cuda:0, over gloo
     assert rank_device(gpu, 3, 4, 1) == (torch.device("cuda", 0), "gloo")
     assert rank_device(gpu, 3, 4, 2) == (torch.device("cuda", 1), "gloo")
+
+
+def _mean_over_two_ranks(rank: int, folder: Path) -> None:
+    import torch.distributed as tdist
+
+    from napari_clickseg.training.trainer import _Dist, _mean_over_ranks
+
+    tdist.init_process_group("gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=2)
+    try:
+        (folder / str(rank)).write_text(str(_mean_over_ranks([1.0, 4.0][rank], _Dist(rank, 2, rank))))
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_the_logged_loss_is_the_mean_over_ranks(tmp_path):
+    # regression: under DDP log.csv's loss was rank 0's alone
+    import torch.multiprocessing as mp
+
+    from napari_clickseg.training.trainer import _Dist, _mean_over_ranks
+
+    assert _mean_over_ranks(2.5, _Dist()) == 2.5
+    mp.spawn(_mean_over_two_ranks, args=(tmp_path,), nprocs=2)
+    assert [float((tmp_path / r).read_text()) for r in "01"] == [2.5, 2.5]
 
 
 def test_sampler_shards_without_overlap():

@@ -87,7 +87,8 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     leading axes such as (C, H, W), moved last; an unlabelled leading axis counts
     as channels, with a PagesReadAsChannels warning when it has more than 4 pages,
     and more than 64 such pages are refused as a stack);
-    other formats with Pillow (palette images become their indices, 16-bit gray
+    other formats with Pillow (palette images become their indices, a gray or palette
+    image's alpha is dropped, 16-bit gray
     PNGs stay uint16; 16-bit colour PNGs are refused, as Pillow reads only their
     high bytes). A single channel comes back as (H, W).
 
@@ -110,6 +111,10 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
                 if im.mode == "P":
                     # palette PNGs (e.g. VOC-style label maps): keep indices
                     arr = np.asarray(im)
+                elif im.mode in ("LA", "La", "PA"):
+                    # gray or palette + alpha: the alpha is transparency, not image data
+                    # (as for 8-bit RGBA, whose alpha prepare_image drops)
+                    arr = np.asarray(im.getchannel(0))
                 elif im.mode in ("I;16", "I;16B", "I;16L"):
                     arr = np.asarray(im).astype(np.uint16)
                 elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):

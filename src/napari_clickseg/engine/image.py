@@ -7,8 +7,8 @@ Every image, whatever its dtype, bit depth or channel count, becomes a float32
   channels, so uint16 and float data keep their full dynamic range and dim
   fluorescence is stretched (never a silent uint8 cast that clips);
 - gray images are repeated to three channels; two channels become
-  (c0, c1, mean); RGBA drops alpha (uint8 always, other dtypes when it is
-  opaque everywhere); other images with more than three channels are coloured by their
+  (c0, c1, mean), except gray + alpha, opaque everywhere, which is gray; RGBA drops
+  alpha (uint8 always, other dtypes when it is opaque everywhere); other images with more than three channels are coloured by their
   first three principal components (luminance and two opponent colours, on one
   scale, so weak components stay faint).
 """
@@ -159,6 +159,8 @@ def prepare_image(image: np.ndarray, channel_axis: int | None = None) -> np.ndar
     c = x.shape[-1]
     if c == 4 and (x.dtype == np.uint8 or _opaque(x[..., 3])):
         x, c = x[..., :3], 3  # RGBA: alpha carries no image
+    elif c == 2 and _opaque(x[..., 1]):
+        x, c = x[..., :1], 1  # gray + opaque alpha
     if c == 1:
         s = _scale(x[..., 0])
         return np.repeat(s[..., None], 3, axis=-1)

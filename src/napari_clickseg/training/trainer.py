@@ -22,8 +22,8 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,11 +81,12 @@ def rank_device(device: torch.device, local_rank: int, local_world: int, gpus: i
     """The device of one rank and the process-group backend.
 
     On GPU, ranks go round-robin over the node's ``gpus``; nccl needs one rank
-    per GPU, so ranks that share a GPU use gloo.
+    per GPU, so ranks that share a GPU use gloo. With nccl, CPU tensors (the
+    broadcast clock, the logged loss) still go over gloo.
     """
     if device.type != "cuda":
         return device, "gloo"
-    return torch.device("cuda", local_rank % gpus), ("nccl" if local_world <= gpus else "gloo")
+    return torch.device("cuda", local_rank % gpus), ("cpu:gloo,cuda:nccl" if local_world <= gpus else "gloo")
 
 
 def _init_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
@@ -317,6 +318,44 @@ def _robot_step(prob: torch.Tensor, masks: np.ndarray, ignores: np.ndarray, clic
             clicks[b].append(c)
 
 
+LOCK_NAME = ".train.lock"
+
+
+@contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` while a run writes there.
+
+    The lock (``flock`` on ``out/.train.lock``) dies with its process, so a killed run
+    never leaves ``out`` locked. Where ``fcntl`` is missing (Windows) nothing is locked.
+
+    Raises:
+        RunDirError: another live process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    f = open(out / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the whole run
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            raise RunDirError(
+                f"{out} is being written by another training run (process {pid}); "
+                "wait for it to end, or stop it, before resuming it or starting one there"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -336,9 +375,22 @@ def train(
         stop_after: stop (with a checkpoint) after this many steps in this call (tests).
 
     Raises:
-        RunDirError: ``cfg.out`` holds a run and ``resume`` is False, or nothing to resume.
+        RunDirError: ``cfg.out`` holds a run and ``resume`` is False, nothing to resume,
+            or another live run is writing ``cfg.out``.
         ValueError: bad configuration or data (the message names the file).
     """
+    with ExitStack() as locks:
+        return _train(cfg, resume, log, stop_after, locks)
+
+
+def _train(
+    cfg: TrainConfig,
+    resume: bool,
+    log: Callable[[str], None] | None,
+    stop_after: int | None,
+    locks: ExitStack,
+) -> dict[str, Any]:
+    """``train``'s body; rank 0 enters the run folder's lock into ``locks``."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file; give a folder for the run")
@@ -438,6 +490,9 @@ def train(
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = get_loss(cfg.loss, cfg.model)
 
+    if dist.main:  # before anything in out changes: a second process stops here
+        out.mkdir(parents=True, exist_ok=True)
+        locks.enter_context(_run_lock(out))
     step, elapsed_before, best = 0, 0.0, {"step": -1, "metrics": {}}
     rows: list[dict[str, Any]] = []
     if state is not None:
@@ -626,6 +681,7 @@ def train(
             batch = next(it)
             in_step = True
             loss_value = _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, device, amp, step, dist)
+            loss_value = _mean_over_ranks(loss_value, dist)  # the log's loss is every rank's
             step += 1
             steps_this_call += 1
             win_loss += loss_value
@@ -745,6 +801,17 @@ class NonFiniteLoss(FloatingPointError, ValueError):
 def _check_finite(loss: torch.Tensor, step: int) -> None:
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"non-finite loss at iteration {step}; lower --lr or disable bf16")
+
+
+def _mean_over_ranks(value: float, dist: _Dist) -> float:
+    """The mean of one number over the ranks (the number itself in a single process)."""
+    if dist.world == 1:
+        return value
+    import torch.distributed as tdist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    tdist.all_reduce(t)
+    return float(t.item()) / dist.world
 
 
 def _barrier(dist: _Dist) -> None:
