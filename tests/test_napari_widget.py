@@ -272,6 +272,19 @@ def test_editing_points_layers_by_hand(open_dock, fluo):
     assert len(w.session.clicks) == 2 and "outside" in w.last_status
 
 
+def test_pasted_points_are_clicks_at_once(open_dock, fluo):
+    # regression: napari's paste emits no data event, so pasted points waited for the next edit
+    _, w = open_dock(fluo)
+    pos = w.layers["positive"]
+    pos.add([15.0, 15.0])
+    pos.selected_data = {0}
+    pos._copy_data()  # Ctrl+C, Ctrl+V (the paste lands on the same spot in 2D)
+    pos._paste_data()
+    assert len(pos.data) == 2 and len(w.session.clicks) == 2
+    pos.events.set_data()  # a refresh with nothing new changes nothing
+    assert len(w.session.clicks) == 2 and w.undo() and len(w.session.clicks) == 1
+
+
 def test_reopen_and_delete(open_dock, fluo):
     _, w = open_dock(fluo)
     w.add_click(20, 20, True)

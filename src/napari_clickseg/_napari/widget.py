@@ -187,6 +187,7 @@ class ClickSegWidget(Container):
         self._worker: Any = None
         self._pending: PredictionRequest | None = None
         self._syncing = False
+        self._points_seen: tuple[int, int] = (-1, -1)  # points layers' sizes at the last sync
         self._writing_committed = False
         self._order = 0
         self._image_cache: tuple[Any, tuple[np.ndarray, int | None]] | None = None
@@ -632,6 +633,7 @@ class ClickSegWidget(Container):
                 **common,
             )
             pts.events.data.connect(self._on_points_data)
+            pts.events.set_data.connect(self._on_points_set_data)
             self.layers[key] = pts
         preview = np.zeros(g.spatial_shape, dtype=np.uint8)
         self.layers["preview"] = v.add_labels(
@@ -956,6 +958,16 @@ class ClickSegWidget(Container):
             self._sync_from_layers()
             self._ensure_layers()  # a deleted points layer comes back with its clicks
 
+    def _on_points_set_data(self, event: Any) -> None:
+        """napari's paste (Ctrl+V) adds points with no data event: notice them by their count."""
+        if self._syncing or self.session is None:
+            return
+        if self._point_counts() != self._points_seen:
+            self._sync_from_layers()
+
+    def _point_counts(self) -> tuple[int, int]:
+        return tuple(len(lay.data) if (lay := self.layers.get(k)) is not None else -1 for k in ("positive", "negative"))
+
     def _read_points(self) -> tuple[np.ndarray, list[bool], list[float]]:
         coords, signs, orders = [], [], []
         for key, positive in (("positive", True), ("negative", False)):
@@ -994,6 +1006,7 @@ class ClickSegWidget(Container):
         if self.session is None or self.geometry is None:
             return
         coords, signs, orders = self._read_points()
+        self._points_seen = self._point_counts()
         if plane is None:
             plane = self.session.plane
         if plane is None and len(coords):
@@ -1039,6 +1052,7 @@ class ClickSegWidget(Container):
         finally:
             self._syncing = False
         self._order = len(clicks)
+        self._points_seen = self._point_counts()
 
     # --- prediction ----------------------------------------------------------------------
 
