@@ -954,6 +954,23 @@ def test_image_data_changes_rebind_or_repredict(open_dock, fluo):
     assert np.array_equal(old.data, kept)
 
 
+def test_the_plane_checksum_is_taken_once_per_plane_not_per_click(open_dock, fluo, monkeypatch):
+    # regression: every click hashed the whole plane in the GUI thread (0.1 s at 4096 px
+    # channels-first, more than the network)
+    import napari_clickseg._napari.widget as widget_module
+
+    calls = []
+    digest = widget_module._plane_digest
+    monkeypatch.setattr(widget_module, "_plane_digest", lambda image: calls.append(1) or digest(image))
+    _, w = open_dock(fluo)
+    for i in range(4):
+        w.add_click(20, 20 + 3 * i, True)
+    assert len(calls) == 1 and len(w.session.clicks) == 4
+    unwrap(w.image_layer).refresh()  # the layer's set_data event: pixels may have changed
+    w.add_click(30, 30, True)
+    assert len(calls) == 2
+
+
 def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo):
     viewer, w = open_dock(fluo)
     w.add_click(20, 20, True)

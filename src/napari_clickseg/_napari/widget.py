@@ -190,7 +190,7 @@ class ClickSegWidget(Container):
         self._points_seen: tuple[int, int] = (-1, -1)  # points layers' sizes at the last sync
         self._writing_committed = False
         self._order = 0
-        self._image_cache: tuple[Any, tuple[np.ndarray, int | None]] | None = None
+        self._image_cache: tuple[Any, np.ndarray, int | None, tuple[int, ...]] | None = None
         self._image_version = 0  # bumped when the bound image's data is replaced
         self._last_image_key: Any = None
         self._closed = False  # the dock was closed: it no longer touches Qt or the viewer
@@ -841,13 +841,14 @@ class ClickSegWidget(Container):
         assert g is not None
         data = img.data[0] if getattr(img, "multiscale", False) else img.data
         key: tuple[Any, ...] = (id(_unwrap(img)), self._image_version, g.channel_axis, plane)
-        if isinstance(data, np.ndarray):  # a view: cheap; the checksum sees in-place edits
-            image, ch = g.plane_image(data, plane)
-            return (*key, _plane_digest(image)), image, ch
         if self._image_cache is None or self._image_cache[0] != key:
-            self._image_cache = (key, g.plane_image(data, plane))
-        image, ch = self._image_cache[1]
-        return key, image, ch
+            image, ch = g.plane_image(data, plane)
+            # an in-memory plane's checksum tells in-place edits apart: taken once per plane and
+            # again after the layer's data / set_data event (a refresh), not on every click
+            digest = (_plane_digest(image),) if isinstance(data, np.ndarray) else ()
+            self._image_cache = (key, image, ch, digest)
+        _, image, ch, digest = self._image_cache
+        return (*key, *digest), image, ch
 
     # --- clicks --------------------------------------------------------------------------
 

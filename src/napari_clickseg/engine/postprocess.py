@@ -109,15 +109,20 @@ def structural_integrity(
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     out = np.array(prob, dtype=np.float32, copy=True)
     fg = out >= threshold
-    labels, n = ndimage.label(fg, structure=_EIGHT)
-    if n == 0:
+    rows = np.flatnonzero(fg.any(axis=1))
+    if rows.size == 0:
         return out
+    cols = np.flatnonzero(fg.any(axis=0))
+    y0, x0 = int(rows[0]), int(cols[0])
+    box = (slice(y0, int(rows[-1]) + 1), slice(x0, int(cols[-1]) + 1))  # label the foreground's box only
+    labels, n = ndimage.label(fg[box], structure=_EIGHT)
     keep = np.zeros(n + 1, dtype=bool)
     for r, c, pos in click_pixels(as_clicks(clicks), prob.shape):
-        if pos:
-            keep[labels[r, c]] = True
+        if pos and 0 <= r - y0 < labels.shape[0] and 0 <= c - x0 < labels.shape[1]:
+            keep[labels[r - y0, c - x0]] = True
     keep[0] = True  # background pixels keep their (sub-threshold) values
-    out[~keep[labels]] = 0.0
+    if not keep.all():
+        out[box][~keep[labels]] = 0.0
     return out
 
 

@@ -434,7 +434,13 @@ class Predictor:
         prev = torch.zeros((1, 1, *tr.padded), device=self.device)
         if inputs.prev_mask and parent is not None:
             overlap = parent.box.intersection(tr.box)
-            if overlap is not None:
+            if overlap == tr.box:  # the parent covers the whole box (the usual kept box): a view
+                region = parent.patch[tr.box.y0 - parent.box.y0 : tr.box.y1 - parent.box.y0,
+                                      tr.box.x0 - parent.box.x0 : tr.box.x1 - parent.box.x0]
+                if tr.size == tr.padded == (tr.box.height, tr.box.width):
+                    region = region.copy()  # forward would hand the history's own pixels to the model
+                prev = tr.forward(torch.from_numpy(region)[None, None].to(self.device))
+            elif overlap is not None:
                 region = np.zeros((tr.box.height, tr.box.width), dtype=np.float32)
                 region[overlap.y0 - tr.box.y0 : overlap.y1 - tr.box.y0, overlap.x0 - tr.box.x0 : overlap.x1 - tr.box.x0] = (
                     parent.patch[overlap.y0 - parent.box.y0 : overlap.y1 - parent.box.y0,
@@ -453,7 +459,8 @@ class Predictor:
                 time_cap=self.brs_time_cap, amp=lambda: autocast(self.device, self.dtype),
             )
             logits, iters = res.logits, res.iterations
-        prob = torch.sigmoid(tr.inverse(logits.float()))[0, 0]
+        # in place: nothing reads the logits again, and a box-size second tensor costs page faults
+        prob = tr.inverse(logits.detach().float()).sigmoid_()[0, 0]
         patch = np.ascontiguousarray(prob.cpu().numpy(), dtype=np.float32)
         return _State(tr.box, patch, tr, iters)
 
