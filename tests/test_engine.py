@@ -113,12 +113,18 @@ def test_channels_first_without_channel_axis_is_refused(early):
     assert p.predict([(5, 5, True)]).shape == (64, 64)
     with pytest.raises(ValueError, match="channels-first"):
         validate_image(np.zeros((2, 40, 50)))
-    with pytest.raises(ValueError, match="120 channels.*channel_axis=0"):
+    with pytest.raises(ValueError, match="channels-first.*channel_axis=0"):
         validate_image(np.zeros((10, 100, 120)))
+    # regression: (8, 48, 48) was an 8x48 image with 48 channels (an (8, 48) mask came back),
+    # while read_array reads the same array as 8 channels: the rules now agree
+    with pytest.raises(ValueError, match="channels-first"):
+        validate_image(np.zeros((8, 48, 48)))
+    assert validate_image(np.zeros((8, 48, 48)), channel_axis=0).shape == (48, 48, 8)
+    assert validate_image(np.zeros((20, 24, 64)), channel_axis=-1).shape == (20, 24, 64)  # if it is
     # channels last, many channels, and what napari's widget sends (channel_axis=2) still pass
     assert validate_image(np.zeros((64, 64, 3))).shape == (64, 64, 3)
-    assert validate_image(np.zeros((20, 24, 64))).shape == (20, 24, 64)
-    assert validate_image(np.zeros((5, 40, 17))).shape == (5, 40, 17)
+    assert validate_image(np.zeros((64, 64, 20))).shape == (64, 64, 20)
+    assert validate_image(np.zeros((5, 40, 17)), channel_axis=-1).shape == (5, 40, 17)
     assert validate_image(np.zeros((3, 64, 64)), channel_axis=2).shape == (3, 64, 64)
     assert validate_image(np.zeros((3, 64, 64)), channel_axis=-1).shape == (3, 64, 64)
     assert validate_image(np.zeros((3, 64, 64)), channel_axis=np.int64(0)).shape == (64, 64, 3)
@@ -198,6 +204,21 @@ def test_gray_with_an_opaque_alpha_is_gray_and_two_real_channels_stay_two(dtype)
     two = np.dstack([gray, gray[::-1]])  # two real channels keep (c0, c1, mean)
     out = prepare_image(two)
     assert not np.allclose(out[..., 0], out[..., 1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.uint32])
+def test_four_channels_keep_contrast_on_a_large_offset(dtype):
+    # regression: 4+ channels went through float32 before centring, so 0.01 on 1e6 (or
+    # 100 counts on 3e9) became one flat value; 3 channels kept it
+    from napari_clickseg.engine.image import prepare_image
+
+    square = np.zeros((32, 32))
+    square[8:24, 8:24] = 1.0
+    offset, amp = (1e6, 0.01) if dtype == np.float64 else (3e9, 100)
+    ch = (offset + amp * square).astype(dtype)
+    for x in (np.stack([ch] * 3, -1), np.stack([ch] * 4, -1)):
+        out = prepare_image(x)[..., 0]
+        assert out[8:24, 8:24].mean() - out[:8].mean() > 0.8
 
 
 def test_output_and_info(early, image):

@@ -34,7 +34,7 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
 
     Raises:
         ValueError: wrong ndim, too small, unsupported dtype, NaN or inf values; a 3D
-            image that looks channels-first, (C <= 4, H, W > 16), given without
+            image that looks channels-first, (C, H, W) with C <= 64, C < W and W > 4, given without
             ``channel_axis`` (pass ``channel_axis=0``, or ``-1`` if it really is that thin).
     """
     if not isinstance(image, np.ndarray):
@@ -79,11 +79,11 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
 def _refuse_channels_first(shape: tuple[int, ...]) -> None:
     """Raise if a 3D shape given without a channel axis looks like (C, H, W).
 
-    A first axis of at most 4 (gray, two channels, RGB, RGBA) before a last axis of
-    more than 16 is read as channels first rather than silently as an image a few
-    pixels tall with many channels.
+    The rule of ``data.io.read_array``: a first axis of at most 64 that is shorter than
+    a last axis of more than 4 is read as channels first, rather than silently as an
+    image a few pixels tall with many channels.
     """
-    if shape[0] <= 4 and shape[-1] > 16:
+    if shape[0] < shape[-1] and shape[0] <= MAX_CHANNELS and shape[-1] > 4:
         raise ValueError(
             f"image of shape {shape} looks channels-first (C, H, W); pass channel_axis=0 "
             "(or channel_axis=-1 if it really is (H, W, C))"
@@ -123,13 +123,20 @@ def _pca3(x: np.ndarray) -> np.ndarray:
     """
     h, w, c = x.shape
     src = x.reshape(-1, c)
-    # a global scale (which PCA ignores) keeps float32 values and their squares finite
-    peak = float(np.abs(src).max()) if src.dtype.kind == "f" else 0.0
-    if peak > 1e6:
-        flat = (src / peak).astype(np.float32)
+    step = max(1, src.shape[0] // _MAX_SAMPLES)
+    if np.can_cast(src.dtype, np.float32):
+        # a global scale (which PCA ignores) keeps float32 values and their squares finite
+        peak = float(np.abs(src).max()) if src.dtype.kind == "f" else 0.0
+        flat = (src / peak).astype(np.float32) if peak > 1e6 else src.astype(np.float32)
     else:
-        flat = src.astype(np.float32)
-    step = max(1, flat.shape[0] // _MAX_SAMPLES)
+        # wider types (float64, 32/64-bit integers) are centred and scaled in float64 first, in
+        # row blocks, so contrast riding on a large offset (0.01 on 1e6) survives float32
+        sample = src[::step].astype(np.float64)
+        centre = sample.mean(0)
+        spread = float(np.abs(sample - centre).max()) or 1.0
+        flat = np.empty(src.shape, dtype=np.float32)
+        for i in range(0, src.shape[0], _MAX_SAMPLES):
+            flat[i : i + _MAX_SAMPLES] = (src[i : i + _MAX_SAMPLES].astype(np.float64) - centre) / spread
     sample = flat[::step]
     mean = sample.mean(0)
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
