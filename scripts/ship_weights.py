@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--status", action="append", default=[], metavar="NAME=TEXT",
                     help="a model's status line on its card")
     ap.add_argument("--engine", action="append", default=[], metavar="NAME=JSON",
-                    help='Predictor settings written into a model\'s file, e.g. hires={"min_crop_size": 80}')
+                    help='Predictor settings changed in a model\'s file (its others stay; null removes one), '
+                         'e.g. hires={"min_crop_size": 80}')
     ap.add_argument("--sharing", default="", help="how many runs shared the CPU cores in each stage")
     args = ap.parse_args(argv)
 
@@ -281,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         if name not in args.models:
             ap.error(f"--engine for unknown model {name!r}; models: {args.models}")
         try:
-            engines[name] = check_engine_settings(json.loads(raw), f"--engine {name}")
+            parsed = json.loads(raw)
+            check_engine_settings({k: v for k, v in parsed.items() if v is not None} if isinstance(parsed, dict)
+                                  else parsed, f"--engine {name}")
+            engines[name] = parsed
         except (json.JSONDecodeError, ValueError) as e:
             ap.error(f"--engine {item!r}: {e}")
     bad = [item for item in args.status if "=" not in item]

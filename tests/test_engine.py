@@ -619,6 +619,10 @@ def test_from_pretrained_applies_the_weights_engine_settings(tmp_path):
     assert p.info["min_crop_size"] == 80 and p.info["max_upscale"] == 2.4
     p = Predictor.from_pretrained(str(f), device="cpu", min_crop_size=32)  # the caller's word wins
     assert (p.min_crop_size, p.max_upscale) == (32, 2.4)
+    # regression: "got multiple values for keyword argument 'normalization'"
+    for kw in ({"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}, {"weights_meta": {}}):
+        with pytest.raises(TypeError, match=f"takes {next(iter(kw))} from the weights file"):
+            Predictor.from_pretrained(str(f), device="cpu", **kw)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -401,7 +401,20 @@ def test_set_engine_settings_keeps_tensors(model, saved, tmp_path):
     with pytest.raises(WeightsError, match="unknown setting"):
         set_engine_settings(f, {"nope": 1})
     assert read_metadata(f)["engine"] == {"min_crop_size": 64}  # a refused change leaves the file alone
-    assert set_engine_settings(f, {}) == digest  # removing them restores the original file
+    # regression: changing one setting dropped the file's others (hires lost max_upscale 2.4
+    # and expansion 1.8, as the README's example did to a fine-tune)
+    set_engine_settings(f, {"max_upscale": 2.4, "expansion": 1.8})
+    assert read_metadata(f)["engine"] == {"min_crop_size": 64, "max_upscale": 2.4, "expansion": 1.8}
+    set_engine_settings(f, {"min_crop_size": 80})
+    assert read_metadata(f)["engine"] == {"min_crop_size": 80, "max_upscale": 2.4, "expansion": 1.8}
+    before = sha256_file(f)
+    assert set_engine_settings(f, {}) == before  # nothing named: nothing changes
+    assert set_engine_settings(f, {"max_upscale": None}) != before  # None removes one
+    assert read_metadata(f)["engine"] == {"min_crop_size": 80, "expansion": 1.8}
+    with pytest.raises(WeightsError, match="expected a dict"):
+        set_engine_settings(f, [80])
+    # removing them all restores the original file
+    assert set_engine_settings(f, {"min_crop_size": None, "expansion": None}) == digest
     assert "engine" not in read_metadata(f)
 
 

@@ -173,9 +173,12 @@ def _umask() -> int:
     return mask
 
 
-def set_engine_settings(path: str | os.PathLike, engine: dict[str, Any]) -> str:
-    """Rewrite a weights file's ``engine`` settings in place (tensors unchanged, atomic);
-    an empty dict removes them. Returns the file's new sha256.
+def set_engine_settings(path: str | os.PathLike, changes: dict[str, Any]) -> str:
+    """Change a weights file's ``engine`` settings in place (tensors unchanged, atomic).
+
+    The settings named in ``changes`` take its values and the file's others stay;
+    a value of None removes that setting (the engine's default applies again).
+    Returns the file's new sha256.
 
     Raises:
         WeightsError: unreadable file or invalid settings.
@@ -183,7 +186,13 @@ def set_engine_settings(path: str | os.PathLike, engine: dict[str, Any]) -> str:
     from safetensors import safe_open
 
     meta = read_metadata(path)
-    engine = check_engine_settings(engine)
+    if not isinstance(changes, dict):
+        raise WeightsError(f"engine settings: expected a dict of Predictor settings, got {type(changes).__name__}")
+    check_engine_settings({k: v for k, v in changes.items() if v is not None})  # names the bad one
+    if unknown := [k for k in changes if k not in ENGINE_SETTINGS]:
+        raise WeightsError(f"engine settings: unknown setting {unknown[0]!r}; known: {', '.join(ENGINE_SETTINGS)}")
+    merged = {k: v for k, v in {**meta.get("engine", {}), **changes}.items() if v is not None}
+    engine = check_engine_settings(merged)
     meta.pop("engine", None)
     if engine:
         meta["engine"] = engine

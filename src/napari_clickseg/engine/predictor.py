@@ -227,9 +227,15 @@ class Predictor:
         Raises:
             WeightsError: no trained weights for the name, a missing or corrupt
                 file, or a file holding untrained (random) weights.
+            TypeError: ``normalization`` or ``weights_meta`` given: they come from the file.
         """
         from ..weights import load_weights, resolve_weights
 
+        if taken := sorted({"normalization", "weights_meta"} & kwargs.keys()):
+            raise TypeError(
+                f"from_pretrained takes {' and '.join(taken)} from the weights file (the network was "
+                "trained with its normalisation); to use others, build Predictor(model, ...) yourself"
+            )
         path, sha = resolve_weights(name_or_path)
         model, meta = load_weights(path, expected_sha256=sha)
         norm = meta.get("normalization") or None
