@@ -34,6 +34,7 @@ def test_help_lists_commands():
     assert "usage: napari-clickseg" in res.stdout
     for name in cli.COMMANDS:
         assert name in res.stdout
+    assert "``" not in res.stdout  # docstring markup is not help text
 
 
 def test_python_m_help():
@@ -163,7 +164,7 @@ def test_every_command_has_help(name):
         pytest.skip(f"{module} not written yet")
     res = run_cli(name, "--help")
     assert res.returncode == 0, res.stderr
-    assert f"napari-clickseg {name}" in res.stdout
+    assert f"napari-clickseg {name}" in res.stdout and "``" not in res.stdout
 
 
 # ----------------------------------------------------------------------------- segment inputs and outputs

@@ -336,8 +336,15 @@ def test_resume_of_a_finished_run_changes_nothing(data, tmp_path):
     msgs: list[str] = []
     s = train(_cfg(data, out, iterations=2), resume=True, log=msgs.append)
     assert s["finished"] and s["steps"] == 2
-    assert any("already finished at iteration 2; nothing to do" in m for m in msgs)
+    assert any("already finished at iteration 2: its --iterations 2 is spent; nothing to do "
+               "(raise --iterations to continue it" in m for m in msgs), msgs
     assert _files(out) == before  # no second validation row, no rewritten best/last weights
+    # regression: resumed with only --minutes, it said "raise --iterations or --minutes", as if
+    # the minutes just given had not been raised: the saved --iterations binds, and it says so
+    msgs.clear()
+    s = train(_cfg(data, out, iterations=None, minutes=5), resume=True, log=msgs.append)
+    assert s["steps"] == 2 and any("its --iterations 2 is spent" in m for m in msgs), msgs
+    assert _files(out) == before
 
 
 def test_resume_refuses_changed_options(data, tmp_path):
@@ -519,6 +526,10 @@ def _parse(argv: list[str]):
         (["--set", "frozen_bn=\"yes\""], r"frozen_bn must be true or false"),
         (["--set", "balance=\"images\""], r"balance must be one of dataset, object; got 'images'"),
         (["--model", "nope"], r"--model must be one of .*early.*; got 'nope'"),
+        # regression: hires' pooled branch raised torch's "Expected more than 1 value per
+        # channel" at the first step, after the run folder was written
+        (["--init", "scratch", "--batch-size", "1"], r"--batch-size must be at least 2 when BatchNorm"),
+        (["--batch-size", "1", "--set", "frozen_bn=false"], r"--batch-size must be at least 2 when BatchNorm"),
     ],
 )
 def test_config_validation_messages(argv, message):

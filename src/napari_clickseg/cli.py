@@ -52,7 +52,7 @@ def _one_line_for_ours(show_any):  # noqa: ANN001, ANN202
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="napari-clickseg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="napari-clickseg", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
     for name, (module, help_) in COMMANDS.items():

@@ -24,7 +24,7 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``train`` options."""
-    p.description = __doc__.split("\n\n")[0]
+    p.description = __doc__.split("\n\n")[0].replace("``", "")
     p.add_argument("--model", help="architecture name, or default: the shipped default model (default: default)")
     p.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="training folder (images/ + labels/ or masks/); repeat for several")

@@ -177,6 +177,13 @@ class TrainConfig:
             _number(name, getattr(self, name), *rule)
         if self.crop_size % 32:
             raise ValueError(f"--crop-size must be a multiple of 32 (>= 32), got {self.crop_size}")
+        bn_trains = self.frozen_bn is False or (self.frozen_bn is None and self.init in ("imagenet", "scratch"))
+        if self.batch_size < 2 and bn_trains:
+            # pooled 1x1 branches (hires, multi_stage, fca) would normalise one value per channel
+            raise ValueError(
+                "--batch-size must be at least 2 when BatchNorm statistics train (--init imagenet or "
+                "scratch, or --set frozen_bn=false); fine-tuning weights with frozen statistics takes 1"
+            )
         _choice("loss", self.loss, sorted(LOSSES), optional=True)
         _choice("click_schedule", self.click_schedule, CLICK_SCHEDULES, optional=True)
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)

@@ -422,9 +422,15 @@ def _train(
     cfg.validate()
     cfg = cfg.resolved()
     if state is not None and _already_finished(cfg, state):  # never re-validate or rewrite files
+        spent = [f"--{k} {getattr(cfg, k):g}" for k, done in (
+            ("iterations", int(state["step"]) >= (cfg.iterations or math.inf)),
+            ("minutes", float(state["elapsed"]) >= 60.0 * (cfg.minutes or math.inf)),
+        ) if done]
         (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
-            f"{out} already finished at iteration {state['step']}; nothing to do "
-            "(raise --iterations or --minutes to continue it)"
+            f"{out} already finished at iteration {state['step']}: its {' and '.join(spent)} "
+            f"{'are' if len(spent) > 1 else 'is'} spent; nothing to do (raise "
+            f"{' and '.join(s.split()[0] for s in spent)} to continue it: a run stops at whichever "
+            "of its --iterations and --minutes comes first)"
         )
         return {
             "steps": int(state["step"]), "elapsed_s": float(state["elapsed"]), "best": state.get("best"),
