@@ -238,6 +238,7 @@ def test_as_clicks_normalises_tuples_and_reassigns_orders():
         ((None, 2, True), "non-numeric"),
         ((float("nan"), 2, True), "non-finite"),
         ((1, float("inf"), True), "non-finite"),
+        ((10**400, 2, True), "non-finite"),  # regression: OverflowError
     ],
 )
 def test_as_clicks_rejects_bad_items(bad, match):

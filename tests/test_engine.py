@@ -124,6 +124,12 @@ def test_channels_first_without_channel_axis_is_refused(early):
     # channels last, many channels, and what napari's widget sends (channel_axis=2) still pass
     assert validate_image(np.zeros((64, 64, 3))).shape == (64, 64, 3)
     assert validate_image(np.zeros((64, 64, 20))).shape == (64, 64, 20)
+    # regressions: numpy's AxisError and a matrix-product error from deep inside
+    with pytest.raises(ValueError, match=r"channel_axis=3 is not an axis of the image \(20, 30, 3\)"):
+        validate_image(np.zeros((20, 30, 3)), channel_axis=3)
+    with pytest.warns(PendingDeprecationWarning):  # numpy's own, for making a matrix
+        matrix = np.matrix(np.ones((20, 30)))
+    assert validate_image(matrix).shape == (20, 30, 1)
     assert validate_image(np.zeros((5, 40, 17)), channel_axis=-1).shape == (5, 40, 17)
     assert validate_image(np.zeros((3, 64, 64)), channel_axis=2).shape == (3, 64, 64)
     assert validate_image(np.zeros((3, 64, 64)), channel_axis=-1).shape == (3, 64, 64)

@@ -105,6 +105,9 @@ def test_corrective_accuracy_share_of_clicked_region_fixed():
     prev2[5, :3] = True  # a 3 px false positive below the object
     new2 = gt.copy()
     assert M.corrective_accuracy(prev2, new2, gt, 5, 1) == 1.0
+    # regression: row -1 scored the last row's region
+    with pytest.raises(ValueError, match=r"click \(-1, 7\) lies outside the 6x10 masks"):
+        M.corrective_accuracy(prev, new, gt, -1, 7)
 
 
 def test_corrective_accuracy_uses_connected_region_only():
@@ -134,6 +137,9 @@ def test_decidability_index_hand_computed():
     di_bg = M.decidability_index(noisy, clicks[:1], gt, radius=3)
     assert 10 < di_bg < 25
     assert math.isnan(M.decidability_index(prob, clicks[1:], gt))
+    # regression: (row, col, positive) tuples, which every other click-taking function
+    # accepts, raised AttributeError
+    assert M.decidability_index(noisy, [(5, 15, True), (25, 15, False)], gt, radius=3) == di
 
 
 def test_summarize_all_numbers():

@@ -107,6 +107,8 @@ def as_clicks(clicks: Iterable[ClickLike]) -> list[Click]:
             row, col = float(row), float(col)
         except (TypeError, ValueError):
             raise ValueError(f"click {i} has non-numeric coordinates: {c!r}") from None
+        except OverflowError:  # an int beyond float's range
+            raise ValueError(f"click {i} has non-finite coordinates: {c!r}") from None
         if not (np.isfinite(row) and np.isfinite(col)):
             raise ValueError(f"click {i} has non-finite coordinates: {c!r}")
         out.append(Click(row, col, _as_positive(pos, i), i))

@@ -37,7 +37,7 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
             image that looks channels-first, (C, H, W) with C <= 64, C < W and W > 4, given without
             ``channel_axis`` (pass ``channel_axis=0``, or ``-1`` if it really is that thin).
     """
-    if not isinstance(image, np.ndarray):
+    if type(image) is not np.ndarray:  # lists, array-likes, and subclasses such as np.matrix
         try:
             image = np.asarray(image)
         except Exception:
@@ -54,6 +54,8 @@ def validate_image(image: np.ndarray, channel_axis: int | None = None) -> np.nda
         image = image[..., None]
     elif image.ndim == 3:
         if channel_axis is not None:
+            if not -3 <= channel_axis < 3:
+                raise ValueError(f"channel_axis={channel_axis} is not an axis of the image {image.shape}")
             image = np.moveaxis(image, int(channel_axis), -1)
         else:
             _refuse_channels_first(image.shape)

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..clicks import ClickLike, as_clicks
+
 __all__ = [
     "MIOU_AT",
     "auc",
@@ -174,6 +176,8 @@ def corrective_accuracy(
     error = gt != prev_pred
     if ignore is not None:
         error &= ~np.asarray(ignore, dtype=bool)
+    if not (0 <= row < error.shape[0] and 0 <= col < error.shape[1]):
+        raise ValueError(f"click ({row}, {col}) lies outside the {error.shape[0]}x{error.shape[1]} masks")
     if not error[row, col]:
         return float("nan")
     lab, _ = ndimage.label(error, structure=np.ones((3, 3), dtype=bool))
@@ -184,7 +188,7 @@ def corrective_accuracy(
 
 def decidability_index(
     prob: np.ndarray,
-    clicks: Sequence,
+    clicks: Sequence[ClickLike],
     gt: np.ndarray,
     radius: float = 10.0,
     ignore: np.ndarray | None = None,
@@ -200,6 +204,7 @@ def decidability_index(
     prob = np.asarray(prob, dtype=np.float64)
     h, w = prob.shape
     r = int(np.ceil(radius))
+    clicks = as_clicks(clicks)  # Click objects or (row, col, positive) tuples
 
     def around(positive: bool) -> np.ndarray:
         vals = []
