@@ -6,6 +6,7 @@ Provides:
         runs small convolutions ~50x slower with two); modules opt in with ``usefixtures``.
     shared_data: ``Path`` of the shared data folder (``../shared/data`` beside the repository,
         or ``$NAPARI_CLICKSEG_SHARED_DATA``); skips when missing, fails under ``CI=true``.
+    tiny_weights: a small ``early`` weights file (random, marked trained) for plumbing tests.
     load_script: imports a file of ``scripts/`` by name (``load_script("click_response")``).
     Hypothesis profiles ``dev`` (default) and ``ci`` (chosen when ``CI`` is set): no deadline
     (first calls into torch/scipy are slow), derandomized on CI so runs are reproducible.
@@ -79,3 +80,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A small ``early`` weights file (random weights, marked trained: for plumbing tests only)."""
+    import torch
+
+    from napari_clickseg.models import create_model
+    from napari_clickseg.weights import save_weights
+
+    torch.manual_seed(0)
+    f = tmp_path_factory.mktemp("tiny-weights") / "w.safetensors"
+    save_weights(create_model("early", decoder_width=8), f, trained=True)
+    return f

@@ -102,7 +102,8 @@ def test_bench_rejects_unknown_models(capsys):
         (["--clicks", "0"], "--clicks must be at least 1, got 0"),
         (["--clicks", "-2"], "--clicks must be at least 1, got -2"),
         (["--brs-clicks", "0"], "--brs-clicks must be at least 1, got 0"),
-        (["--train-batch", "0"], "--train-batch must be at least 1, got 0"),
+        (["--train-batch", "0"], "--train-batch must be at least 2, got 0"),
+        (["--random-init", "--train-batch", "1"], "--train-batch must be at least 2, got 1"),  # BatchNorm trains
         (["--train-iters", "-1"], "--train-iters must be at least 0, got -1"),
         (["--threads", "0"], "--threads must be at least 1, got 0"),
         (["--case-timeout", "0"], "--case-timeout must be positive, got 0.0"),
@@ -133,16 +134,18 @@ def test_bench_quick_isolated_with_fbrs_and_training(tmp_path, monkeypatch):
     out = tmp_path / "b"
     rc = _run([
         "--quick", "--random-init", "--models", "early", "--sizes", "96", "--clicks", "2",
-        "--brs-clicks", "1", "--train-iters", "1", "--train-batch", "1", "--out", str(out), "-q",
+        "--brs-clicks", "1", "--train-iters", "1", "--train-batch", "2", "--out", str(out), "-q",
     ])
     assert rc == 0
     data = json.loads((out / "bench.json").read_text())
     row = data["rows"][0]
-    assert "error" not in row["off"], row["off"].get("error")
-    assert row["off"]["rss_loaded_mb"] is None or row["off"]["peak_rss_mb"] >= row["off"]["rss_loaded_mb"]
-    assert "fbrs" in row
-    assert "samples_per_s" in data["training"]
-    assert isinstance(np.float64(row["off"]["peak_rss_mb"]), np.float64)
+    # (audit 21: a failing f-BRS case and a lost training throughput passed the old checks)
+    for mode in ("off", "fbrs"):
+        assert "error" not in row[mode], row[mode].get("error")
+    assert row["off"]["first_click_s"]["n"] == 1 and row["off"]["later_click_s"]["n"] == 1
+    assert row["fbrs"]["first_click_s"]["n"] == 1 and row["fbrs"]["peak_rss_mb"] > 0
+    assert 0 < row["off"]["rss_loaded_mb"] <= row["off"]["peak_rss_mb"]
+    assert data["training"]["samples_per_s"] > 0, data["training"].get("note")
 
 
 def test_loaded_rss_is_taken_before_the_image_is_read(tmp_path, monkeypatch):

@@ -347,3 +347,21 @@ def test_big_object_in_small_image_is_not_lost_in_padding():
                                    np.random.default_rng(seed))
         padding = (img == 0).all(-1).mean()
         assert padding < 0.45 and m.mean() > 0.2
+
+
+# regression (audit 21): a mask rotated against its image passed every test
+@pytest.mark.parametrize("seed", range(12))
+def test_augmentation_moves_image_and_mask_together(seed):
+    from napari_clickseg.data.augment import AugmentConfig, object_crop
+
+    shape = (200, 240)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = ((yy - 90) / 30.0) ** 2 + ((xx - 110) / 14.0) ** 2 <= 1  # an upright ellipse: rotations show
+    mask[60:75, 110:140] = True  # and an arm to the right: flips show
+    image = np.zeros((*shape, 3), np.float32)
+    image[..., 0] = mask  # the image draws the mask
+    rows, cols = np.nonzero(mask)
+    bbox = (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+    cfg = AugmentConfig(crop_size=64, color_prob=0.0)
+    img, m, _, _ = object_crop(image, mask, np.zeros(shape, bool), bbox, cfg, np.random.default_rng(seed))
+    np.testing.assert_array_equal(img[..., 0] > 0.5, m)

@@ -687,3 +687,44 @@ def test_segment_reads_files_like_train_and_evaluate(tmp_path, capsys):
     assert results[0].shape == (40, 50)
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
+
+
+# regression (audit 21): an empty output or a dropped option passed the segment tests
+def test_segment_labels_the_clicked_object_and_passes_every_option(tmp_path, tiny_weights, monkeypatch, capsys):
+    import tifffile
+
+    from napari_clickseg.cli import main
+
+    img = np.zeros((60, 70), np.uint16)
+    img[10:40, 20:50] = 4000
+    src = tmp_path / "img.tif"
+    tifffile.imwrite(src, img)
+    seen = []
+    real = Predictor.predict
+
+    def spy(self, clicks, **kw):
+        prob = real(self, clicks, **kw)
+        seen.append((self.zoom_in, kw, prob))
+        return prob
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    # defaults: IMAGE_labels.tif, label 300 -> uint16, the clicks keep their labels (click honouring)
+    assert main(["segment", str(src), "--click", "25,35,+", "--click", "5,5,-", "--model", str(tiny_weights),
+                 "--device", "cpu", "--label", "300"]) == 0
+    labels = tifffile.imread(tmp_path / "img_labels.tif")
+    zoom, kw, prob = seen[-1]
+    assert labels.dtype == np.uint16 and labels[25, 35] == 300 and labels[5, 5] == 0
+    assert kw == {"brs": "off", "structural_integrity": True, "graph_cut": False, "threshold": 0.5} and zoom
+    np.testing.assert_array_equal(labels, np.where(prob >= 0.5, 300, 0))
+    # every option reaches the predictor, and the threshold cuts the written labels
+    out = tmp_path / "o.tif"
+    assert main(["segment", str(src), "--click", "25,35,+", "--model", str(tiny_weights), "--device", "cpu",
+                 "--brs", "fbrs", "--graph-cut", "--no-structural-integrity", "--threshold", "0.3",
+                 "--no-zoom-in", "-o", str(out)]) == 0
+    zoom, kw, prob = seen[-1]
+    assert kw == {"brs": "fbrs", "structural_integrity": False, "graph_cut": True, "threshold": 0.3}
+    assert zoom is False
+    np.testing.assert_array_equal(tifffile.imread(out), np.where(prob >= 0.3, 1, 0))
+    # --overwrite replaces an existing output
+    assert main(["segment", str(src), "--click", "25,35,+", "--model", str(tiny_weights), "--device", "cpu",
+                 "-o", str(out), "--overwrite"]) == 0

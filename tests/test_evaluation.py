@@ -484,3 +484,26 @@ def test_random_walker_does_not_flood_on_noisy_images():
     noisy = np.clip(image + np.random.default_rng(0).normal(0, 25, image.shape), 0, 255).astype(np.uint8)
     r = evaluate("random_walker", [(noisy, labels == k) for k in (1, 2, 3)], max_clicks=4)
     assert min(min(o["ious"]) for o in r["objects"]) > 0.5
+
+
+# regression (audit 21): dropping these options passed every test
+def test_evaluate_options_reach_every_run(tmp_path, tiny_weights, capsys):
+    from PIL import Image
+
+    from napari_clickseg.cli import main
+
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    disk = (yy - 30) ** 2 + (xx - 30) ** 2 <= 12**2
+    Image.fromarray((disk * 200 + 20).astype(np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray((disk * 255).astype(np.uint8)).save(root / "masks" / "a.png")
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--model", str(tiny_weights), "--data", str(root), "--max-clicks", "1",
+                 "--structural-integrity", "--graph-cut", "--click-radius", "0", "--no-zoom-in",
+                 "--no-objects", "--device", "cpu", "--out", str(out), "-q"]) == 0
+    run = json.loads((out / "evaluation.json").read_text())["runs"][0]
+    s = run["settings"]
+    assert (s["structural_integrity"], s["graph_cut"], s["click_radius"], s["zoom_in"]) == (True, True, 0.0, False)
+    assert "objects" not in run

@@ -105,3 +105,25 @@ def test_gui_demo_without_a_qt_binding_says_how_to_get_one(monkeypatch, capsys):
     assert main(["demo"]) == 2
     err = capsys.readouterr().err
     assert "napari-clickseg[gui]" in err and "--headless" in err and "Traceback" not in err
+
+
+# regression (audit 21): a demo that committed nothing passed
+def test_headless_demo_with_the_shipped_weights_segments_its_objects(tmp_path, monkeypatch, capsys):
+    from napari_clickseg._napari.sample_data import load_sample
+
+    monkeypatch.delenv("NAPARI_CLICKSEG_WEIGHTS", raising=False)
+    out = tmp_path / "demo"
+    assert main(["demo", "--headless", "--objects", "2", "--clicks", "3", "--device", "cpu", "--out", str(out)]) == 0
+    labels = tifffile.imread(out / "labels.tif")
+    doc = json.loads((out / "labels.json").read_text())
+    assert len(doc["objects"]) == 2 and all(o["model"]["trained"] for o in doc["objects"])
+    _, gt = load_sample("nuclei_fluorescence")
+    for o in doc["objects"]:
+        obj = labels == o["id"]
+        best = max(((obj & (gt == g)).sum() / (obj | (gt == g)).sum()) for g in np.unique(gt[obj]) if g)
+        assert best > 0.7, (o["id"], best)
+
+
+def test_demo_refuses_zero_objects_for_that_reason(tmp_path, capsys):
+    assert main(["demo", "--headless", "--allow-untrained", "--objects", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--objects and --clicks must be at least 1" in capsys.readouterr().err

@@ -983,3 +983,52 @@ def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo):
     assert not w.add_click(1, 1, True)
     viewer.add_image(fluo, name="next")  # a new image binds, with its own layers
     assert unwrap(w.image_layer) is viewer.layers["next"] and w.session.records == {}
+
+
+def test_dock_settings_reach_the_engine_and_the_threshold_cuts_the_commit(open_dock, fluo, monkeypatch):
+    # regression (audit 21): a preview and commit that ignored the slider, or options hard-coded
+    # to their defaults, passed every widget test
+    from napari_clickseg.engine import Predictor
+
+    _, w = open_dock(fluo)
+    seen = []
+    real = Predictor.predict
+    monkeypatch.setattr(Predictor, "predict", lambda self, clicks, **kw: seen.append(kw) or real(self, clicks, **kw))
+    w.add_click(30, 30, True)
+    area = int(w.layers["preview"].data.sum())
+    w.threshold_slider.value = 0.95
+    high = w.layers["preview"].data.copy()
+    assert 0 < high.sum() < area  # the disk stub's logits fall off with distance: fewer pixels >= 0.95
+    oid = w.commit()
+    np.testing.assert_array_equal(w.layers["committed"].data == oid, high.astype(bool))
+    w.add_click(30, 30, True)
+    w.refinement_combo.value = "f-BRS"
+    w.integrity_check.value = False
+    w.graphcut_check.value = True
+    assert seen[-1] == {"brs": "fbrs", "structural_integrity": False, "graph_cut": True, "threshold": 0.95}
+
+
+def test_dragging_to_pan_or_painting_adds_no_click(open_dock, fluo):
+    # (audit 21: these guards never ran under the tests)
+    from napari.utils.interactions import (
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
+
+    viewer, w = open_dock(fluo)
+    ev = FakeMouse((30.0, 30.0), pos=(100, 100))
+    mouse_press_callbacks(viewer, ev)
+    ev.type, ev.pos, ev.is_dragging = "mouse_move", (140, 100), True  # a 40-px drag pans the canvas
+    mouse_move_callbacks(viewer, ev)
+    ev.type = "mouse_release"
+    mouse_release_callbacks(viewer, ev)
+    assert w.session.clicks == ()
+    layer = w.layers["committed"]
+    viewer.layers.selection.active = layer
+    layer.mode = "paint"  # touching up the labels by hand
+    mouse_click(viewer, (20.0, 20.0))
+    assert w.session.clicks == ()
+    layer.mode = "pan_zoom"
+    mouse_click(viewer, (20.0, 20.0))
+    assert len(w.session.clicks) == 1

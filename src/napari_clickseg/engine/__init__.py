@@ -2,7 +2,7 @@
 
 >>> from napari_clickseg.engine import Predictor
 >>> p = Predictor(create_model("early"), device="cpu")      # doctest: +SKIP
->>> p.set_image(image); prob = p.predict([(120, 80, True)])  # doctest: +SKIP
+>>> p.set_image(image); prob = p.predict([(101, 99, True)])  # doctest: +SKIP
 """
 
 from .predictor import Predictor
