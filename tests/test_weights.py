@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from napari_clickseg.models import ClickSegModel, create_model
+from napari_clickseg.models import ClickSegModel, create_model, list_models
 from napari_clickseg.weights import (
     ENV_WEIGHTS_DIR,
     META_KEY,
@@ -549,8 +549,8 @@ def test_repository_manifest_is_consistent(monkeypatch):
     monkeypatch.delenv(ENV_WEIGHTS_DIR, raising=False)
     manifest = shipped_manifest()
     models = manifest.get("models", {})
-    if manifest.get("default") is not None:
-        assert manifest["default"] in models
+    # every registered architecture ships trained weights, and the default is one of them
+    assert sorted(models) == sorted(list_models()) and manifest.get("default") in models
     for name, entry in models.items():
         path = weights_dir() / entry["file"]
         assert path.is_file(), f"{name}: {path} missing"
