@@ -1032,3 +1032,41 @@ def test_dragging_to_pan_or_painting_adds_no_click(open_dock, fluo):
     layer.mode = "pan_zoom"
     mouse_click(viewer, (20.0, 20.0))
     assert len(w.session.clicks) == 1
+
+
+def test_deleting_the_image_together_with_the_docks_layers(open_dock, fluo, qtbot):
+    # regression (audit 21): napari's "delete selected layers" removes a snapshot of the
+    # selection one by one; when the image came first, the dock removed its click and preview
+    # layers inside that loop and napari raised "... is not in list"
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    w.commit()
+    w.add_click(40, 40, True)
+    viewer.layers.select_all()
+    image = w.image_layer
+    for layer in [image, *(la for la in list(viewer.layers) if la is not image)]:  # the failing order
+        viewer.layers.remove(layer)
+    qtbot.wait(20)
+    assert len(viewer.layers) == 0 and w.image_layer is None and w.session is None
+
+
+def test_the_finetune_reader_gives_its_thread_pool_slot_back(qapp):
+    # regression (audit 21): the reader of the trainer's output held a slot of Qt's global pool
+    # for the whole run; where the pool has one thread (1 CPU, cpusets) no prediction ran until
+    # the fine-tune ended
+    from types import SimpleNamespace
+
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    proc = SimpleNamespace(spec=SimpleNamespace(progress=lambda line, t: 0.5), returncode=0,
+                           lines=lambda: iter(["a", "b"]))
+    before = pool.activeThreadCount()
+    reader = ClickSegWidget._finetune_job(proc)
+    assert next(reader) == (0.5, "a") and pool.activeThreadCount() == before - 1  # while it waits
+    assert list(reader) == [(0.5, "b")] and pool.activeThreadCount() == before  # taken back at the end
+    reader = ClickSegWidget._finetune_job(proc, pooled=False)  # the synchronous path gives nothing back
+    next(reader)
+    assert pool.activeThreadCount() == before
+    reader.close()
+

@@ -454,9 +454,7 @@ class ClickSegWidget(Container):
         self._watch_image(None)
         if remove_layers:
             for key in ("positive", "negative", "preview"):
-                layer = self.layers.pop(key, None)
-                if _in_viewer(layer, self.viewer):
-                    self.viewer.layers.remove(layer)
+                self._remove_soon(self.layers.pop(key, None))
             self._park(self.layers.get("committed"))
         self.layers.pop("committed", None)
         self.image_layer = None
@@ -467,6 +465,24 @@ class ClickSegWidget(Container):
         self._preview_plane = None
         self._update_buttons()
         self._status("no image: add or select one")
+
+    def _remove_soon(self, layer: Any) -> None:
+        """Remove one of our layers; a selected one once napari's own removal is done (its
+        "delete selected layers" goes on to remove it: removing it now breaks that loop)."""
+        if not _in_viewer(layer, self.viewer):
+            return
+        if not any(_same(layer, la) for la in self.viewer.layers.selection):
+            self.viewer.layers.remove(layer)
+            return
+        from qtpy.QtCore import QTimer
+
+        viewer = self.viewer
+
+        def later() -> None:
+            if _in_viewer(layer, viewer):
+                viewer.layers.remove(layer)
+
+        QTimer.singleShot(0, later)
 
     def _restore_committed(self) -> None:
         """Bring back the bound image's committed layer if the user deleted it.
@@ -1497,7 +1513,7 @@ class ClickSegWidget(Container):
             f"fine-tuning {spec.arch} on {objects} objects ({planes} plane(s)) into {run_dir}"
         )
         if self.synchronous:
-            for item in self._finetune_job(self._training):
+            for item in self._finetune_job(self._training, pooled=False):
                 self._on_ft_progress(item)
             self._on_ft_done(self._training.returncode)
         else:
@@ -1512,11 +1528,22 @@ class ClickSegWidget(Container):
         return True
 
     @staticmethod
-    def _finetune_job(proc: Any):
-        t0 = time.monotonic()
-        for line in proc.lines():
-            yield proc.spec.progress(line, time.monotonic() - t0), line
-        return proc.returncode
+    def _finetune_job(proc: Any, pooled: bool = True):
+        # this thread only waits on the trainer's output for the whole run: give its slot in
+        # Qt's global pool back, or predictions starve where the pool has one thread (1 CPU)
+        from qtpy.QtCore import QThreadPool
+
+        pool = QThreadPool.globalInstance() if pooled else None
+        if pool is not None:
+            pool.releaseThread()
+        try:
+            t0 = time.monotonic()
+            for line in proc.lines():
+                yield proc.spec.progress(line, time.monotonic() - t0), line
+            return proc.returncode
+        finally:
+            if pool is not None:
+                pool.reserveThread()
 
     def _register_task(self, description: str) -> Any:
         """Tell napari a run is going: closing its window asks first, then cancels the run.
