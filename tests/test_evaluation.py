@@ -507,3 +507,24 @@ def test_evaluate_options_reach_every_run(tmp_path, tiny_weights, capsys):
     s = run["settings"]
     assert (s["structural_integrity"], s["graph_cut"], s["click_radius"], s["zoom_in"]) == (True, True, 0.0, False)
     assert "objects" not in run
+
+
+def test_reports_are_replaced_all_together_or_not_at_all(tmp_path, monkeypatch):
+    # regression (audit 21): evaluate --overwrite wrote in place; a full disk left a cut
+    # evaluation.json beside the earlier .md and .png
+    import napari_clickseg.evaluation.report as report
+
+    out = tmp_path / "ev"
+    (out).mkdir()
+    old = {name: f"earlier {name}" for name in ("evaluation.json", "evaluation.md", "miou.png")}
+    for name, text in old.items():
+        (out / name).write_text(text)
+
+    def full_disk(results, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "plot_miou", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        report.write_reports([], out)
+    assert {p.name: p.read_text() for p in out.iterdir()} == old  # every earlier report whole, no temporary file
+

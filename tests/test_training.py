@@ -201,6 +201,42 @@ def test_a_stop_signal_during_a_step_finishes_that_step_first(data, tmp_path, mo
     assert signal.getsignal(sig) is before and _log_steps(out) == [1, 2]
 
 
+@pytest.mark.parametrize("when", ["best", "first checkpoint"])
+def test_a_stop_signal_while_a_file_is_written_still_checkpoints(data, tmp_path, monkeypatch, when):
+    # regression (audit 21): SIGTERM (the dock's Cancel) during the write of best.safetensors
+    # became "WeightsError: cannot write best.safetensors" and the run ended without its final
+    # checkpoint; during the first checkpoint it was a traceback that left a .tmp file
+    import safetensors.torch
+
+    import napari_clickseg.training.checkpoint as checkpoint_module
+
+    real_weights, real_torch_save = safetensors.torch.save_file, checkpoint_module.torch.save
+    fired = []
+
+    def signal_once(write):
+        def wrapped(obj, path, *args, **kwargs):
+            if not fired:
+                fired.append(str(path))
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler raises inside the writer
+            return write(obj, path, *args, **kwargs)
+        return wrapped
+
+    if when == "best":
+        monkeypatch.setattr(safetensors.torch, "save_file", lambda state, path, *a, **k: (
+            signal_once(real_weights) if "best" in str(path) else real_weights)(state, path, *a, **k))
+        expected_step = 2
+    else:
+        monkeypatch.setattr(checkpoint_module.torch, "save", signal_once(real_torch_save))
+        expected_step = 0
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, out, iterations=4, val_every=2), log=lambda m: None)
+    assert fired and load_checkpoint(out / "checkpoint.pt")["step"] == expected_step
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # no temporary file left
+    s = train(_cfg(data, out, iterations=4, val_every=2), resume=True, log=lambda m: None)
+    assert s["finished"] and s["steps"] == 4
+
+
 def test_ctrl_c_to_the_process_group_with_data_workers_writes_a_checkpoint(data, tmp_path):
     # regression: the workers inherited the trainer's stop handler, died on the terminal's
     # SIGINT, and the step failed with "DataLoader worker exited unexpectedly" (no checkpoint)

@@ -602,9 +602,11 @@ def run(args: argparse.Namespace) -> int:
     print(md)
     if out is not None:
         from .evaluation.report import jsonable
+        from .files import replacing
 
-        (out / "bench.json").write_text(json.dumps(jsonable(report), indent=1) + "\n")
-        (out / "bench.md").write_text("# napari-clickseg bench\n\n" + md)
+        with replacing(out / "bench.json") as js, replacing(out / "bench.md") as mdf:  # both or neither
+            js.write_text(json.dumps(jsonable(report), indent=1) + "\n")
+            mdf.write_text("# napari-clickseg bench\n\n" + md)
         print(f"json: {out / 'bench.json'}\nmarkdown: {out / 'bench.md'}")
     return 0
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import replacing
+
 __all__ = ["add_arguments", "file_channel_axis", "output_path", "parse_click", "read_image", "run"]
 
 _POS = {"+": True, "pos": True, "positive": True, "1": True, "-": False, "neg": False, "negative": False, "0": False}
@@ -147,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     dtype = np.uint8 if args.label <= 255 else np.uint16
     labels = np.where(prob >= args.threshold, args.label, 0).astype(dtype)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(out, labels)
+    with replacing(out) as tmp:  # an earlier file survives a full disk or a kill whole
+        tifffile.imwrite(tmp, labels)
     info = predictor.info
     n_pos = sum(c[2] for c in clicks)
     print(f"image     {src} {tuple(image.shape)} {image.dtype}")

@@ -19,14 +19,14 @@ files with their sha256, and names the ``default`` model.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .files import replacing
 
 if TYPE_CHECKING:
     from .models.base import ClickSegModel
@@ -151,26 +151,12 @@ def _write(state: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
 
     if path.is_dir():
         raise WeightsError(f"cannot write weights to {path}: it is a folder")
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
-        save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
     except Exception as e:  # OSError, or safetensors' own error type for the same causes
         raise WeightsError(f"cannot write {path}: {e}") from None
-    finally:
-        with contextlib.suppress(OSError):  # only left behind when writing failed
-            tmp.unlink(missing_ok=True)
     return sha256_file(path)
-
-
-def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so it is set back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def set_engine_settings(path: str | os.PathLike, changes: dict[str, Any]) -> str:

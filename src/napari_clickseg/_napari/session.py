@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import __version__
 from ..clicks import Click, as_clicks
+from ..files import replacing
 from .planes import Plane
 
 __all__ = ["AnnotationSession", "CommitResult", "ObjectRecord", "SessionError"]
@@ -544,19 +545,10 @@ class AnnotationSession:
                 f"the provenance of {owner}" if owner else "not a napari-clickseg provenance file"
             )
             raise SessionError(f"not saved: {js} already exists and is {what}; choose another name")
-        tif.parent.mkdir(parents=True, exist_ok=True)
-        tmp_tif = tif.with_name(tif.name + ".tmp")
-        tmp_js = js.with_name(js.name + ".tmp")
-        try:
+        with replacing(tif) as tmp_tif, replacing(js) as tmp_js:  # both or neither
             # minisblack: a stack of 3 or 4 slices is not an RGB(A) image
             tifffile.imwrite(tmp_tif, self._labels, compression="zlib", photometric="minisblack")
             tmp_js.write_text(json.dumps(self.to_json(image, tif.name), indent=1))
-            os.replace(tmp_tif, tif)
-            os.replace(tmp_js, js)
-        finally:
-            for t in (tmp_tif, tmp_js):
-                if t.exists():
-                    t.unlink()
         self._saved = self._digest()
         return tif, js
 

@@ -12,11 +12,13 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..files import replacing
 from . import metrics as M
 
 __all__ = [
@@ -285,10 +287,16 @@ def report_paths(out_dir: str | os.PathLike, stem: str = "evaluation") -> dict[s
 def write_reports(
     results: Sequence[dict], out_dir: str | os.PathLike, stem: str = "evaluation"
 ) -> dict[str, Path]:
-    """Write ``<stem>.json``, ``<stem>.md`` and ``miou.png`` into ``out_dir``; returns their paths."""
+    """Write ``<stem>.json``, ``<stem>.md`` and ``miou.png`` into ``out_dir``; returns their paths.
+
+    All three are written to temporary files first and replace earlier ones only when all
+    were written: a full disk or an interrupt leaves the earlier reports whole.
+    """
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = report_paths(out_dir, stem)
-    paths["json"].write_text(json.dumps(jsonable({"runs": list(results)}), indent=1) + "\n")
-    paths["markdown"].write_text("# Robot-user evaluation\n\n" + markdown_table(results))
-    plot_miou(results, paths["plot"])
+    with ExitStack() as stack:
+        tmp = {k: stack.enter_context(replacing(p)) for k, p in paths.items()}
+        tmp["json"].write_text(json.dumps(jsonable({"runs": list(results)}), indent=1) + "\n")
+        tmp["markdown"].write_text("# Robot-user evaluation\n\n" + markdown_table(results))
+        plot_miou(results, tmp["plot"])
     return paths

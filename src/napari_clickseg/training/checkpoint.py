@@ -4,7 +4,7 @@ A checkpoint holds only tensors and plain Python values: model and optimizer
 state dicts, the step, elapsed seconds, the torch RNG state, the best
 validation score so far and the config dict. Files are written to a temporary
 name and moved into place with ``os.replace``, so an interrupted write never
-leaves a broken checkpoint.
+leaves a broken checkpoint (``files.replacing``).
 """
 
 from __future__ import annotations
@@ -15,20 +15,25 @@ from typing import Any
 
 import torch
 
+from ..files import replacing
+
 __all__ = ["CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (tmp file + ``os.replace``)."""
+    """Write ``state`` to ``path`` atomically (``files.replacing``).
+
+    Raises:
+        OSError: it could not be written (the earlier checkpoint is kept, no partial file left).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with replacing(path) as tmp:
+            torch.save(state, tmp)
+    except RuntimeError as e:  # torch's writer reports a full disk as "unexpected pos ..."
+        raise OSError(f"cannot write checkpoint {path} (is the disk full?); the earlier one is kept: {e}") from None
 
 
 #: entries every checkpoint written by ``trainer.train`` holds

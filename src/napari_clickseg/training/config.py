@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..files import replacing
+
 __all__ = ["TrainConfig", "CLICK_SCHEDULES", "DEFAULT_SCHEDULE", "option_name", "resolve_model_name"]
 
 #: "iterative": random initial clicks, then 0..max_iter_clicks robot clicks made
@@ -242,10 +244,8 @@ class TrainConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as JSON (atomically)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:

@@ -35,6 +35,7 @@ from ..clicks import encode_clicks
 from ..data.augment import AugmentConfig
 from ..data.folder import FolderDataset
 from ..data.io import available_cpus
+from ..files import replacing
 from ..models import create_model
 from ..robot import next_click
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -62,8 +63,11 @@ class RunDirError(ValueError):
     """The output folder holds a run that would be overwritten, or no run to resume."""
 
 
-class _Stop(Exception):
-    """Raised by the SIGTERM handler to stop cleanly (a checkpoint is written)."""
+class _Stop(BaseException):
+    """Raised by the SIGTERM handler to stop cleanly (a checkpoint is written).
+
+    A BaseException, like KeyboardInterrupt: an ``except Exception`` on the way (a file
+    writer turning errors into its own) must not turn a stop into a failure."""
 
 
 @dataclass
@@ -240,13 +244,11 @@ def _build_model(
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with replacing(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
-    os.replace(tmp, path)
 
 
 def _read_log(path: Path, upto_step: int) -> list[dict[str, Any]]:
@@ -275,10 +277,11 @@ def _plot(path: Path, rows: list[dict[str, Any]], log: Callable[[str], None]) ->
         ax[1].plot(*zip(*va), "o-")
     ax[1].set(xlabel="iteration", ylabel="NoC@90 (robot user, val objects)", title="validation (model selection)")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
 
 
 def _fmt_time(s: float) -> str:
@@ -670,9 +673,9 @@ def _train(
         f"training {cfg.model} ({cfg.loss} loss, {cfg.click_schedule} clicks) on {device.type}"
         f" x{dist.world}, {threads} threads, batch {cfg.batch_size}, crop {cfg.crop_size}"
     )
-    if step == 0:
-        checkpoint()  # at once: a run killed from here on can be resumed
     try:
+        if step == 0:
+            checkpoint()  # at once: a run killed from here on can be resumed
         if step == 0 and cfg.init not in ("imagenet", "scratch"):
             # the weights fine-tuning starts from are a candidate too: best.safetensors is never worse
             if dist.main:
