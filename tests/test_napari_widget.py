@@ -1070,3 +1070,35 @@ def test_the_finetune_reader_gives_its_thread_pool_slot_back(qapp):
     assert pool.activeThreadCount() == before
     reader.close()
 
+
+def test_saving_never_replaces_the_images_own_file_or_asks_about_another_name(
+    make_napari_viewer, monkeypatch, fluo, tmp_path
+):
+    # regression (audit 21): typing "cells" in the save dialog (no suffix) asked nothing, since
+    # "cells" did not exist, and the labels replaced the raw image cells.tif
+    import tifffile
+
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", str(tmp_path / "no-weights"))
+    src = tmp_path / "cells.tif"
+    tifffile.imwrite(src, fluo)
+    viewer = make_napari_viewer()
+    viewer.open(str(src), plugin="napari")  # the layer knows its file (layer.source.path)
+    w = ClickSegWidget(viewer, models={"disk": DiskModel}, allow_untrained=True, synchronous=True,
+                       predictor_kwargs=FAST)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    for name in (src, tmp_path / "cells"):
+        assert w.save_annotations(name) is None and "image's own file" in w.last_status
+    np.testing.assert_array_equal(tifffile.imread(src), fluo)
+    other = tmp_path / "other.tif"
+    other.write_bytes(b"mine")
+    asked: list[str] = []
+    monkeypatch.setattr(ClickSegWidget, "_ask_path", lambda *a: str(tmp_path / "other"))
+    monkeypatch.setattr(ClickSegWidget, "_confirm", lambda self, title, text: asked.append(text) or False)
+    w._save_dialog()
+    assert asked == ["other.tif already exists. Replace it with these labels?"]
+    assert other.read_bytes() == b"mine" and w.last_status == "not saved"
+    monkeypatch.setattr(ClickSegWidget, "_confirm", lambda self, title, text: True)
+    w._save_dialog()
+    assert (tifffile.imread(other) == 1).sum() == (w.layers["committed"].data == 1).sum() > 0
+

@@ -88,6 +88,14 @@ def _unwrap(obj: Any) -> Any:
     return getattr(obj, "__wrapped__", obj)
 
 
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (through links; False if either is missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _same(a: Any, b: Any) -> bool:
     return a is not None and _unwrap(a) is _unwrap(b)
 
@@ -1629,8 +1637,20 @@ class ClickSegWidget(Container):
         path = self._ask_path(
             "Save annotations (labels .tif + provenance .json beside)", "TIFF (*.tif *.tiff)", True
         )
-        if path:
-            self.save_annotations(path)
+        if not path:
+            return
+        try:
+            tif = AnnotationSession.paths(path)[0]
+        except SessionError as e:
+            self._status(f"could not save: {e}")
+            return
+        # the dialog asked about the name typed; with no suffix the labels go to <name>.tif
+        if tif != Path(path) and tif.exists() and not self._confirm(
+            "Replace file?", f"{tif.name} already exists. Replace it with these labels?"
+        ):
+            self._status("not saved")
+            return
+        self.save_annotations(path)
 
     def _confirm(self, title: str, text: str) -> bool:
         """Ask a yes/no question (No is the default)."""
@@ -1673,6 +1693,15 @@ class ClickSegWidget(Container):
         """
         if self.session is None or self.geometry is None:
             self._status("nothing to save: no image")
+            return None
+        try:
+            tif = AnnotationSession.paths(path)[0]
+        except SessionError as e:
+            self._status(f"could not save: {e}")
+            return None
+        source = getattr(getattr(self.image_layer, "source", None), "path", None)
+        if source and _same_file(tif, source):
+            self._status(f"not saved: {tif} is the image's own file; choose another name")
             return None
         info = {
             "name": self.image_layer.name,
