@@ -43,6 +43,12 @@ def pack(src: Path, dst: Path, overwrite: bool = False) -> None:
     missing = [name for name in FOLDERS if not (src / name / "images").is_dir()]
     if missing:
         raise SystemExit(f"pack_training_data: no images/ folder in {', '.join(str(src / m) for m in missing)}")
+    s, d = src.resolve(), dst.resolve()
+    for name in FOLDERS:  # all checked before anything is deleted
+        real = (dst / name).resolve()  # a link on the way (dst/dsb2018 -> src/dsb2018) leads elsewhere
+        if real != d / name or s == real or s in real.parents or real in s.parents:
+            raise SystemExit(f"pack_training_data: {dst / name} leads to {real} (a link?), not a folder of "
+                             "DST outside SRC; nothing was deleted")
     for name, (scale, quality) in FOLDERS.items():
         out = dst / name
         if out.exists():

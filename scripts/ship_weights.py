@@ -21,7 +21,9 @@ import json
 import shutil
 from pathlib import Path
 
+from napari_clickseg.files import replacing
 from napari_clickseg.weights import (
+    WeightsError,
     check_engine_settings,
     load_weights,
     read_metadata,
@@ -157,7 +159,8 @@ def _copy_with_history(src: Path, dst: Path) -> None:
     meta = read_metadata(src)
     tr = meta.get("training", {})
     if "earlier_stages" in tr or "averaged" in tr:  # the file describes its whole history
-        shutil.copyfile(src, dst)
+        with replacing(dst) as tmp:  # never half a file, and a link at dst is not followed
+            shutil.copyfile(src, tmp)
         return
     *earlier, _ = stages(meta)
     model, meta = load_weights(src)
@@ -275,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
             src = args.runs / name / "last.safetensors"
         if not src.is_file():
             ap.error(f"--copy {name}: no best.safetensors or last.safetensors in {args.runs / name}")
+        try:  # a corrupt source must fail before any file in weights/ is replaced
+            load_weights(src)
+        except WeightsError as e:
+            ap.error(f"--copy {name}: {e}")
         sources[name] = src
     engines = {}
     for item in args.engine:

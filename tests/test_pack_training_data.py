@@ -96,3 +96,18 @@ def test_a_destination_overlapping_the_source_or_holding_files_is_refused(tmp_pa
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         pack.main()
     assert (tmp_path / "new.tar.gz").read_bytes() == b"an older archive"
+
+
+def test_a_link_inside_the_destination_never_leads_to_deleting_the_source(tmp_path, load_script):
+    # regression (audit 21): DST/dsb2018 linked to SRC/dsb2018, and --overwrite deleted the
+    # real SRC/dsb2018/train and /val, then exited 0
+    _source(tmp_path / "src")
+    pack = load_script("pack_training_data")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "src").rglob("*"))
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "dsb2018").symlink_to(tmp_path / "src" / "dsb2018")
+    with pytest.raises(SystemExit, match="a link.*nothing was deleted"):
+        pack.pack(tmp_path / "src", dst, overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "src").rglob("*")) == before
+

@@ -116,3 +116,25 @@ def test_ship_weights_checks_every_argument_before_writing(runs, tmp_path, load_
     with pytest.raises(SystemExit):
         ship.main(["--models", "early", "--copy", "early", "--runs", str(tmp_path / "runs"), *bad])
     assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
+
+
+def test_ship_weights_reads_every_source_before_copying_any(runs, tmp_path, load_script, monkeypatch, capsys):
+    # regression (audit 21): with a truncated runs/fca/best.safetensors, early.safetensors was
+    # already replaced when reading fca failed, and the manifest's sha256 no longer matched it
+    import json
+
+    ship = load_script("ship_weights")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "early.safetensors").write_bytes(runs[0].read_bytes())
+    (weights / "manifest.json").write_text(json.dumps({"default": "early", "models": {}}))
+    for name, data in (("early", runs[1].read_bytes()), ("fca", runs[1].read_bytes()[:200])):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "best.safetensors").write_bytes(data)
+    monkeypatch.setattr(ship, "WEIGHTS", weights)
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    with pytest.raises(SystemExit):
+        ship.main(["--models", "early", "fca", "--copy", "early", "fca", "--runs", str(tmp_path / "runs")])
+    assert "--copy fca:" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
+
