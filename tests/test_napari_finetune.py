@@ -40,6 +40,29 @@ def test_export_committed_planes(tmp_path):
     assert np.array_equal(img[..., 1], data[2, 1]) and set(np.unique(lab)) == {0, 2, 3}
 
 
+def test_a_failed_export_leaves_no_half_written_data_folder(tmp_path, monkeypatch):
+    # regression (audit 21): each export that failed (a full disk) left a partial data folder
+    data = np.zeros((32, 40), np.uint16)
+    g = ImageGeometry(data.shape)
+    s = AnnotationSession(np.zeros(g.spatial_shape, np.uint16))
+    s.add_click(10, 10, True, Plane.full_2d())
+    mask = np.zeros((32, 40), bool)
+    mask[5:15, 5:15] = True
+    s.commit(mask)
+    real, calls = tifffile.imwrite, []
+
+    def full_disk_on_the_labels(path, *a, **k):
+        calls.append(path)
+        if "labels" in str(path):
+            raise OSError(28, "No space left on device")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(tifffile, "imwrite", full_disk_on_the_labels)
+    with pytest.raises(OSError, match="No space"):
+        export_committed(s, g, data, tmp_path / "d")
+    assert len(calls) == 2 and not (tmp_path / "d").exists()
+
+
 def _commit(session, plane, r, c, half=3):
     session.add_click(r, c, True, plane)
     mask = np.zeros(plane.shape_in(session.labels.shape), bool)

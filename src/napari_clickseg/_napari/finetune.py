@@ -15,6 +15,7 @@ import datetime as _dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,18 +70,22 @@ def export_committed(
         raise ValueError("no committed objects to train on: commit some objects first")
     out = Path(out_dir)
     out.mkdir(parents=True)
-    (out / "images").mkdir()
-    (out / "labels").mkdir()
-    objects = 0
-    for i, plane in enumerate(sorted(objects_on, key=lambda p: (p.displayed, p.index))):
-        image, _ = geometry.plane_image(data, plane)
-        labels = np.ascontiguousarray(plane.view(session.labels))
-        ids = objects_on[plane]
-        if ids is not None:
-            labels = np.where(np.isin(labels, ids), labels, 0).astype(labels.dtype)
-        objects += int(np.count_nonzero(np.unique(labels)))
-        tifffile.imwrite(out / "images" / f"plane{i:04d}.tif", np.ascontiguousarray(image))
-        tifffile.imwrite(out / "labels" / f"plane{i:04d}.tif", labels, compression="zlib")
+    try:
+        (out / "images").mkdir()
+        (out / "labels").mkdir()
+        objects = 0
+        for i, plane in enumerate(sorted(objects_on, key=lambda p: (p.displayed, p.index))):
+            image, _ = geometry.plane_image(data, plane)
+            labels = np.ascontiguousarray(plane.view(session.labels))
+            ids = objects_on[plane]
+            if ids is not None:
+                labels = np.where(np.isin(labels, ids), labels, 0).astype(labels.dtype)
+            objects += int(np.count_nonzero(np.unique(labels)))
+            tifffile.imwrite(out / "images" / f"plane{i:04d}.tif", np.ascontiguousarray(image))
+            tifffile.imwrite(out / "labels" / f"plane{i:04d}.tif", labels, compression="zlib")
+    except BaseException:  # a full disk, an unreadable plane: no half-written data folder is left
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     return len(objects_on), objects
 
 
