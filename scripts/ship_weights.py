@@ -23,6 +23,7 @@ from pathlib import Path
 
 from napari_clickseg.files import replacing
 from napari_clickseg.weights import (
+    ENGINE_SETTINGS,
     WeightsError,
     check_engine_settings,
     load_weights,
@@ -292,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             parsed = json.loads(raw)
             check_engine_settings({k: v for k, v in parsed.items() if v is not None} if isinstance(parsed, dict)
                                   else parsed, f"--engine {name}")
+            if unknown := [k for k in parsed if k not in ENGINE_SETTINGS]:  # null ones too
+                ap.error(f"--engine {item!r}: unknown setting {unknown[0]!r}")
             engines[name] = parsed
         except (json.JSONDecodeError, ValueError) as e:
             ap.error(f"--engine {item!r}: {e}")

@@ -365,3 +365,25 @@ def test_augmentation_moves_image_and_mask_together(seed):
     cfg = AugmentConfig(crop_size=64, color_prob=0.0)
     img, m, _, _ = object_crop(image, mask, np.zeros(shape, bool), bbox, cfg, np.random.default_rng(seed))
     np.testing.assert_array_equal(img[..., 0] > 0.5, m)
+
+
+def test_a_thin_image_with_many_channels_read_from_a_file_is_used_as_read(tmp_path, tiny_weights, capsys):
+    # regression (review, session 21): read_array gives (32, 64, 40) for a (40, 32, 64) TIFF,
+    # and the engine's channels-first rule then refused its own reader's output
+    from napari_clickseg.cli import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", (rng.random((40, 32, 64)) * 1000).astype(np.uint16))
+    labels = np.zeros((32, 64), np.uint16)
+    labels[8:24, 10:40] = 1
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    with pytest.warns(PagesReadAsChannels):  # 40 pages without axes: read as channels, with a warning
+        ds = FolderDataset(tmp_path)
+    assert ds.describe()["objects"] == 1
+    assert main(["segment", str(tmp_path / "images" / "a.tif"), "--click", "15,20,+", "--model",
+                 str(tiny_weights), "--device", "cpu", "-o", str(tmp_path / "out.tif")]) == 0
+    assert "read as 40 channels" in capsys.readouterr().err  # the CLI prints the warning as one line
+    assert tifffile.imread(tmp_path / "out.tif").shape == (32, 64)
+

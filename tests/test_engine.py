@@ -227,6 +227,22 @@ def test_four_channels_keep_contrast_on_a_large_offset(dtype):
         assert out[8:24, 8:24].mean() - out[:8].mean() > 0.8
 
 
+def test_no_data_pixels_outside_the_pca_sample_stay_finite(monkeypatch):
+    # regression (review, session 21): the spread came from the sample only, so a no-data pixel
+    # (float32's lowest value) outside it overflowed float32 and became NaN
+    import napari_clickseg.engine.image as image_module
+
+    monkeypatch.setattr(image_module, "_MAX_SAMPLES", 64)  # sample every 16th pixel of 32x32
+    x = np.random.default_rng(0).random((32, 32, 5)) * 0.3
+    x[8:24, 8:24] += 0.6  # an object
+    x[0, 1:4] = np.finfo(np.float32).min  # not on the sample's grid
+    out = image_module.prepare_image(x)
+    assert np.isfinite(out).all()
+    assert abs(out[8:24, 8:24].mean() - out[26:].mean()) > 0.3  # the object keeps its contrast
+    x[0, 0] = np.finfo(np.float32).min  # one on the grid too: finite still (contrast is not kept)
+    assert np.isfinite(image_module.prepare_image(x)).all()
+
+
 def test_output_and_info(early, image):
     p = Predictor(early, device="cpu")
     p.set_image(image)

@@ -277,12 +277,15 @@ def test_pasted_points_are_clicks_at_once(open_dock, fluo):
     _, w = open_dock(fluo)
     pos = w.layers["positive"]
     pos.add([15.0, 15.0])
+    w.layers["negative"].add([40.0, 40.0])
     pos.selected_data = {0}
     pos._copy_data()  # Ctrl+C, Ctrl+V (the paste lands on the same spot in 2D)
     pos._paste_data()
-    assert len(pos.data) == 2 and len(w.session.clicks) == 2
+    assert len(pos.data) == 2 and len(w.session.clicks) == 3
+    # the copy is the newest click (it kept the original's order, and came before the negative one)
+    assert [c.positive for c in sorted(w.session.clicks, key=lambda c: c.order)] == [True, False, True]
     pos.events.set_data()  # a refresh with nothing new changes nothing
-    assert len(w.session.clicks) == 2 and w.undo() and len(w.session.clicks) == 1
+    assert len(w.session.clicks) == 3 and w.undo() and len(w.session.clicks) == 2
 
 
 def test_reopen_and_delete(open_dock, fluo):

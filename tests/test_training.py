@@ -362,6 +362,33 @@ def test_a_run_folder_in_use_by_a_live_process_is_refused_until_it_ends(data, tm
     assert s["steps"] == 2 and _log_steps(out) == [1, 2]
 
 
+def test_a_run_that_wrote_the_folder_while_another_loaded_is_not_overwritten(data, tmp_path, monkeypatch):
+    # regression (review, session 21): the lock was taken after the folder's checks and the slow
+    # loading; a run that ended meanwhile was overwritten (a new run) or lost its later steps (a
+    # second --resume continued from the checkpoint it had read before)
+    import napari_clickseg.training.trainer as trainer
+
+    real = trainer.FolderDataset
+    other: list = []
+
+    def loading(*args, **kwargs):  # the other run writes the folder while this one loads data
+        if other:
+            cfg_other, resume_other = other.pop()
+            train(cfg_other, resume=resume_other, log=lambda m: None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "FolderDataset", loading)
+    out = tmp_path / "run"
+    other.append((_cfg(data, out, iterations=2, val_every=0), False))
+    with pytest.raises(RunDirError, match="another run wrote it meanwhile"):
+        train(_cfg(data, out, iterations=1, val_every=0), log=lambda m: None)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2 and _log_steps(out) == [1, 2]
+    other.append((_cfg(data, out, iterations=4, val_every=0), True))  # extended to 4 meanwhile
+    with pytest.raises(RunDirError, match="written by another run while this one loaded"):
+        train(_cfg(data, out, iterations=3, val_every=0), resume=True, log=lambda m: None)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4 and _log_steps(out) == [1, 2, 3, 4]
+
+
 def _files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
 

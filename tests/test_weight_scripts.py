@@ -96,6 +96,7 @@ def test_ship_weights_keeps_the_default_and_refuses_unknown_ones(runs, tmp_path,
 
 @pytest.mark.parametrize("bad", [
     ["--status", "early"], ["--eval", "no-such-folder"], ["--engine", 'early={"zoom": 2}'], ["--copy", "fca"],
+    ["--engine", 'early={"min_crop_sise": null}'],  # a misspelt name to remove (review, session 21)
 ])
 def test_ship_weights_checks_every_argument_before_writing(runs, tmp_path, load_script, monkeypatch, capsys, bad):
     # regression: the weights were copied first, then a bad --status / --eval / --engine aborted

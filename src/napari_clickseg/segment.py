@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     out = output_path(src, args.output, args.overwrite)
     image = read_image(src)
     channel_axis = file_channel_axis(src, image, args.channel_axis)
+    if channel_axis is None and image.ndim == 3:
+        channel_axis = -1  # read_image gives (H, W, C), however thin the image
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, zoom_in=not args.no_zoom_in
     )

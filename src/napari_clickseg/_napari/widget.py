@@ -536,8 +536,9 @@ class ClickSegWidget(Container):
 
         ``data`` events (the array replaced) and ``set_data`` events (``layer.refresh()``,
         slicing) are seen. Numpy pixels edited in place are caught by a checksum of the
-        plane at the next prediction or refresh; for other arrays (dask, zarr) assign the
-        data again (``layer.data = layer.data``) after editing it in place.
+        plane taken at such an event (call ``layer.refresh()`` after editing, as napari needs
+        to show the edit); for other arrays (dask, zarr) assign the data again
+        (``layer.data = layer.data``) after editing it in place.
         """
         layer = self.image_layer
         if layer is None or self._closed:
@@ -1013,7 +1014,9 @@ class ClickSegWidget(Container):
             else:
                 order = feats["order"].to_numpy(dtype=float, na_value=-1.0)
             new = order < 0
-            if new.any():  # points added by hand: give them the next orders
+            _, first = np.unique(order, return_index=True)
+            new[np.setdiff1d(np.arange(len(order)), first)] = True  # a pasted copy repeats an order
+            if new.any():  # points added by hand or pasted: give them the next orders
                 order = order.copy()
                 order[new] = self._order + 1 + np.arange(int(new.sum()))
                 self._order += int(new.sum())

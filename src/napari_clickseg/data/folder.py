@@ -126,7 +126,7 @@ class FolderDataset:
             img_path, gt_path = images[stem], gts[stem]
             raw = read_array(img_path)
             try:
-                img = prepare_image(raw)
+                img = prepare_image(raw, -1 if raw.ndim == 3 else None)  # read_array gives (H, W, C)
             except ValueError as e:
                 raise DataError(f"{img_path}: {e}") from None
             gt = read_array(gt_path)

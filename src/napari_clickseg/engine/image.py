@@ -134,11 +134,14 @@ def _pca3(x: np.ndarray) -> np.ndarray:
         # wider types (float64, 32/64-bit integers) are centred and scaled in float64 first, in
         # row blocks, so contrast riding on a large offset (0.01 on 1e6) survives float32
         sample = src[::step].astype(np.float64)
-        centre = sample.mean(0)
-        spread = float(np.abs(sample - centre).max()) or 1.0
+        centre = np.median(sample, 0)
+        dev = np.abs(sample - centre)
+        spread = float(np.percentile(dev, 99.9)) or float(dev.max()) or 1.0  # robust to no-data values
         flat = np.empty(src.shape, dtype=np.float32)
         for i in range(0, src.shape[0], _MAX_SAMPLES):
-            flat[i : i + _MAX_SAMPLES] = (src[i : i + _MAX_SAMPLES].astype(np.float64) - centre) / spread
+            block = (src[i : i + _MAX_SAMPLES].astype(np.float64) - centre) / spread
+            # outliers (e.g. -3.4e38 no-data pixels) are capped: they stay finite in float32
+            flat[i : i + _MAX_SAMPLES] = np.clip(block, -1e6, 1e6)
     sample = flat[::step]
     mean = sample.mean(0)
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)

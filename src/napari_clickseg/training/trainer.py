@@ -359,6 +359,26 @@ def _run_lock(out: Path) -> Iterator[None]:
         f.close()
 
 
+def _where(state: dict[str, Any] | None) -> tuple[int, float] | None:
+    """How far a checkpoint's run had come: (step, elapsed seconds)."""
+    return None if state is None else (int(state["step"]), float(state["elapsed"]))
+
+
+def _check_unchanged(out: Path, resume: bool, state: dict[str, Any] | None) -> None:
+    """Raise if another run wrote ``out`` between this run's checks and its taking the lock.
+
+    Raises:
+        RunDirError: a new run finds a run's files, or a resume finds another checkpoint.
+    """
+    if not resume:
+        if found := [n for n in RUN_FILES if (out / n).exists()]:
+            raise RunDirError(f"{out} now holds {', '.join(found)}: another run wrote it meanwhile; choose another --out")
+        return
+    now = load_checkpoint(out / CHECKPOINT_NAME) if (out / CHECKPOINT_NAME).is_file() else None
+    if _where(now) != _where(state):
+        raise RunDirError(f"{out} was written by another run while this one loaded; run the command again")
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -502,6 +522,7 @@ def _train(
     if dist.main:  # before anything in out changes: a second process stops here
         out.mkdir(parents=True, exist_ok=True)
         locks.enter_context(_run_lock(out))
+        _check_unchanged(out, resume, state)
     step, elapsed_before, best = 0, 0.0, {"step": -1, "metrics": {}}
     rows: list[dict[str, Any]] = []
     if state is not None:
