@@ -1088,6 +1088,7 @@ def test_saving_never_replaces_the_images_own_file_or_asks_about_another_name(
     viewer.open(str(src), plugin="napari")  # the layer knows its file (layer.source.path)
     w = ClickSegWidget(viewer, models={"disk": DiskModel}, allow_untrained=True, synchronous=True,
                        predictor_kwargs=FAST)
+    viewer.window.add_dock_widget(w, name="Click segmentation")  # closed with the viewer
     w.add_click(20, 20, True)
     assert w.commit() == 1
     for name in (src, tmp_path / "cells"):

@@ -340,7 +340,7 @@ class ClickSegWidget(Container):
         predictions. ``remove_layers``: also remove the click and preview layers (the
         committed layers stay: they hold the annotations, and a reopened dock finds them).
         """
-        if self._closed:
+        if self.__dict__.get("_closed", True):  # closed, or already torn down by the garbage collector
             return
         self.cancel_finetune()
         if self._ft_worker is not None:
