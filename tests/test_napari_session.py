@@ -238,6 +238,27 @@ def test_save_load_round_trip(tmp_path):
         u.load(tmp_path / "missing.tif")
 
 
+def test_load_warns_when_the_labels_were_edited_elsewhere_after_saving(tmp_path):
+    # regression (audit 21): ids renumbered in another program loaded silently, and re-opening
+    # object 1 restored the clicks of the object that had been 1 before
+    import tifffile
+
+    s = AnnotationSession(np.zeros((16, 16), np.uint16))
+    for center in ((4, 4), (11, 11)):
+        s.add_click(*center, True, P2)
+        s.commit(disk((16, 16), center, 2))
+    tif, _ = s.save(tmp_path / "ann")
+    assert AnnotationSession(np.zeros((16, 16), np.uint16)).load(tif) == []  # untouched: no warning
+    big_endian = tifffile.imread(tif).astype(">u2")  # the same values, written another way
+    tifffile.imwrite(tif, big_endian)
+    assert AnnotationSession(np.zeros((16, 16), np.uint16)).load(tif) == []
+    swapped = tifffile.imread(tif).astype(np.uint16)
+    swapped[swapped > 0] = 3 - swapped[swapped > 0]  # 1 <-> 2
+    tifffile.imwrite(tif, swapped)
+    warnings = AnnotationSession(np.zeros((16, 16), np.uint16)).load(tif)
+    assert len(warnings) == 1 and "was changed after it was saved with ann.json" in warnings[0]
+
+
 def test_load_into_small_dtype_replaces_array(tmp_path):
     big = np.zeros((8, 8), np.uint32)
     big[0, 0] = 70000

@@ -61,6 +61,15 @@ class SessionError(ValueError):
     """An operation on the session cannot be done (the message says why)."""
 
 
+def _labels_digest(labels: np.ndarray) -> str:
+    """A hash of a labels array's shape, dtype and values (byte order aside)."""
+    a = np.ascontiguousarray(labels, dtype=labels.dtype.newbyteorder("="))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.shape}{a.dtype.str}".encode())
+    h.update(a.data)
+    return h.hexdigest()
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -482,6 +491,7 @@ class AnnotationSession:
             "saved": _now(),
             "labels_shape": list(self._labels.shape),
             "labels_dtype": str(self._labels.dtype),
+            "labels_digest": _labels_digest(self._labels),  # tells labels edited elsewhere apart
             "image": image or {},
             "objects": [self.records[k].to_json() for k in sorted(self.records)],
         }
@@ -592,6 +602,13 @@ class AnnotationSession:
             if version > FORMAT_VERSION:
                 raise SessionError(f"{js} was written by a newer napari-clickseg (format {version})")
             owner = self.sidecar_owner(js)
+            recorded = doc.get("labels_digest")
+            if owner == tif.name and isinstance(recorded, str) and recorded != _labels_digest(data):
+                warnings.append(
+                    f"{tif.name} was changed after it was saved with {js.name} (edited in another "
+                    "program?): an object's recorded clicks may no longer match its pixels; check "
+                    "an object before re-opening it"
+                )
             if owner != tif.name:
                 warnings.append(
                     f"{js.name} is the provenance of {owner}, not of {tif.name}; "
