@@ -50,7 +50,7 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() and not path.is_symlink() else 0o666 & ~umask()
         os.chmod(tmp, mode)
-        with open(tmp, "rb") as f:
+        with open(tmp, "r+b") as f:  # Windows' fsync needs a handle open for writing
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
