@@ -23,9 +23,8 @@ from pathlib import Path
 
 from napari_clickseg.files import replacing
 from napari_clickseg.weights import (
-    ENGINE_SETTINGS,
     WeightsError,
-    check_engine_settings,
+    check_engine_changes,
     load_weights,
     read_metadata,
     save_weights,
@@ -290,12 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in args.models:
             ap.error(f"--engine for unknown model {name!r}; models: {args.models}")
         try:
-            parsed = json.loads(raw)
-            check_engine_settings({k: v for k, v in parsed.items() if v is not None} if isinstance(parsed, dict)
-                                  else parsed, f"--engine {name}")
-            if unknown := [k for k in parsed if k not in ENGINE_SETTINGS]:  # null ones too
-                ap.error(f"--engine {item!r}: unknown setting {unknown[0]!r}")
-            engines[name] = parsed
+            engines[name] = check_engine_changes(json.loads(raw), f"--engine {name}")
         except (json.JSONDecodeError, ValueError) as e:
             ap.error(f"--engine {item!r}: {e}")
     bad = [item for item in args.status if "=" not in item]

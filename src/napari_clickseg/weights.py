@@ -76,6 +76,20 @@ def check_engine_settings(engine: Any, where: str = "engine settings") -> dict[s
     return out
 
 
+def check_engine_changes(changes: Any, where: str = "engine settings") -> dict[str, Any]:
+    """``changes`` to a file's engine settings validated: known names, values as
+    ``check_engine_settings`` wants them or None (remove that setting).
+
+    Raises:
+        WeightsError: not a dict, an unknown name (None values included) or a bad value.
+    """
+    if isinstance(changes, dict) and (unknown := [k for k in changes if k not in ENGINE_SETTINGS]):
+        raise WeightsError(f"{where}: unknown setting {unknown[0]!r}; known: {', '.join(ENGINE_SETTINGS)}")
+    kept = check_engine_settings({k: v for k, v in changes.items() if v is not None} if isinstance(changes, dict)
+                                 else changes, where)
+    return {k: kept.get(k) for k in changes}
+
+
 def check_normalization(norm: Any, where: str = "normalization") -> dict[str, tuple[float, ...]]:
     """``norm`` as ``{"mean": 3 floats, "std": 3 floats > 0}``, all finite.
 
@@ -172,11 +186,7 @@ def set_engine_settings(path: str | os.PathLike, changes: dict[str, Any]) -> str
     from safetensors import safe_open
 
     meta = read_metadata(path)
-    if not isinstance(changes, dict):
-        raise WeightsError(f"engine settings: expected a dict of Predictor settings, got {type(changes).__name__}")
-    check_engine_settings({k: v for k, v in changes.items() if v is not None})  # names the bad one
-    if unknown := [k for k in changes if k not in ENGINE_SETTINGS]:
-        raise WeightsError(f"engine settings: unknown setting {unknown[0]!r}; known: {', '.join(ENGINE_SETTINGS)}")
+    check_engine_changes(changes)
     merged = {k: v for k, v in {**meta.get("engine", {}), **changes}.items() if v is not None}
     engine = check_engine_settings(merged)
     meta.pop("engine", None)
