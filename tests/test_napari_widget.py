@@ -1106,3 +1106,40 @@ def test_saving_never_replaces_the_images_own_file_or_asks_about_another_name(
     w._save_dialog()
     assert (tifffile.imread(other) == 1).sum() == (w.layers["committed"].data == 1).sum() > 0
 
+
+
+EXIT_IN_FLIGHT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import napari
+from test_napari_widget import FAST, DiskModel, ClickSegWidget, load_sample
+
+class SlowDisk(DiskModel):
+    def forward(self, *args, **kwargs):
+        time.sleep(1.5)
+        return super().forward(*args, **kwargs)
+
+v = napari.Viewer(show=False)
+v.add_image(load_sample("nuclei_fluorescence")[0][:64, :64], name="image")
+w = ClickSegWidget(v, models={"disk": SlowDisk}, allow_untrained=True, synchronous=False,
+                   predictor_kwargs=FAST)
+v.window.add_dock_widget(w)
+w.add_click(20, 20, True)  # predicted in a worker thread
+v.close()
+print("in flight at exit:", w.busy, flush=True)
+"""
+
+
+def test_a_script_that_ends_with_a_prediction_in_flight_exits_cleanly(tmp_path):
+    """A worker still running at interpreter exit emitted on deleted Qt signals, and PyQt
+    aborted the process (exit status 134) after the script had done its work."""
+    import subprocess
+
+    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", EXIT_IN_FLIGHT, str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert "in flight at exit: True" in run.stdout, run.stdout + run.stderr
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "has been deleted" not in run.stderr, run.stderr[-2000:]

@@ -15,6 +15,7 @@ layer events, predictions, and a running fine-tune (cancelled: it writes a check
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import time
@@ -73,6 +74,31 @@ SESSION_KEY = "napari_clickseg_session"
 IMAGE_ID_KEY = "clickseg_image_id"  # unique_id of the image layer a committed layer belongs to
 GEOMETRY_KEY = "clickseg_geometry"
 _OUR_KEYS = (SESSION_KEY, IMAGE_ID_KEY, GEOMETRY_KEY, "clickseg_image")
+#: at interpreter exit, how long to wait for the dock's threads still running
+EXIT_WAIT_SECONDS = 30.0
+_exit_wait_registered = False
+
+
+def _start_worker_thread(worker: Any) -> None:
+    """Start a superqt worker; the first start registers ``_await_threads_at_exit``."""
+    global _exit_wait_registered
+    if not _exit_wait_registered:
+        atexit.register(_await_threads_at_exit)
+        _exit_wait_registered = True
+    worker.start()
+
+
+def _await_threads_at_exit() -> None:
+    """Let running workers end before Python tears down their Qt signals.
+
+    A worker that emits after that raises in Qt's thread and PyQt aborts the whole
+    process: a script that clicks, closes the viewer and ends lost its exit status.
+    """
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(int(EXIT_WAIT_SECONDS * 1000))
+
+
 KEYS = {
     "commit": "C",
     "clear": "Escape",
@@ -1142,7 +1168,7 @@ class ClickSegWidget(Container):
         worker.returned.connect(self._on_result)
         worker.finished.connect(self._on_worker_finished)
         self._worker = worker
-        worker.start()
+        _start_worker_thread(worker)
 
     def _on_worker_finished(self) -> None:
         self._worker = None
@@ -1535,7 +1561,7 @@ class ClickSegWidget(Container):
             worker.returned.connect(self._on_ft_done)
             worker.aborted.connect(lambda: self._on_ft_done(None))  # quit() by a closing window
             self._ft_worker = worker
-            worker.start()
+            _start_worker_thread(worker)
         return True
 
     @staticmethod
