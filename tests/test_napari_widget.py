@@ -28,6 +28,7 @@ if sys.platform.startswith("linux") and not (
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from napari_clickseg._napari.finetune_panel import FineTunePanel  # noqa: E402
 from napari_clickseg._napari.planes import Plane  # noqa: E402
 from napari_clickseg._napari.sample_data import load_sample  # noqa: E402
 from napari_clickseg._napari.widget import KEYS, LAYER_NAMES, ClickSegWidget  # noqa: E402
@@ -453,20 +454,20 @@ def test_finetune_on_committed_objects(open_dock, fluo, tmp_path):
     from napari_clickseg.weights import save_weights
 
     _, w = open_dock(fluo)
-    w.finetune_root = tmp_path / "ft"
-    w.finetune_options = {"iterations": 2, "batch_size": 2, "crop_size": 64, "device": "cpu"}
-    assert not w.start_finetune() and "custom models cannot" in w.last_status
+    w.finetune.root = tmp_path / "ft"
+    w.finetune.spec_options = {"iterations": 2, "batch_size": 2, "crop_size": 64, "device": "cpu"}
+    assert not w.finetune.start() and "custom models cannot" in w.last_status
     base = tmp_path / "base.safetensors"
     save_weights(create_model("early"), base, trained=True)
     assert w.load_weights_file(base)
-    assert not w.start_finetune() and "commit some objects" in w.last_status
+    assert not w.finetune.start() and "commit some objects" in w.last_status
     w.select_model("custom: disk")  # the stub gives non-empty masks to commit
     w.add_click(20, 20, True)
     w.commit()
     w.add_click(45, 40, True)
     w.commit()
     w.model_combo.value = "file: base.safetensors"
-    assert w.start_finetune(), w.last_status  # synchronous in tests: returns when done
+    assert w.finetune.start(), w.last_status  # synchronous in tests: returns when done
     runs = [p for p in (tmp_path / "ft").iterdir() if not p.name.endswith("-data")]
     assert len(runs) == 1 and (runs[0] / "last.safetensors").is_file(), w.last_status
     assert (runs[0] / "last.md").is_file() and "2 committed objects" in (
@@ -475,7 +476,7 @@ def test_finetune_on_committed_objects(open_dock, fluo, tmp_path):
     label = f"file: {runs[0].name}/last.safetensors"
     assert label in w.model_labels() and "model list" in w.last_status
     assert w.model_combo.value == "file: base.safetensors"  # annotation goes on with the same model
-    assert w.ft_button.enabled and not w.ft_cancel.enabled
+    assert w.finetune.start_button.enabled and not w.finetune.cancel_button.enabled
 
 
 # --- save / load ------------------------------------------------------------------------------------
@@ -894,19 +895,19 @@ def test_closing_the_viewer_cancels_finetune(open_dock, fluo, tmp_path, monkeypa
 
     monkeypatch.setattr(FineTuneSpec, "command", fake_command)
     viewer, w = open_dock(fluo, sync=False)
-    w.finetune_root = tmp_path / "ft"
-    monkeypatch.setattr(ClickSegWidget, "_finetune_init", lambda self: "imagenet")
+    w.finetune.root = tmp_path / "ft"
+    monkeypatch.setattr(FineTunePanel, "init_weights", lambda self: "imagenet")
     w.add_click(20, 20, True)
     qtbot.waitUntil(lambda: not w.busy, timeout=60000)
     assert w.commit() == 1
-    assert w.start_finetune(), w.last_status
-    proc = w._training
-    qtbot.waitUntil(lambda: w.ft_progress.value > 0 or len(proc.lines_seen) > 2, timeout=20000)
+    assert w.finetune.start(), w.last_status
+    proc = w.finetune.process
+    qtbot.waitUntil(lambda: w.finetune.progress.value > 0 or len(proc.lines_seen) > 2, timeout=20000)
     viewer.close()  # napari asks its tasks to cancel: the dock's run is one
     qtbot.waitUntil(lambda: proc.returncode is not None, timeout=20000)
     assert proc.cancelled and (Path(proc.spec.out) / "checkpoint.pt").is_file()
     assert w._on_mouse not in viewer.mouse_drag_callbacks
-    qtbot.waitUntil(lambda: w._training is None, timeout=20000)  # late signals are ignored
+    qtbot.waitUntil(lambda: w.finetune.process is None, timeout=20000)  # late signals are ignored
 
 
 def test_closing_the_dock_unhooks_it_and_reopening_reuses_the_layers(open_dock, fluo):
@@ -1065,10 +1066,10 @@ def test_the_finetune_reader_gives_its_thread_pool_slot_back(qapp):
     proc = SimpleNamespace(spec=SimpleNamespace(progress=lambda line, t: 0.5), returncode=0,
                            lines=lambda: iter(["a", "b"]))
     before = pool.activeThreadCount()
-    reader = ClickSegWidget._finetune_job(proc)
+    reader = FineTunePanel._read_output(proc)
     assert next(reader) == (0.5, "a") and pool.activeThreadCount() == before - 1  # while it waits
     assert list(reader) == [(0.5, "b")] and pool.activeThreadCount() == before  # taken back at the end
-    reader = ClickSegWidget._finetune_job(proc, pooled=False)  # the synchronous path gives nothing back
+    reader = FineTunePanel._read_output(proc, pooled=False)  # the synchronous path gives nothing back
     next(reader)
     assert pool.activeThreadCount() == before
     reader.close()

@@ -11,14 +11,12 @@ layers. Keys (bound on the viewer and the image/click layers):
 
 Closing the dock (its X button) or the viewer unhooks the dock: mouse callback, keys,
 layer events, predictions, and a running fine-tune (cancelled: it writes a checkpoint).
+The fine-tune controls are ``finetune_panel.FineTunePanel`` (``ClickSegWidget.finetune``).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import re
-import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,16 +26,14 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
     FloatSlider,
-    FloatSpinBox,
     Label,
-    ProgressBar,
     PushButton,
     SpinBox,
 )
 
 from ..clicks import Click
+from . import workers
 from .adapter import (
     LOAD_FILE,
     REFINEMENTS,
@@ -50,6 +46,7 @@ from .adapter import (
     load_model,
     run_prediction,
 )
+from .finetune_panel import FineTunePanel
 from .planes import ImageGeometry, Plane
 from .session import AnnotationSession, SessionError
 
@@ -59,7 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["ClickSegWidget", "LAYER_NAMES"]
 
 ENV_SYNC = "NAPARI_CLICKSEG_SYNC"
-ENV_FINETUNE_DIR = "NAPARI_CLICKSEG_FINETUNE_DIR"
 LAYER_NAMES = {
     "positive": "positive clicks",
     "negative": "negative clicks",
@@ -74,31 +70,6 @@ SESSION_KEY = "napari_clickseg_session"
 IMAGE_ID_KEY = "clickseg_image_id"  # unique_id of the image layer a committed layer belongs to
 GEOMETRY_KEY = "clickseg_geometry"
 _OUR_KEYS = (SESSION_KEY, IMAGE_ID_KEY, GEOMETRY_KEY, "clickseg_image")
-#: at interpreter exit, how long to wait for the dock's threads still running
-EXIT_WAIT_SECONDS = 30.0
-_exit_wait_registered = False
-
-
-def _start_worker_thread(worker: Any) -> None:
-    """Start a superqt worker; the first start registers ``_await_threads_at_exit``."""
-    global _exit_wait_registered
-    if not _exit_wait_registered:
-        atexit.register(_await_threads_at_exit)
-        _exit_wait_registered = True
-    worker.start()
-
-
-def _await_threads_at_exit() -> None:
-    """Let running workers end before Python tears down their Qt signals.
-
-    A worker that emits after that raises in Qt's thread and PyQt aborts the whole
-    process: a script that clicks, closes the viewer and ends lost its exit status.
-    """
-    from qtpy.QtCore import QThreadPool
-
-    QThreadPool.globalInstance().waitForDone(int(EXIT_WAIT_SECONDS * 1000))
-
-
 KEYS = {
     "commit": "C",
     "clear": "Escape",
@@ -231,13 +202,6 @@ class ClickSegWidget(Container):
         self._docked = False
         self._model_label: str | None = None
         self.last_status = ""
-        self._training: Any = None  # TrainingProcess while fine-tuning
-        self._ft_worker: Any = None
-        self._ft_task: Any = None  # napari task status id: closing the window cancels the run
-        self.finetune_root = Path(
-            os.environ.get(ENV_FINETUNE_DIR) or Path.home() / ".napari-clickseg" / "finetune"
-        )
-        self.finetune_options: dict[str, Any] = {}  # extra FineTuneSpec fields (tests: iterations)
 
         self._build()
         self._connect()
@@ -273,11 +237,7 @@ class ClickSegWidget(Container):
         self.save_button = PushButton(text="Save annotations...")
         self.load_button = PushButton(text="Load annotations...")
         self.status_label = Label(value="")
-        self.ft_minutes = FloatSpinBox(label="train minutes", min=0.5, max=1440, step=0.5, value=5)
-        self.ft_folder = FileEdit(label="+ training folder", mode="d", nullable=True, value=None)
-        self.ft_button = PushButton(text="Fine-tune on committed objects")
-        self.ft_cancel = PushButton(text="Cancel training", enabled=False)
-        self.ft_progress = ProgressBar(label="training", min=0, max=1000, value=0, visible=False)
+        self.finetune = FineTunePanel(self)
         edit_row = Container(
             widgets=[self.undo_button, self.redo_button, self.clear_button],
             layout="horizontal",
@@ -311,12 +271,7 @@ class ClickSegWidget(Container):
                 object_row,
                 file_row,
                 self.status_label,
-                Label(value="<b>Fine-tune</b> (in a separate process)"),
-                self.ft_minutes,
-                self.ft_folder,
-                self.ft_button,
-                self.ft_cancel,
-                self.ft_progress,
+                *self.finetune.widgets,
             ]
         )
         self.status_label.native.setWordWrap(True)
@@ -346,8 +301,6 @@ class ClickSegWidget(Container):
         self.delete_button.changed.connect(lambda *_: self.delete(self.object_spin.value))
         self.save_button.changed.connect(lambda *_: self._save_dialog())
         self.load_button.changed.connect(lambda *_: self._load_dialog())
-        self.ft_button.changed.connect(lambda *_: self.start_finetune())
-        self.ft_cancel.changed.connect(lambda *_: self.cancel_finetune())
         self.native.destroyed.connect(lambda *_: self.close_dock(remove_layers=False))
         self._watcher = _parent_watcher(self._on_parent_changed)
         self.native.installEventFilter(self._watcher)
@@ -368,9 +321,7 @@ class ClickSegWidget(Container):
         """
         if self.__dict__.get("_closed", True):  # closed, or already torn down by the garbage collector
             return
-        self.cancel_finetune()
-        if self._ft_worker is not None:
-            self._ft_worker.quit()
+        self.finetune.shutdown()
         v = self.viewer
         try:
             if self._on_mouse in v.mouse_drag_callbacks:
@@ -1168,7 +1119,7 @@ class ClickSegWidget(Container):
         worker.returned.connect(self._on_result)
         worker.finished.connect(self._on_worker_finished)
         self._worker = worker
-        _start_worker_thread(worker)
+        workers.start(worker)
 
     def _on_worker_finished(self) -> None:
         self._worker = None
@@ -1483,175 +1434,6 @@ class ClickSegWidget(Container):
             self._files.remove(path)
             self._refresh_model_choices()
         return ok
-
-    # --- fine-tuning ---------------------------------------------------------------------
-
-    def _finetune_init(self) -> str:
-        """Starting weights of the current model for the trainer's --init."""
-        from ..weights import resolve_weights
-
-        choice = self.handle.choice
-        if choice.kind == "shipped":
-            return str(resolve_weights(choice.source)[0])
-        if choice.kind == "file":
-            return choice.source
-        if choice.kind == "untrained":
-            return "imagenet"
-        raise ValueError(
-            "custom models cannot be fine-tuned from the dock: save them with "
-            "napari_clickseg.weights.save_weights and load the file"
-        )
-
-    def start_finetune(self) -> bool:
-        """Fine-tune the current model on the committed objects (+ the chosen folder)."""
-        from .finetune import FineTuneSpec, TrainingProcess, export_for_run
-
-        if self._training is not None:
-            self._status("a training run is in progress")
-            return False
-        s, g, h = self.session, self.geometry, self.handle
-        if s is None or g is None or h is None:
-            self._status("fine-tuning needs an image, a model and committed objects")
-            return False
-        try:
-            init = self._finetune_init()
-            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.image_layer.name)[:40] or "image"
-            data = self.image_layer.data
-            data = data[0] if getattr(self.image_layer, "multiscale", False) else data
-            run_dir, data_dir, planes, objects = export_for_run(s, g, data, self.finetune_root, name)
-        except (ValueError, OSError) as e:
-            self._status(f"cannot fine-tune: {e}")
-            return False
-        dirs = [str(data_dir)]
-        if self.ft_folder.value:
-            dirs.append(str(self.ft_folder.value))
-        prov = h.provenance
-        spec = FineTuneSpec(
-            arch=str(prov.get("arch") or h.choice.source),
-            init=init,
-            data_dirs=dirs,
-            out=str(run_dir),
-            model_kwargs=dict(prov.get("kwargs") or {}),
-            minutes=float(self.ft_minutes.value),
-            **self.finetune_options,
-        )
-        self._ft_data = {
-            "image": self.image_layer.name,
-            "planes": planes,
-            "objects": objects,
-            "extra": self.ft_folder.value,
-        }
-        self._ft_base = dict(prov)
-        self._training = TrainingProcess(spec)
-        self._ft_task = self._register_task(f"fine-tuning {spec.arch} into {run_dir}")
-        self.ft_button.enabled, self.ft_cancel.enabled = False, True
-        self.ft_progress.visible, self.ft_progress.value = True, 0
-        self._status(
-            f"fine-tuning {spec.arch} on {objects} objects ({planes} plane(s)) into {run_dir}"
-        )
-        if self.synchronous:
-            for item in self._finetune_job(self._training, pooled=False):
-                self._on_ft_progress(item)
-            self._on_ft_done(self._training.returncode)
-        else:
-            from napari.qt.threading import create_worker
-
-            worker = create_worker(self._finetune_job, self._training, _start_thread=False)
-            worker.yielded.connect(self._on_ft_progress)
-            worker.returned.connect(self._on_ft_done)
-            worker.aborted.connect(lambda: self._on_ft_done(None))  # quit() by a closing window
-            self._ft_worker = worker
-            _start_worker_thread(worker)
-        return True
-
-    @staticmethod
-    def _finetune_job(proc: Any, pooled: bool = True):
-        # this thread only waits on the trainer's output for the whole run: give its slot in
-        # Qt's global pool back, or predictions starve where the pool has one thread (1 CPU)
-        from qtpy.QtCore import QThreadPool
-
-        pool = QThreadPool.globalInstance() if pooled else None
-        if pool is not None:
-            pool.releaseThread()
-        try:
-            t0 = time.monotonic()
-            for line in proc.lines():
-                yield proc.spec.progress(line, time.monotonic() - t0), line
-            return proc.returncode
-        finally:
-            if pool is not None:
-                pool.reserveThread()
-
-    def _register_task(self, description: str) -> Any:
-        """Tell napari a run is going: closing its window asks first, then cancels the run.
-
-        Uses the window's task-status hook (private in napari 0.5-0.9; absent: None).
-        """
-        window = getattr(_unwrap(self.viewer), "window", None)
-        register = getattr(window, "_register_task_status", None)
-        if register is None:
-            return None
-        from napari.utils.task_status import Status
-
-        return register("napari-clickseg", Status.BUSY, description, self._on_window_closing)
-
-    def _end_task(self, cancelled: bool) -> None:
-        task, self._ft_task = self._ft_task, None
-        window = getattr(_unwrap(self.viewer), "window", None)
-        update = getattr(window, "_update_task_status", None)
-        if task is None or update is None:
-            return
-        from napari.utils.task_status import Status
-
-        update(task, Status.CANCELLED if cancelled else Status.COMPLETED, "")
-
-    def _on_window_closing(self) -> bool:
-        """napari's window is closing: unhook the dock and cancel the run."""
-        self.close_dock(remove_layers=False)
-        return True
-
-    def _on_ft_progress(self, item: tuple[float | None, str]) -> None:
-        if self._closed:
-            return
-        frac, line = item
-        if frac is not None:
-            self.ft_progress.value = int(1000 * frac)
-        if line:
-            self.ft_progress.label = line[:60]
-            self.viewer.status = f"clickseg training: {line}"
-
-    def _on_ft_done(self, code: int | None) -> None:
-        from .finetune import result_weights, write_card
-
-        proc, self._training, self._ft_worker = self._training, None, None
-        self._end_task(cancelled=proc is None or proc.cancelled)
-        if self._closed:  # the dock is gone (the cancelled run left its checkpoint)
-            return
-        self.ft_button.enabled, self.ft_cancel.enabled = True, False
-        if proc is None:
-            return
-        if proc.cancelled:
-            self.ft_progress.visible = False
-            if (Path(proc.spec.out) / "checkpoint.pt").is_file():
-                self._status(f"training cancelled; its checkpoint is in {proc.spec.out}")
-            else:
-                self._status("training cancelled before it wrote a checkpoint")
-            return
-        weights = result_weights(proc.spec.out)
-        if code != 0 or weights is None:
-            tail = " | ".join(proc.lines_seen[-3:])
-            self._status(f"training failed (exit {code}): {tail}")
-            return
-        self.ft_progress.value = 1000
-        card = write_card(weights, proc.spec, self._ft_base, self._ft_data, proc.lines_seen)
-        if self.load_weights_file(weights, select=False):
-            self._status(f"fine-tuned weights {weights} (card {card.name}) are in the model list")
-
-    def cancel_finetune(self) -> None:
-        """Stop the running fine-tuning (the trainer writes a checkpoint first)."""
-        if self._training is not None:
-            self._training.cancel()
-            self._status("stopping the training run...")
 
     # --- save / load ---------------------------------------------------------------------
 
