@@ -36,7 +36,7 @@ from ..data.augment import AugmentConfig
 from ..data.folder import FolderDataset
 from ..data.io import available_cpus
 from ..files import replacing
-from ..models import create_model
+from ..models import ClickSegModel, create_model
 from ..robot import next_click
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import TrainConfig, option_name, resolve_model_name
@@ -379,6 +379,78 @@ def _check_unchanged(out: Path, resume: bool, state: dict[str, Any] | None) -> N
         raise RunDirError(f"{out} was written by another run while this one loaded; run the command again")
 
 
+def _optimizer(model: ClickSegModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; each parameter group's ``lr_mult`` scales ``cfg.lr`` (see ``lr_factor``).
+
+    Pretrained backbone weights learn at ``lr * backbone_lr_mult``; a stem conv that was
+    widened for click channels (zero-initialised) learns at the full rate.
+    """
+    backbone_ids = {
+        id(p)
+        for b in model.imagenet_backbones()
+        for n, p in b.named_parameters()
+        if not (n == "_conv_stem.weight" and getattr(b, "in_channels", 3) > 3)
+    }
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in backbone_ids], "lr_mult": 1.0},
+        {"params": [p for p in model.parameters() if id(p) in backbone_ids], "lr_mult": cfg.backbone_lr_mult},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _run_to_start(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The validated config of the run in ``cfg.out`` and its checkpoint (None: from iteration 0).
+
+    A resume takes the saved config, with this call's budget (where given) and machine
+    settings; a new run refuses a folder that holds a run's files.
+    """
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file; give a folder for the run")
+    ckpt_path = out / CHECKPOINT_NAME
+    state: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_path.is_file() and not (out / "config.json").is_file():
+            raise RunDirError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
+        saved = TrainConfig.load(out / "config.json")
+        same = [os.path.abspath(d) for d in cfg.train_dirs] == [os.path.abspath(d) for d in saved.train_dirs]
+        if cfg.train_dirs and not same:
+            raise RunDirError(
+                f"--resume continues {out} with its saved data {saved.train_dirs}; "
+                f"the given --data {cfg.train_dirs} differs (start a new run with another --out)"
+            )
+        for k in RESUME_BUDGET:  # a budget left out keeps the saved one
+            if getattr(cfg, k) is not None:
+                setattr(saved, k, getattr(cfg, k))
+        for k in RESUME_MACHINE:  # where this part runs: this call's settings, saved or not
+            setattr(saved, k, getattr(cfg, k))
+        cfg = saved
+        if ckpt_path.is_file():  # else it was killed before its first checkpoint: start it again
+            state = load_checkpoint(ckpt_path)
+    elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
+        raise RunDirError(
+            f"{out} already holds {', '.join(found)}: a training run (use --resume to continue it) "
+            "or files a run would replace; choose another --out"
+        )
+    cfg.validate()
+    cfg = cfg.resolved()
+    return cfg, state
+
+
+def _finished_message(out: Path, cfg: TrainConfig, state: dict[str, Any]) -> str:
+    """What a resume of a finished run says: the budget that is spent and how to extend it."""
+    spent = [f"--{k} {getattr(cfg, k):g}" for k, done in (
+        ("iterations", int(state["step"]) >= (cfg.iterations or math.inf)),
+        ("minutes", float(state["elapsed"]) >= 60.0 * (cfg.minutes or math.inf)),
+    ) if done]
+    return (
+        f"{out} already finished at iteration {state['step']}: its {' and '.join(spent)} "
+        f"{'are' if len(spent) > 1 else 'is'} spent; nothing to do (raise "
+        f"{' and '.join(s.split()[0] for s in spent)} to continue it: a run stops at whichever "
+        "of its --iterations and --minutes comes first)"
+    )
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -415,46 +487,10 @@ def _train(
 ) -> dict[str, Any]:
     """``train``'s body; rank 0 enters the run folder's lock into ``locks``."""
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {out} is a file; give a folder for the run")
     ckpt_path = out / CHECKPOINT_NAME
-    state: dict[str, Any] | None = None
-    if resume:
-        if not ckpt_path.is_file() and not (out / "config.json").is_file():
-            raise RunDirError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
-        saved = TrainConfig.load(out / "config.json")
-        same = [os.path.abspath(d) for d in cfg.train_dirs] == [os.path.abspath(d) for d in saved.train_dirs]
-        if cfg.train_dirs and not same:
-            raise RunDirError(
-                f"--resume continues {out} with its saved data {saved.train_dirs}; "
-                f"the given --data {cfg.train_dirs} differs (start a new run with another --out)"
-            )
-        for k in RESUME_BUDGET:  # a budget left out keeps the saved one
-            if getattr(cfg, k) is not None:
-                setattr(saved, k, getattr(cfg, k))
-        for k in RESUME_MACHINE:  # where this part runs: this call's settings, saved or not
-            setattr(saved, k, getattr(cfg, k))
-        cfg = saved
-        if ckpt_path.is_file():  # else it was killed before its first checkpoint: start it again
-            state = load_checkpoint(ckpt_path)
-    elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
-        raise RunDirError(
-            f"{out} already holds {', '.join(found)}: a training run (use --resume to continue it) "
-            "or files a run would replace; choose another --out"
-        )
-    cfg.validate()
-    cfg = cfg.resolved()
+    cfg, state = _run_to_start(cfg, resume)
     if state is not None and _already_finished(cfg, state):  # never re-validate or rewrite files
-        spent = [f"--{k} {getattr(cfg, k):g}" for k, done in (
-            ("iterations", int(state["step"]) >= (cfg.iterations or math.inf)),
-            ("minutes", float(state["elapsed"]) >= 60.0 * (cfg.minutes or math.inf)),
-        ) if done]
-        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
-            f"{out} already finished at iteration {state['step']}: its {' and '.join(spent)} "
-            f"{'are' if len(spent) > 1 else 'is'} spent; nothing to do (raise "
-            f"{' and '.join(s.split()[0] for s in spent)} to continue it: a run stops at whichever "
-            "of its --iterations and --minutes comes first)"
-        )
+        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(_finished_message(out, cfg, state))
         return {
             "steps": int(state["step"]), "elapsed_s": float(state["elapsed"]), "best": state.get("best"),
             "finished": True, "interrupted": False, "out": str(out),
@@ -503,20 +539,7 @@ def _train(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    # pretrained backbone weights learn at lr * backbone_lr_mult; a stem conv that was
-    # widened for click channels (zero-initialised) learns at the full rate
-    backbone_ids = {
-        id(p)
-        for b in model.imagenet_backbones()
-        for n, p in b.named_parameters()
-        if not (n == "_conv_stem.weight" and getattr(b, "in_channels", 3) > 3)
-    }
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) not in backbone_ids], "lr_mult": 1.0},
-        {"params": [p for p in model.parameters() if id(p) in backbone_ids], "lr_mult": cfg.backbone_lr_mult},
-    ]
-    groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = _optimizer(model, cfg)
     loss_fn = get_loss(cfg.loss, cfg.model)
 
     if dist.main:  # before anything in out changes: a second process stops here
