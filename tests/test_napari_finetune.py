@@ -162,6 +162,6 @@ def test_running_trainer_is_cancelled_at_exit(tmp_path, monkeypatch):
     assert next(proc.lines()).startswith("iteration 0")
     proc.cancel()  # the dock cancelled it; exit must not signal it again
     time.sleep(0.25)  # the trainer is writing its checkpoint
-    finetune._stop_live(timeout=20)  # what Python runs at exit
+    finetune.stop_live(timeout=20)  # what Python runs at exit
     assert proc.cancelled and proc.returncode == 0
     assert (tmp_path / "run" / "checkpoint.pt").read_text() == "ckpt"

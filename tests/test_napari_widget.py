@@ -1144,3 +1144,50 @@ def test_a_script_that_ends_with_a_prediction_in_flight_exits_cleanly(tmp_path):
     assert "in flight at exit: True" in run.stdout, run.stdout + run.stderr
     assert run.returncode == 0, run.stderr[-2000:]
     assert "has been deleted" not in run.stderr, run.stderr[-2000:]
+
+
+EXIT_TRAINING = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import napari
+from qtpy.QtWidgets import QApplication
+from test_napari_widget import FAST, DiskModel, ClickSegWidget, load_sample
+from test_napari_finetune import fake_command
+from napari_clickseg._napari import workers
+from napari_clickseg._napari.finetune import FineTuneSpec
+from napari_clickseg._napari.finetune_panel import FineTunePanel
+
+FineTuneSpec.command = fake_command  # a stand-in trainer: a checkpoint on SIGTERM, else 60 s
+FineTunePanel.init_weights = lambda self: "imagenet"
+workers.EXIT_WAIT_SECONDS = 600
+v = napari.Viewer(show=False)
+v.add_image(load_sample("nuclei_fluorescence")[0][:64, :64], name="image")
+w = ClickSegWidget(v, models={"disk": DiskModel}, allow_untrained=True, synchronous=True,
+                   predictor_kwargs=FAST)
+w.add_click(20, 20, True)
+assert w.commit() == 1
+w.synchronous = False  # the fine-tune's output is read in a worker thread
+w.finetune.root = Path(sys.argv[2])
+assert w.finetune.start(), w.last_status
+t0 = time.monotonic()
+while len(w.finetune.process.lines_seen) < 3 and time.monotonic() - t0 < 60:
+    QApplication.processEvents()
+    time.sleep(0.05)
+print("training at exit", flush=True)
+"""
+
+
+def test_a_script_that_ends_while_the_dock_fine_tunes_cancels_the_run(tmp_path):
+    """At exit the trainer is cancelled (it writes its checkpoint) before the dock's threads
+    are awaited: the thread reading its output ends only with it."""
+    import subprocess
+
+    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path / "none"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", EXIT_TRAINING, str(Path(__file__).parent), str(tmp_path / "ft")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert "training at exit" in run.stdout, run.stdout + run.stderr
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [p.read_text() for p in (tmp_path / "ft").rglob("checkpoint.pt")] == ["ckpt"]

@@ -30,7 +30,8 @@ from .planes import ImageGeometry, Plane
 from .session import AnnotationSession
 
 __all__ = [
-    "FineTuneSpec", "TrainingProcess", "export_committed", "export_for_run", "result_weights", "write_card",
+    "FineTuneSpec", "TrainingProcess", "export_committed", "export_for_run", "result_weights", "stop_live",
+    "write_card",
 ]
 
 _ITER = re.compile(r"^iteration (\d+) \|")
@@ -211,7 +212,7 @@ class TrainingProcess:
 
 
 @atexit.register
-def _stop_live(timeout: float | None = None) -> None:
+def stop_live(timeout: float | None = None) -> None:
     """At exit: cancel running trainers and wait for their checkpoints (then kill)."""
     procs = [p for p in list(_LIVE) if p.proc.poll() is None]
     _LIVE.clear()

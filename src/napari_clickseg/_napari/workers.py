@@ -2,12 +2,15 @@
 
 A worker still running while Python tears down its Qt signals raises in Qt's thread,
 and PyQt aborts the whole process: a script that clicks, closes the viewer and ends
-lost its exit status. The first worker started registers a bounded wait at exit.
+lost its exit status. The first worker started registers a bounded wait at exit; a
+fine-tune's trainer is cancelled first (its checkpoint written), as the thread reading its
+output ends only with it.
 """
 
 from __future__ import annotations
 
 import atexit
+import sys
 from typing import Any
 
 __all__ = ["EXIT_WAIT_SECONDS", "start"]
@@ -29,4 +32,7 @@ def start(worker: Any) -> None:
 def _await_threads_at_exit() -> None:
     from qtpy.QtCore import QThreadPool
 
+    finetune = sys.modules.get(f"{__package__}.finetune")
+    if finetune is not None:  # whichever of the two exit hooks was registered first
+        finetune.stop_live()
     QThreadPool.globalInstance().waitForDone(int(EXIT_WAIT_SECONDS * 1000))
