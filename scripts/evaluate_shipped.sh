@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scores the shipped weights per shared/PROTOCOL.md (robot user, 20 clicks, no BRS, no
+# Scores the shipped weights per docs/PROTOCOL.md (robot user, 20 clicks, no BRS, no
 # structural integrity, zoom-in on) on dsb2018/val, ph2/val and GrabCut, with the random-walker
 # baseline on the same objects: two processes side by side, one CPU thread each (the random
 # walker, slowest by far, alone in one). The model cards use the default, 50 objects per set

@@ -1,4 +1,4 @@
-"""The robot user (shared/PROTOCOL.md) against brute force on small masks."""
+"""The robot user (docs/PROTOCOL.md) against brute force on small masks."""
 
 from __future__ import annotations
 

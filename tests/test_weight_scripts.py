@@ -1,4 +1,4 @@
-"""scripts/average_weights.py and the model-card lines scripts/ship_weights.py writes for a mean of runs."""
+"""`napari-clickseg average` and the model-card lines scripts/ship_weights.py writes for a mean of runs."""
 
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ def runs(tmp_path):
     return paths
 
 
-def test_average_script_writes_the_mean_and_keeps_existing_files(runs, tmp_path, load_script, capsys):
-    script = load_script("average_weights")
+def test_average_command_writes_the_mean_and_keeps_existing_files(runs, tmp_path, capsys):
+    from napari_clickseg.cli import main
+
     out = tmp_path / "soup.safetensors"
-    assert script.main([*map(str, runs), "--out", str(out)]) == 0
+    assert main(["average", *map(str, runs), "--out", str(out)]) == 0
     assert "mean of 2 files" in capsys.readouterr().out
     model, _ = load_weights(out)
     a, b = (load_weights(p)[0].state_dict() for p in runs)
@@ -45,14 +46,15 @@ def test_average_script_writes_the_mean_and_keeps_existing_files(runs, tmp_path,
         ([str(runs[0]), "--out", str(runs[0]), "--overwrite"], "is one of the inputs"),
         ([str(runs[0]), "--out", str(tmp_path / "one.safetensors")], "at least two"),
     ]:
-        with pytest.raises(SystemExit):
-            script.main(args)
+        assert main(["average", *args]) == 2
         assert message in capsys.readouterr().err
     assert out.read_bytes() == before
 
 
 def test_card_lists_the_common_history_then_each_averaged_run(runs, tmp_path, load_script):
-    load_script("average_weights").main([*map(str, runs), "--out", str(tmp_path / "soup.safetensors")])
+    from napari_clickseg.cli import main
+
+    assert main(["average", *map(str, runs), "--out", str(tmp_path / "soup.safetensors")]) == 0
     ship = load_script("ship_weights")
     stages = ship.stages(read_metadata(tmp_path / "soup.safetensors"))
     assert len(stages) == 2 and stages[0]["iterations"] == 100

@@ -1,4 +1,4 @@
-"""Command line: ``napari-clickseg train | evaluate | segment | demo | bench``.
+"""Command line: ``napari-clickseg train | evaluate | segment | demo | bench | average``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs, so
@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("napari_clickseg.segment", "segment an image file from clicks given on the command line"),
     "demo": ("napari_clickseg.demo", "open napari with the plugin and a sample image (headless: write a demo result)"),
     "bench": ("napari_clickseg.bench", "per-click latency, memory and training-speed benchmark"),
+    "average": ("napari_clickseg.average", "average the weights of several fine-tunes of one model (a model soup)"),
 }
 
 

@@ -1,6 +1,6 @@
 """The robot user: the one next-click simulator shared by training and evaluation.
 
-Implements ``shared/PROTOCOL.md``: the next click goes to the pixel farthest
+Implements ``docs/PROTOCOL.md``: the next click goes to the pixel farthest
 from the boundary of the larger error region (false negatives -> positive
 click, false positives -> negative click). Distances are Euclidean distance
 transforms of the error masks padded with a one-pixel zero border, so the

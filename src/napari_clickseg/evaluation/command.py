@@ -1,4 +1,4 @@
-"""``napari-clickseg evaluate``: robot-user evaluation (shared/PROTOCOL.md) of models on datasets.
+"""``napari-clickseg evaluate``: robot-user evaluation (docs/PROTOCOL.md) of models on datasets.
 
 Example::
 

@@ -1,4 +1,4 @@
-"""Interactive-segmentation metrics of ``shared/PROTOCOL.md`` (pure numpy).
+"""Interactive-segmentation metrics of ``docs/PROTOCOL.md`` (pure numpy).
 
 Per object, the runner records the IoU after every click (a curve over
 clicks 1..N). From those curves:

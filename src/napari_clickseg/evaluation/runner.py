@@ -1,4 +1,4 @@
-"""The robot-user evaluation loop of ``shared/PROTOCOL.md``.
+"""The robot-user evaluation loop of ``docs/PROTOCOL.md``.
 
 For every object: the robot user (``napari_clickseg.robot.next_click``) clicks,
 the predictor predicts from all clicks so far (it keeps the previous prediction
