@@ -1136,7 +1136,8 @@ def test_a_script_that_ends_with_a_prediction_in_flight_exits_cleanly(tmp_path):
     aborted the process (exit status 134) after the script had done its work."""
     import subprocess
 
-    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")}  # not the user's settings
     run = subprocess.run(
         [sys.executable, "-c", EXIT_IN_FLIGHT, str(Path(__file__).parent)],
         capture_output=True, text=True, timeout=300, env=env,
@@ -1183,7 +1184,8 @@ def test_a_script_that_ends_while_the_dock_fine_tunes_cancels_the_run(tmp_path):
     are awaited: the thread reading its output ends only with it."""
     import subprocess
 
-    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path / "none"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path / "none"), "OMP_NUM_THREADS": "1",
+           "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")}  # not the user's settings
     run = subprocess.run(
         [sys.executable, "-c", EXIT_TRAINING, str(Path(__file__).parent), str(tmp_path / "ft")],
         capture_output=True, text=True, timeout=300, env=env,
