@@ -901,13 +901,13 @@ def test_closing_the_viewer_cancels_finetune(open_dock, fluo, tmp_path, monkeypa
     qtbot.waitUntil(lambda: not w.busy, timeout=60000)
     assert w.commit() == 1
     assert w.finetune.start(), w.last_status
-    proc = w.finetune.process
+    proc = w.finetune.training
     qtbot.waitUntil(lambda: w.finetune.progress.value > 0 or len(proc.lines_seen) > 2, timeout=20000)
     viewer.close()  # napari asks its tasks to cancel: the dock's run is one
     qtbot.waitUntil(lambda: proc.returncode is not None, timeout=20000)
     assert proc.cancelled and (Path(proc.spec.out) / "checkpoint.pt").is_file()
     assert w._on_mouse not in viewer.mouse_drag_callbacks
-    qtbot.waitUntil(lambda: w.finetune.process is None, timeout=20000)  # late signals are ignored
+    qtbot.waitUntil(lambda: w.finetune.training is None, timeout=20000)  # late signals are ignored
 
 
 def test_closing_the_dock_unhooks_it_and_reopening_reuses_the_layers(open_dock, fluo):
@@ -1172,7 +1172,7 @@ w.synchronous = False  # the fine-tune's output is read in a worker thread
 w.finetune.root = Path(sys.argv[2])
 assert w.finetune.start(), w.last_status
 t0 = time.monotonic()
-while len(w.finetune.process.lines_seen) < 3 and time.monotonic() - t0 < 60:
+while len(w.finetune.training.lines_seen) < 3 and time.monotonic() - t0 < 60:
     QApplication.processEvents()
     time.sleep(0.05)
 print("training at exit", flush=True)

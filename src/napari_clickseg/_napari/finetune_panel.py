@@ -35,7 +35,7 @@ class FineTunePanel:
         root: folder of the runs (``NAPARI_CLICKSEG_FINETUNE_DIR``, else
             ``~/.napari-clickseg/finetune``).
         spec_options: extra ``FineTuneSpec`` fields (tests: a few iterations).
-        process: the ``TrainingProcess`` while a run is going, else None.
+        training: the ``TrainingProcess`` while a run is going, else None.
     """
 
     def __init__(self, dock: ClickSegWidget) -> None:
@@ -44,7 +44,7 @@ class FineTunePanel:
             os.environ.get(ENV_FINETUNE_DIR) or Path.home() / ".napari-clickseg" / "finetune"
         )
         self.spec_options: dict[str, Any] = {}
-        self.process: TrainingProcess | None = None
+        self.training: TrainingProcess | None = None
         self._worker: Any = None
         self._task: Any = None  # napari task status id: closing the window cancels the run
         self._data: dict[str, Any] = {}
@@ -86,7 +86,7 @@ class FineTunePanel:
         from .finetune import FineTuneSpec, TrainingProcess, export_for_run
 
         dock = self._dock
-        if self.process is not None:
+        if self.training is not None:
             dock._status("a training run is in progress")
             return False
         s, g, h, image = dock.session, dock.geometry, dock.handle, dock.image_layer
@@ -116,19 +116,19 @@ class FineTunePanel:
         )
         self._data = {"image": image.name, "planes": planes, "objects": objects, "extra": self.folder.value}
         self._base = dict(prov)
-        self.process = TrainingProcess(spec)
+        self.training = TrainingProcess(spec)
         self._task = self._register_task(f"fine-tuning {spec.arch} into {run_dir}")
         self.start_button.enabled, self.cancel_button.enabled = False, True
         self.progress.visible, self.progress.value = True, 0
         dock._status(f"fine-tuning {spec.arch} on {objects} objects ({planes} plane(s)) into {run_dir}")
         if dock.synchronous:
-            for item in self._read_output(self.process, pooled=False):
+            for item in self._read_output(self.training, pooled=False):
                 self._on_progress(item)
-            self._on_done(self.process.returncode)
+            self._on_done(self.training.returncode)
         else:
             from napari.qt.threading import create_worker
 
-            worker = create_worker(self._read_output, self.process, _start_thread=False)
+            worker = create_worker(self._read_output, self.training, _start_thread=False)
             worker.yielded.connect(self._on_progress)
             worker.returned.connect(self._on_done)
             worker.aborted.connect(lambda: self._on_done(None))  # quit() by a closing window
@@ -138,8 +138,8 @@ class FineTunePanel:
 
     def cancel(self) -> None:
         """Stop the running fine-tuning (the trainer writes a checkpoint first)."""
-        if self.process is not None:
-            self.process.cancel()
+        if self.training is not None:
+            self.training.cancel()
             self._dock._status("stopping the training run...")
 
     def shutdown(self) -> None:
@@ -210,7 +210,7 @@ class FineTunePanel:
         from .finetune import result_weights, write_card
 
         dock = self._dock
-        proc, self.process, self._worker = self.process, None, None
+        proc, self.training, self._worker = self.training, None, None
         self._end_task(cancelled=proc is None or proc.cancelled)
         if dock._closed:  # the dock is gone (the cancelled run left its checkpoint)
             return
