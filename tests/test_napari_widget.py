@@ -1109,6 +1109,19 @@ def test_saving_never_replaces_the_images_own_file_or_asks_about_another_name(
 
 
 
+def run_script(script: str, tmp_path: Path, *args: str):
+    """Run ``script`` in a fresh Python (argv: this folder, then ``args``) and return the
+    completed process. No shipped weights, and napari's settings stay in ``tmp_path``."""
+    import subprocess
+
+    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path / "no-weights"), "OMP_NUM_THREADS": "1",
+           "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")}
+    return subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).parent), *args],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
 EXIT_IN_FLIGHT = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -1134,14 +1147,7 @@ print("in flight at exit:", w.busy, flush=True)
 def test_a_script_that_ends_with_a_prediction_in_flight_exits_cleanly(tmp_path):
     """A worker still running at interpreter exit emitted on deleted Qt signals, and PyQt
     aborted the process (exit status 134) after the script had done its work."""
-    import subprocess
-
-    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path), "OMP_NUM_THREADS": "1",
-           "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")}  # not the user's settings
-    run = subprocess.run(
-        [sys.executable, "-c", EXIT_IN_FLIGHT, str(Path(__file__).parent)],
-        capture_output=True, text=True, timeout=300, env=env,
-    )
+    run = run_script(EXIT_IN_FLIGHT, tmp_path)
     assert "in flight at exit: True" in run.stdout, run.stdout + run.stderr
     assert run.returncode == 0, run.stderr[-2000:]
     assert "has been deleted" not in run.stderr, run.stderr[-2000:]
@@ -1182,14 +1188,7 @@ print("training at exit", flush=True)
 def test_a_script_that_ends_while_the_dock_fine_tunes_cancels_the_run(tmp_path):
     """At exit the trainer is cancelled (it writes its checkpoint) before the dock's threads
     are awaited: the thread reading its output ends only with it."""
-    import subprocess
-
-    env = {**os.environ, "NAPARI_CLICKSEG_WEIGHTS": str(tmp_path / "none"), "OMP_NUM_THREADS": "1",
-           "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")}  # not the user's settings
-    run = subprocess.run(
-        [sys.executable, "-c", EXIT_TRAINING, str(Path(__file__).parent), str(tmp_path / "ft")],
-        capture_output=True, text=True, timeout=300, env=env,
-    )
+    run = run_script(EXIT_TRAINING, tmp_path, str(tmp_path / "ft"))
     assert "training at exit" in run.stdout, run.stdout + run.stderr
     assert run.returncode == 0, run.stderr[-2000:]
     assert [p.read_text() for p in (tmp_path / "ft").rglob("checkpoint.pt")] == ["ckpt"]
