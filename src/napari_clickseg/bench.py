@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from .evaluation.command import check_out, removed_if_left_empty
+from .evaluation.metrics import time_stats
 
 __all__ = ["add_arguments", "run", "sample_image", "peak_rss_mb"]
 
@@ -82,22 +83,11 @@ def rss_mb() -> float | None:
     return _proc_status("VmRSS")
 
 
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or platform)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: str | None = None) -> dict[str, Any]:
     """Threads, device, CPU/GPU model and versions."""
     import torch
 
-    from .engine.device import cpu_has_native_bf16, pick_device
+    from .engine.device import cpu_has_native_bf16, cpu_model, pick_device
 
     dev = pick_device(device)
     env = {
@@ -222,12 +212,6 @@ def sample_image(
 
 
 # --------------------------------------------------------------------------- one case
-def _stats(xs: list[float]) -> dict[str, Any]:
-    from .evaluation.metrics import time_stats
-
-    return time_stats(xs)
-
-
 def _robot_clicks_rw(image: np.ndarray, gt: np.ndarray, n: int) -> tuple[list, list[float]]:
     """Robot clicks against the random walker, and its per-click seconds."""
     from .evaluation.baseline import RandomWalkerPredictor
@@ -268,7 +252,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         image, gt = read_sample()
         clicks, secs = _robot_clicks_rw(image, gt, case["n_clicks"])
         out["clicks"] = [[c.row, c.col, c.positive] for c in clicks]
-        out["click_s"] = _stats(secs)
+        out["click_s"] = time_stats(secs)
         out["peak_rss_mb"] = peak_rss_mb()
         return out
 
@@ -316,10 +300,10 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             dt = time.perf_counter() - t0
             (first_s if k == 1 else later_s).append(dt)
             forwards.append(int(getattr(p, "last_stats", {}).get("forwards", -1)))
-    out["set_image_s"] = _stats(set_s)
-    out["first_click_s"] = _stats(first_s)
-    out["later_click_s"] = _stats(later_s)
-    out["all_click_s"] = _stats(first_s + later_s)
+    out["set_image_s"] = time_stats(set_s)
+    out["first_click_s"] = time_stats(first_s)
+    out["later_click_s"] = time_stats(later_s)
+    out["all_click_s"] = time_stats(first_s + later_s)
     out["forwards_per_click"] = float(np.mean(forwards)) if forwards else None
     out["peak_rss_mb"] = peak_rss_mb()
     if cuda:

@@ -241,6 +241,7 @@ def write_overlay(path: Path, image, labels, session: Any, plane: Any) -> None:
     from skimage.segmentation import find_boundaries
 
     from .engine.image import prepare_image
+    from .files import replacing
 
     rgb = prepare_image(image, 2 if image.ndim == 3 else None)
     out = label2rgb(labels, image=rgb, alpha=0.35, bg_label=0, image_alpha=1.0)
@@ -252,7 +253,8 @@ def write_overlay(path: Path, image, labels, session: Any, plane: Any) -> None:
             rr, cc = disk((c.row, c.col), 2.5, shape=labels.shape)
             out[rr, cc] = (0.0, 1.0, 0.0) if c.positive else (1.0, 0.1, 0.5)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8)).save(path)
+    with replacing(path) as tmp:
+        Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8)).save(tmp)
 
 
 # --- with a display ----------------------------------------------------------------------------

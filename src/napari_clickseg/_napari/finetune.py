@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..data.io import available_cpus
+from ..files import replacing
 from .planes import ImageGeometry, Plane
 from .session import AnnotationSession
 
@@ -266,5 +267,6 @@ def write_card(
         "```",
         "",
     ]
-    card.write_text("\n".join(lines))
+    with replacing(card) as tmp:
+        tmp.write_text("\n".join(lines))
     return card

@@ -474,10 +474,6 @@ class AnnotationSession:
             self._redo.clear()
         return n
 
-    def object_mask(self, oid: int, plane: Plane) -> np.ndarray:
-        """Boolean mask of ``oid`` on ``plane``."""
-        return plane.view(self._labels) == oid
-
     # --- save / load ---------------------------------------------------------------------
 
     def to_json(

@@ -33,6 +33,6 @@ def _await_threads_at_exit() -> None:
     from qtpy.QtCore import QThreadPool
 
     finetune = sys.modules.get(f"{__package__}.finetune")
-    if finetune is not None:  # whichever of the two exit hooks was registered first
+    if finetune is not None:  # whichever of the two exit hooks runs first (stop_live is idempotent)
         finetune.stop_live()
     QThreadPool.globalInstance().waitForDone(int(EXIT_WAIT_SECONDS * 1000))

@@ -19,7 +19,7 @@ in [0, 1], robust percentile scaling over the whole image), stored as float16.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,11 +225,3 @@ class FolderDataset:
             "skipped_small_objects": self.skipped_small,
         }
 
-
-def load_folders(
-    roots: Sequence[str | os.PathLike], **kwargs
-) -> list[FolderDataset]:
-    """Build and validate several folder datasets (errors name the folder or file)."""
-    if not roots:
-        raise DataError("no dataset folder given")
-    return [FolderDataset(r, **kwargs) for r in roots]

@@ -12,13 +12,25 @@ instead of 0.43-0.50 s for fp32 in the same measurement).
 from __future__ import annotations
 
 import contextlib
+import platform
 from pathlib import Path
 
 import torch
 
-__all__ = ["DTYPES", "autocast", "cpu_has_native_bf16", "pick_device", "pick_dtype"]
+__all__ = ["DTYPES", "autocast", "cpu_has_native_bf16", "cpu_model", "pick_device", "pick_dtype"]
 
 DTYPES = ("auto", "float32", "bfloat16")
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (or platform)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from ..clicks import encoding_channels
@@ -128,7 +127,3 @@ def upsample_like(x: Tensor, ref: Tensor) -> Tensor:
         return x
     return nn.functional.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
-
-def zeros_like_mask(image: Tensor) -> Tensor:
-    """A (B, 1, H, W) zero mask matching ``image``."""
-    return torch.zeros((image.shape[0], 1, *image.shape[-2:]), dtype=image.dtype, device=image.device)

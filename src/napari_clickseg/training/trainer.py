@@ -133,12 +133,14 @@ def _progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
 
 
 def _hardware(device: torch.device, threads: int, world: int) -> dict[str, Any]:
+    from ..engine.device import cpu_model
+
     hw = {
         "device": device.type,
         "processes": world,
         "threads_per_process": threads,
         "cpu_count": os.cpu_count(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -562,8 +564,7 @@ def _train(
         random.setstate(_to_tuple(state["rng"]["python"]))
         rows = _read_log(out / "log.csv", step)
         log(f"resuming {out} at iteration {step} ({_fmt_time(elapsed_before)} done)")
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
+    if dist.main:  # the folder was made before the lock was taken
         cfg.save(out / "config.json")
 
     train_model: torch.nn.Module = model
