@@ -145,8 +145,9 @@ class ClickSegWidget(Container):
         napari_viewer: the viewer (npe2 passes it).
         allow_untrained: offer random-initialised models, labelled UNTRAINED (tests,
             debugging); default from ``NAPARI_CLICKSEG_ALLOW_UNTRAINED``.
-        synchronous: predict in the GUI thread instead of a worker (tests, debugging);
-            default from ``NAPARI_CLICKSEG_SYNC``.
+        synchronous: predict, and read a fine-tune's output for the whole run, in the GUI
+            thread instead of worker threads (tests, debugging); default from
+            ``NAPARI_CLICKSEG_SYNC``.
         untrained_kwargs: constructor kwargs of untrained models.
         predictor_kwargs: passed to the engine's ``Predictor`` (device, dtype,
             target_size, ...); default: the engine's choices.

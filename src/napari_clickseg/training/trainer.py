@@ -524,14 +524,11 @@ def _train(
         model, earlier_stages, engine = _build_model(cfg, log)
     model = model.to(device)
     # data next: a broken folder fails before anything is written
-    datasets = [
-        FolderDataset(d, ignore_value=cfg.ignore_value, min_object_px=cfg.min_object_px, progress=log)
-        for d in cfg.train_dirs
-    ]
-    val_sets = [
-        FolderDataset(d, ignore_value=cfg.ignore_value, min_object_px=cfg.min_object_px, progress=log)
-        for d in cfg.val_dirs
-    ]
+    def folders(dirs: list[str]) -> list[FolderDataset]:
+        return [FolderDataset(d, ignore_value=cfg.ignore_value, min_object_px=cfg.min_object_px, progress=log)
+                for d in dirs]
+
+    datasets, val_sets = folders(cfg.train_dirs), folders(cfg.val_dirs)
     for ds in datasets + val_sets:
         desc = ds.describe()
         log(f"{desc['path']}: {desc['images']} images, {desc['objects']} objects ({desc['kind']})")
