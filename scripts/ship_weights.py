@@ -220,7 +220,7 @@ def card(name: str, meta: dict, sha: str, results: list[dict], eval_cmd: str, no
         f"Hardware (last stage): {json.dumps(tr.get('hardware', {}))}. {sharing}",
         "",
         *([_selection_scores(meta["metrics"]), ""] if meta.get("metrics") else []),
-        f"## How well (PROTOCOL.md robot user, up to 20 clicks, no BRS, no structural integrity, {_honouring(results, name)})",
+        f"## How well (docs/PROTOCOL.md robot user, up to 20 clicks, no BRS, no structural integrity, {_honouring(results, name)})",
         "",
         f"Command: `{eval_cmd}`",
         "",

@@ -45,6 +45,9 @@ def test_average_command_writes_the_mean_and_keeps_existing_files(runs, tmp_path
         ([*map(str, runs), "--out", str(out)], "exists; pass --overwrite"),
         ([str(runs[0]), "--out", str(runs[0]), "--overwrite"], "is one of the inputs"),
         ([str(runs[0]), "--out", str(tmp_path / "one.safetensors")], "at least two"),
+        ([str(runs[0]), str(tmp_path / "." / runs[0].name), "--out", str(tmp_path / "two.safetensors")],
+         "given twice"),
+        ([*map(str, runs), "--out", str(tmp_path), "--overwrite"], "is a folder"),
     ]:
         assert main(["average", *args]) == 2
         assert message in capsys.readouterr().err

@@ -21,13 +21,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
+def _identity(path: Path) -> tuple[int, int] | Path:
+    """What tells two names of one file apart from two files (links and letter case too)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return path.resolve()
+    return (st.st_dev, st.st_ino)
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the mean; an existing ``--out`` is kept unless ``--overwrite``."""
     from .weights import average_weights
 
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give the weights file to write")
+    if len({_identity(f) for f in args.files}) < len(args.files):
+        raise ValueError("a weights file is given twice: each run counts once in the mean")
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"{args.out} exists; pass --overwrite to replace it")
-    if args.out.resolve() in {f.resolve() for f in args.files}:
+    if _identity(args.out) in {_identity(f) for f in args.files}:
         raise ValueError(f"--out {args.out} is one of the inputs")
     sha = average_weights(args.files, args.out)
     print(f"{args.out}: mean of {len(args.files)} files, sha256 {sha}")
