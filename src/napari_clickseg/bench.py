@@ -135,19 +135,16 @@ def _synthetic(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, n
     return np.clip(img, 0, 255).astype(np.uint8), labels
 
 
-def sample_image(
-    size: int, image: str | None = None, labels: str | None = None, seed: int = 0
+def _source(
+    image: str | None = None, labels: str | None = None, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """A (size x size) image, the mask of one object near its centre, and where it came from.
+    """An image, its instance labels and where they came from.
 
-    The source image (``image``/``labels`` files, else the first DSB2018 validation
-    image with at least 20 nuclei, else a synthetic blob image) is mirrored out
-    (or centre-cropped) to ``size``; the object is the one of median area nearest
-    the centre of the original, and its mirror copies are not part of the mask.
+    The ``image``/``labels`` files, else the first DSB2018 validation image with at
+    least 20 nuclei, else a synthetic blob image.
     """
     from .data.io import read_array
 
-    src = "synthetic blobs"
     if image is not None:
         if labels is None:
             raise ValueError("--image needs --labels (an instance map or mask of the same size)")
@@ -157,27 +154,34 @@ def sample_image(
                 f"{labels}: labels of shape {lab.shape} do not fit {image} of shape {img.shape}; "
                 "--labels must be a 2D instance map or mask of the image's size"
             )
-        src = str(image)
-    else:
-        root = _shared_data()
-        img = lab = None
-        if root is not None:
-            for split in ("val", "train"):
-                d = root / "dsb2018" / split
-                if not (d / "images").is_dir():
+        return img, lab, str(image)
+    root = _shared_data()
+    if root is not None:
+        for split in ("val", "train"):
+            d = root / "dsb2018" / split
+            if not (d / "images").is_dir():
+                continue
+            for p in sorted((d / "images").glob("*.png")):
+                lp = d / "labels" / (p.stem + ".tif")
+                if not lp.is_file():
                     continue
-                for p in sorted((d / "images").glob("*.png")):
-                    lp = d / "labels" / (p.stem + ".tif")
-                    if not lp.is_file():
-                        continue
-                    cand = read_array(lp).astype(np.int64)
-                    if len(np.unique(cand)) > 20:
-                        img, lab, src = read_array(p), cand, str(p)
-                        break
-                if img is not None:
-                    break
-        if img is None:
-            img, lab = _synthetic(np.random.default_rng(seed))
+                cand = read_array(lp).astype(np.int64)
+                if len(np.unique(cand)) > 20:
+                    return read_array(p), cand, str(p)
+    img, lab = _synthetic(np.random.default_rng(seed))
+    return img, lab, "synthetic blobs"
+
+
+def sample_image(
+    size: int, image: str | None = None, labels: str | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """A (size x size) image, the mask of one object near its centre, and where it came from.
+
+    The source image (see ``_source``) is mirrored out (or centre-cropped) to
+    ``size``; the object is the one of median area nearest the centre of the
+    original, and its mirror copies are not part of the mask.
+    """
+    img, lab, src = _source(image, labels, seed)
     if img.ndim == 3 and img.shape[-1] == 4:
         img = img[..., :3]
     h, w = lab.shape
@@ -684,17 +688,8 @@ def _run_cases(args: argparse.Namespace, names: list[str], sizes: list[int], rep
 
 def _train_sample(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """An image with instance labels for the training-throughput run."""
-    from .data.io import read_array
-
-    if args.image is not None:
-        return read_array(args.image), read_array(args.labels).astype(np.int64)
-    root = _shared_data()
-    if root is not None:
-        _, _, src = sample_image(256)
-        if src.endswith(".png"):
-            p = Path(src)
-            return read_array(p), read_array(p.parent.parent / "labels" / (p.stem + ".tif")).astype(np.int64)
-    return _synthetic(np.random.default_rng(0))
+    img, lab, _ = _source(args.image, args.labels)
+    return img, lab
 
 
 def _child_main(argv: list[str]) -> int:

@@ -14,7 +14,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ._napari.planes import Plane
+    from ._napari.session import AnnotationSession
 
 __all__ = ["add_arguments", "run"]
 
@@ -232,7 +238,9 @@ def run_headless(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_overlay(path: Path, image, labels, session: Any, plane: Any) -> None:
+def write_overlay(
+    path: Path, image: np.ndarray, labels: np.ndarray, session: AnnotationSession, plane: Plane
+) -> None:
     """PNG of the image with coloured labels, their outlines and the clicks of each object."""
     import numpy as np
     from PIL import Image

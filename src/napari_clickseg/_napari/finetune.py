@@ -209,6 +209,7 @@ class TrainingProcess:
 
     @property
     def returncode(self) -> int | None:
+        """The trainer's exit status, None while it runs."""
         return self.proc.poll()
 
 

@@ -94,10 +94,12 @@ class Plane:
         return ", ".join(f"axis {a} = {i}" for a, i in self.index)
 
     def to_json(self) -> dict[str, Any]:
+        """The plane as it is saved in an object's record."""
         return {"displayed": list(self.displayed), "index": [list(p) for p in self.index]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plane:
+        """A plane read back from ``to_json``'s dict (ValueError if malformed)."""
         try:
             displayed = tuple(int(a) for a in d["displayed"])
             index = tuple(sorted((int(a), int(i)) for a, i in d.get("index", [])))
@@ -136,6 +138,7 @@ class ImageGeometry:
 
     @property
     def layer_ndim(self) -> int:
+        """Axes of the layer's data, an RGB(A) axis not counted."""
         return len(self.data_shape) - int(self.rgb)
 
     @property
@@ -150,11 +153,13 @@ class ImageGeometry:
 
     @property
     def n_channels(self) -> int:
+        """Channels of the image (1 when it has no channel axis)."""
         if self.rgb:
             return int(self.data_shape[-1])
         return 1 if self.channel_axis is None else int(self.data_shape[self.channel_axis])
 
     def to_spatial_axis(self, layer_axis: int) -> int:
+        """The labels array's axis for a spatial axis of the layer."""
         return self.spatial_axes.index(layer_axis)
 
     # --- the plane on screen ---------------------------------------------------------------

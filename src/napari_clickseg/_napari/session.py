@@ -100,6 +100,7 @@ class ObjectRecord:
     revision: int = 1
 
     def to_json(self) -> dict[str, Any]:
+        """The record as it is saved in the annotation JSON."""
         return {
             "id": self.id,
             "clicks": [{"row": c.row, "col": c.col, "positive": c.positive} for c in self.clicks],
@@ -114,6 +115,7 @@ class ObjectRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ObjectRecord:
+        """A record read back from ``to_json``'s dict (ValueError if malformed)."""
         try:
             clicks = as_clicks((c["row"], c["col"], c["positive"]) for c in d.get("clicks", []))
             plane = None if d.get("plane") is None else Plane.from_json(d["plane"])
@@ -221,12 +223,8 @@ class AnnotationSession:
         return [int(i) for i in np.unique(self._labels) if i > 0]
 
     def _digest(self) -> str:
-        """Hash of the labels and the provenance (what a save writes)."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(f"{self._labels.shape}{self._labels.dtype}".encode())
-        h.update(np.ascontiguousarray(self._labels).data)
-        h.update(repr(sorted(self.records.items())).encode())
-        return h.hexdigest()
+        """The labels' hash and the provenance, as text (what a save writes)."""
+        return _labels_digest(self._labels) + repr(sorted(self.records.items()))
 
     @property
     def unsaved(self) -> bool:
@@ -250,10 +248,12 @@ class AnnotationSession:
 
     @property
     def can_undo(self) -> bool:
+        """There is a click change to undo."""
         return bool(self._undo)
 
     @property
     def can_redo(self) -> bool:
+        """There is an undone click change to redo."""
         return bool(self._redo)
 
     def _push(self, new: _State) -> bool:

@@ -34,6 +34,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -255,10 +256,21 @@ def fbrs(
     return RefineResult(logits, n, ok, time.perf_counter() - t0)
 
 
-def refine(mode: str, *args, **kwargs) -> RefineResult:
-    """Dispatch to ``brs`` or ``fbrs`` by mode name ("brs" | "fbrs")."""
+def refine(
+    mode: str,
+    model: ClickSegModel,
+    image: Tensor,
+    image_feats: dict,
+    click_maps: Tensor,
+    prev_mask: Tensor,
+    points: Sequence[tuple[int, int]],
+    labels: Sequence[bool],
+    **options: Any,
+) -> RefineResult:
+    """Run ``brs`` or ``fbrs`` by mode name ("brs" | "fbrs"); ``options`` are their keywords."""
+    args = (model, image, image_feats, click_maps, prev_mask, points, labels)
     if mode == "brs":
-        return brs(*args, **kwargs)
+        return brs(*args, **options)
     if mode == "fbrs":
-        return fbrs(*args, **kwargs)
+        return fbrs(*args, **options)
     raise ValueError(f"brs must be one of {BRS_MODES}, got {mode!r}")

@@ -35,10 +35,12 @@ class Box:
 
     @property
     def height(self) -> int:
+        """Rows in the box."""
         return self.y1 - self.y0
 
     @property
     def width(self) -> int:
+        """Columns in the box."""
         return self.x1 - self.x0
 
     @property
