@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_clickseg.clicks import Click
-from napari_clickseg.engine.postprocess import graph_cut, honour_clicks, structural_integrity
+from napari_clickseg.engine.postprocess import SURE, graph_cut, honour_clicks, structural_integrity
 
 
 def brute_force(fg: np.ndarray, clicks: list[tuple[int, int, bool]]) -> np.ndarray:
@@ -98,6 +98,81 @@ def test_graph_cut_refuses_nan_smoothness_and_probabilities():
     noisy[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         graph_cut(noisy, image)
+
+
+def full_grid_cut(prob, image, clicks, smoothness=2.0, eps=1e-4):
+    """The same energy cut over every pixel of the map (the reference for the band)."""
+    import maxflow
+
+    img = image[..., None] if image.ndim == 2 else image
+    p = np.clip(prob.astype(np.float64), eps, 1 - eps)
+    cost_fg, cost_bg = -np.log(p), -np.log1p(-p)
+    for r, c, pos in clicks:
+        cost_fg[r, c], cost_bg[r, c] = (0.0, 1e9) if pos else (1e9, 0.0)
+    d2 = [((img[:, 1:] - img[:, :-1]) ** 2).sum(-1).ravel(), ((img[1:] - img[:-1]) ** 2).sum(-1).ravel()]
+    mean_d2 = np.concatenate(d2).mean()
+    beta = 1 / (2 * mean_d2) if mean_d2 > 0 else 0.0
+    g = maxflow.Graph[float]()
+    nodes = g.add_grid_nodes(p.shape)
+    h, w = p.shape
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        weights = np.zeros((h, w))
+        ys, yt = slice(0, h - dy), slice(dy, h)
+        xs, xt = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+        weights[ys, xs] = smoothness * np.exp(-beta * ((img[ys, xs] - img[yt, xt]) ** 2).sum(-1)) / np.hypot(dy, dx)
+        structure = np.zeros((3, 3))
+        structure[1 + dy, 1 + dx] = 1
+        g.add_grid_edges(nodes, weights=weights, structure=structure, symmetric=True)
+    g.add_grid_tedges(nodes, cost_bg, cost_fg)
+    g.maxflow()
+    return (~g.get_grid_segments(nodes)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_graph_cut_over_the_unsure_band_equals_the_cut_over_every_pixel(seed):
+    # soft disks of several edge widths with logit noise, one reaching the map's border,
+    # and clicks on sure pixels far from any unsure one (the band must reach them)
+    rng = np.random.default_rng(seed)
+    n = 160
+    yy, xx = np.mgrid[0:n, 0:n]
+    logit = np.full((n, n), -12.0)
+    for cy, cx, rad, soft in ((60, 70, 30, 1 + 4 * rng.random()), (150, 10, 25, 2.0)):
+        logit = np.maximum(logit, (rad - np.hypot(yy - cy, xx - cx)) / soft)
+    logit += rng.normal(0, 1.5, logit.shape)
+    prob = (1 / (1 + np.exp(-logit))).astype(np.float32)
+    image = np.clip(0.3 + 0.4 * (logit > 0)[..., None] + rng.normal(0, 0.1, (n, n, 3)), 0, 1)
+    clicks = [(60, 70, True), (5, 150, False), (100, 140, True), (62, 72, False)]
+    unsure = (prob > SURE) & (prob < 1 - SURE)
+    assert prob[100, 140] < SURE and unsure.mean() < 0.5
+    expected = full_grid_cut(prob, image, clicks)
+    np.testing.assert_array_equal(graph_cut(prob, image, [Click(*c) for c in clicks]), expected)
+    np.testing.assert_array_equal(graph_cut(prob, image[..., 0]), full_grid_cut(prob, image[..., 0], []))
+
+
+def test_graph_cut_fixes_sure_pixels_beyond_the_band():
+    # a 1-px line the map is sure is background, in a field it is sure is foreground, on a
+    # flat image: cutting over every pixel fills the line (9.7 of smoothness beats
+    # -log 1e-4 = 9.2 per pixel). One unsure pixel BAND_MARGIN columns left of the line puts
+    # the line at the band's edge: only the band's part of it may change, and it does when
+    # the fixed pixels right of the band count as foreground neighbours
+    from napari_clickseg.engine.postprocess import BAND_MARGIN
+
+    m = BAND_MARGIN
+    prob = np.full((41, 41), 1 - 1e-5, np.float32)
+    prob[:, 20] = 1e-5
+    prob[20, 20 - m] = 0.3
+    image = np.zeros((41, 41))
+    assert full_grid_cut(prob, image, [])[1:-1, 20].all()  # (the two ends have fewer neighbours)
+    expected = np.ones_like(prob)
+    expected[:, 20] = 0.0
+    expected[20 - m : 20 + m + 1, 20] = 1.0
+    np.testing.assert_array_equal(graph_cut(prob, image), expected)
+
+
+def test_graph_cut_of_a_sure_map_is_its_threshold():
+    prob = np.where(_disk((40, 50), (20, 20), 8) > 0, 0.9999, 1e-5).astype(np.float32)
+    out = graph_cut(prob, np.zeros((40, 50)))
+    np.testing.assert_array_equal(out, (prob >= 0.5).astype(np.float32))
 
 
 def _disk(shape, center, radius):

@@ -12,7 +12,11 @@
 - ``graph_cut`` (iFCN / FCTSFN): a min-cut over the pixel grid with unary terms
   ``-log p`` / ``-log(1 - p)`` and contrast-sensitive pairwise terms
   ``w * exp(-|I_p - I_q|^2 / (2 sigma^2)) / dist(p, q)`` on the 8-neighbourhood,
-  clicked pixels fixed to their labels. Needs PyMaxflow (``import maxflow``).
+  clicked pixels fixed to their labels. Needs PyMaxflow (``import maxflow``). The cut
+  runs over the band where the map is unsure (``SURE < p < 1 - SURE``, and the clicked
+  pixels) widened by ``BAND_MARGIN`` pixels; the pixels beyond keep their thresholded
+  labels and enter the cut as fixed neighbours. On a box of millions of pixels the band
+  is a small part of it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ from ..clicks import Click, ClickLike, as_clicks
 __all__ = ["click_pixels", "graph_cut", "honour_clicks", "structural_integrity"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+#: graph cut: probabilities this close to 0 or 1 are sure (outside the band, the pixel is fixed)
+SURE = 0.01
+#: graph cut: how far the band reaches beyond the unsure pixels (a fixed pixel pays at least
+#: -log(SURE) = 4.6 to change label: only a gap or a notch a pixel or two wide could repay that)
+BAND_MARGIN = 6
+_FORWARD = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
 def click_pixels(clicks: Sequence[Click], shape: tuple[int, int]) -> list[tuple[int, int, bool]]:
@@ -126,17 +136,20 @@ def structural_integrity(
     return out
 
 
-def _neighbour_weights(image: np.ndarray, dy: int, dx: int, beta: float) -> np.ndarray:
-    """exp(-beta |I_p - I_{p + (dy, dx)}|^2) per pixel p (0 where the neighbour is outside)."""
-    h, w = image.shape[:2]
-    out = np.zeros((h, w), dtype=np.float64)
+def _shifted(h: int, w: int, dy: int, dx: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """Slices of the pixels p and of their neighbours p + (dy, dx) inside an (h, w) grid."""
     ys = slice(0, h - dy) if dy >= 0 else slice(-dy, h)
     yt = slice(dy, h) if dy >= 0 else slice(0, h + dy)
     xs = slice(0, w - dx) if dx >= 0 else slice(-dx, w)
     xt = slice(dx, w) if dx >= 0 else slice(0, w + dx)
-    d2 = ((image[ys, xs] - image[yt, xt]) ** 2).sum(-1)
-    out[ys, xs] = np.exp(-beta * d2)
-    return out
+    return (ys, xs), (yt, xt)
+
+
+def _contrast_beta(image: np.ndarray) -> float:
+    """Boykov-Jolly contrast scale: beta = 1 / (2 <|dI|^2>) over 4-neighbours."""
+    d2 = [((image[:, 1:] - image[:, :-1]) ** 2).sum(-1).ravel(), ((image[1:] - image[:-1]) ** 2).sum(-1).ravel()]
+    mean_d2 = float(np.concatenate(d2).mean()) if sum(d.size for d in d2) else 0.0
+    return 1.0 / (2.0 * mean_d2) if mean_d2 > 0 else 0.0
 
 
 def graph_cut(
@@ -176,33 +189,47 @@ def graph_cut(
     if not np.isfinite(prob).all():
         raise ValueError("prob holds NaN or infinite values")
     p = np.clip(prob.astype(np.float64), eps, 1.0 - eps)
-    cost_fg = -np.log(p)  # paid when the pixel is labelled foreground
-    cost_bg = -np.log1p(-p)  # paid when labelled background
-    big = 1e9
-    for r, c, pos in click_pixels(as_clicks(clicks), prob.shape):
-        if pos:
-            cost_fg[r, c], cost_bg[r, c] = 0.0, big
-        else:
-            cost_fg[r, c], cost_bg[r, c] = big, 0.0
-    # Boykov-Jolly contrast scale: beta = 1 / (2 <|dI|^2>)
-    h, w = prob.shape
-    diffs = []
-    if w > 1:
-        diffs.append(((img[:, 1:] - img[:, :-1]) ** 2).sum(-1).ravel())
-    if h > 1:
-        diffs.append(((img[1:] - img[:-1]) ** 2).sum(-1).ravel())
-    mean_d2 = float(np.concatenate(diffs).mean()) if diffs else 0.0
-    beta = 1.0 / (2.0 * mean_d2) if mean_d2 > 0 else 0.0
-
+    out = (p >= 0.5).astype(np.float32)
+    unsure = (p > SURE) & (p < 1.0 - SURE)
+    pixels = click_pixels(as_clicks(clicks), prob.shape)
+    for r, c, _ in pixels:
+        unsure[r, c] = True
+    if not unsure.any():
+        return out
+    band = ndimage.maximum_filter(unsure, size=2 * BAND_MARGIN + 1)
+    beta = _contrast_beta(img)
+    # the band's box with a ring of fixed pixels: every band pixel's neighbours lie in it
+    rows, cols = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))
+    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, prob.shape[0])
+    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, prob.shape[1])
+    band, img, fixed_fg = band[y0:y1, x0:x1], img[y0:y1, x0:x1], out[y0:y1, x0:x1] > 0
+    n = int(band.sum())
+    ids = np.full(band.shape, -1, dtype=np.int64)
+    ids[band] = np.arange(n)
+    pb = p[y0:y1, x0:x1][band]
+    cost_fg = -np.log(pb)  # paid when the pixel is labelled foreground
+    cost_bg = -np.log1p(-pb)  # paid when labelled background
     g = maxflow.Graph[float]()
-    nodes = g.add_grid_nodes((h, w))
-    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        weights = smoothness * _neighbour_weights(img, dy, dx, beta) / np.hypot(dy, dx)
-        structure = np.zeros((3, 3))
-        structure[1 + dy, 1 + dx] = 1
-        g.add_grid_edges(nodes, weights=weights, structure=structure, symmetric=True)
+    g.add_nodes(n)
+    for dy, dx in _FORWARD:
+        here, there = _shifted(*band.shape, dy, dx)
+        d2 = ((img[here] - img[there]) ** 2).sum(-1)
+        weight = smoothness * np.exp(-beta * d2) / np.hypot(dy, dx)
+        a, b = band[here], band[there]
+        both = a & b
+        g.add_edges(ids[here][both], ids[there][both], weight[both], weight[both])
+        # a band pixel beside a fixed one pays the edge when it takes the other label
+        for node, other, m in ((here, there, a & ~b), (there, here, ~a & b)):
+            i, wm, fg = ids[node][m], weight[m], fixed_fg[other][m]
+            cost_bg += np.bincount(i[fg], wm[fg], minlength=n)
+            cost_fg += np.bincount(i[~fg], wm[~fg], minlength=n)
+    big = 1e9
+    for r, c, pos in pixels:
+        k = ids[r - y0, c - x0]
+        cost_fg[k], cost_bg[k] = (0.0, big) if pos else (big, 0.0)
+    nodes = np.arange(n)
     # source side = foreground: cutting source->p (cap cost_bg) labels p background
     g.add_grid_tedges(nodes, cost_bg, cost_fg)
     g.maxflow()
-    background = g.get_grid_segments(nodes)
-    return (~background).astype(np.float32)
+    out[y0:y1, x0:x1][band] = (~g.get_grid_segments(nodes)).astype(np.float32)
+    return out
