@@ -619,6 +619,35 @@ def test_annotation_layers_follow_the_image_when_it_moves(open_dock, fluo):
     assert w.session.object_ids() == [1]
 
 
+def test_switching_images_moves_the_click_layers_over_the_new_image(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    a = w.image_layer
+    w.add_click(30, 32, True)
+    mine = {k: w.layers[k] for k in ("positive", "negative", "preview")}
+    b = viewer.add_image(fluo[:40, :50].copy(), name="B", scale=(2.0, 0.5))  # above our layers
+    w.bind(b)
+    # the same layers (napari pays a garbage collection per removed layer), emptied, on top,
+    # placed over B
+    assert all(w.layers[k] is layer for k, layer in mine.items())
+    names = [la.name for la in viewer.layers]
+    assert names[-4:] == [LAYER_NAMES[k] for k in ("positive", "negative", "preview", "committed")]
+    assert names.index("B") < names.index(LAYER_NAMES["positive"])
+    assert n_points(w, "positive") == 0 and not w.session.clicks
+    assert w.layers["preview"].data.shape == (40, 50) and not w.layers["preview"].data.any()
+    for key in mine:
+        assert np.allclose(w.layers[key].scale, (2.0, 0.5)), key
+    w.add_click(10, 40, True)
+    assert w.commit() == 1 and w.session.labels[10, 40] == 1
+    w.bind(a)
+    assert np.allclose(w.layers["positive"].scale, (1.0, 1.0)) and n_points(w, "positive") == 0
+    w.add_click(30, 32, True)
+    assert w.commit() == 1 and w.session.labels.shape == fluo.shape
+    # a stack needs 3D click layers: new ones
+    w.bind(viewer.add_image(np.stack([fluo] * 3), name="stack"))
+    assert w.layers["positive"] is not mine["positive"] and w.layers["positive"].ndim == 3
+    assert not any(la is mine["positive"] for la in viewer.layers)
+
+
 def test_a_deleted_committed_layer_is_kept_when_the_dock_leaves_its_image(open_dock, fluo):
     viewer, w = open_dock(fluo)
     b = viewer.add_image(fluo[::-1].copy(), name="B")

@@ -606,7 +606,11 @@ class ClickSegWidget(Container):
         return common
 
     def _make_layers(self, session: AnnotationSession | None = None) -> None:
-        """(Re-)create the click and preview layers and find or create the committed layer.
+        """Set up the click and preview layers and find or create the committed layer.
+
+        Click and preview layers of the right dimensionality still in the viewer (those of
+        the image the dock leaves) are emptied, placed over the image and moved to the top:
+        removing a layer costs napari a garbage collection (about 0.2 s each).
 
         Args:
             session: the session a new committed layer gets (when the image's layer was
@@ -617,37 +621,60 @@ class ClickSegWidget(Container):
         g, img, v = self.geometry, self.image_layer, self.viewer
         assert g is not None
         common = self._transform(img, g)
-        for key in ("positive", "negative", "preview"):
+        preview = np.zeros(g.spatial_shape, dtype=np.uint8)
+        preview_view = g.layer_labels_view(preview)
+        ndims = {"positive": g.layer_ndim, "negative": g.layer_ndim, "preview": preview_view.ndim}
+        kept = {}
+        for key, ndim in ndims.items():
             old = self.layers.pop(key, None)
-            if _in_viewer(old, v):
+            if _in_viewer(old, v) and old.ndim == ndim and "rotate" in common:  # (else: unrotated)
+                kept[key] = old
+            elif _in_viewer(old, v):
                 v.layers.remove(old)
         size = max(3.0, min(g.spatial_shape[-2:]) / 50)
-        for key, color in (("positive", POSITIVE_COLOR), ("negative", NEGATIVE_COLOR)):
-            pts = v.add_points(
-                np.empty((0, g.layer_ndim)),
-                ndim=g.layer_ndim,
-                name=LAYER_NAMES[key],
-                face_color=color,
-                border_color="white",
-                border_width=0.15,
-                size=size,
-                features={"order": np.empty(0, dtype=float)},
-                feature_defaults={"order": -1.0},
-                **common,
-            )
-            pts.events.data.connect(self._on_points_data)
-            pts.events.set_data.connect(self._on_points_set_data)
-            self.layers[key] = pts
-        preview = np.zeros(g.spatial_shape, dtype=np.uint8)
-        self.layers["preview"] = v.add_labels(
-            g.layer_labels_view(preview),
-            name=LAYER_NAMES["preview"],
-            opacity=0.55,
-            colormap=DirectLabelColormap(
-                color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}
-            ),
-            **common,
-        )
+        syncing, self._syncing = self._syncing, True  # emptying a kept layer is no user edit
+        try:
+            for key, color in (("positive", POSITIVE_COLOR), ("negative", NEGATIVE_COLOR)):
+                pts = kept.get(key)
+                if pts is not None:
+                    pts.data = np.empty((0, g.layer_ndim))
+                    pts.current_size = size
+                    _apply_transform(pts, common)
+                    v.layers.move(v.layers.index(pts), len(v.layers))
+                else:
+                    pts = v.add_points(
+                        np.empty((0, g.layer_ndim)),
+                        ndim=g.layer_ndim,
+                        name=LAYER_NAMES[key],
+                        face_color=color,
+                        border_color="white",
+                        border_width=0.15,
+                        size=size,
+                        features={"order": np.empty(0, dtype=float)},
+                        feature_defaults={"order": -1.0},
+                        **common,
+                    )
+                    pts.events.data.connect(self._on_points_data)
+                    pts.events.set_data.connect(self._on_points_set_data)
+                self.layers[key] = pts
+            layer = kept.get("preview")
+            if layer is not None:
+                layer.data = preview_view
+                _apply_transform(layer, common)
+                v.layers.move(v.layers.index(layer), len(v.layers))
+            else:
+                layer = v.add_labels(
+                    preview_view,
+                    name=LAYER_NAMES["preview"],
+                    opacity=0.55,
+                    colormap=DirectLabelColormap(
+                        color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}
+                    ),
+                    **common,
+                )
+            self.layers["preview"] = layer
+        finally:
+            self._syncing = syncing
         self._preview_array = preview
         committed = self._find_committed(img, g)
         if committed is None:
