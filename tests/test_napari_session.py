@@ -134,6 +134,8 @@ def test_commit_never_overwrites_other_objects():
     s.add_click(15, 15, True, P2)
     r1 = s.commit(a, model={"name": "m"}, settings={"threshold": 0.5})
     assert r1.id == 1 and r1.written == a.sum() and s.clicks == () and not s.can_undo
+    assert s.records[1].model == {"name": "m"} and s.records[1].settings == {"threshold": 0.5}
+    assert s.records[1].clicks == (Click(15, 15, True, 0),)
     b = disk(labels.shape, (15, 25), 8)
     s.add_click(15, 25, True, P2)
     r2 = s.commit(b)
@@ -143,8 +145,7 @@ def test_commit_never_overwrites_other_objects():
     s.add_click(15, 20, True, P2)
     r3 = s.commit(a | b, overwrite=True)
     assert r3.id == 3 and r3.overwritten == (a | b).sum() and not (labels == 1).any()
-    assert s.records[1].model == {"name": "m"} and s.records[1].settings == {"threshold": 0.5}
-    assert s.records[1].clicks == (Click(15, 15, True, 0),)
+    assert set(s.records) == {3}  # objects 1 and 2 are gone, and their provenance with them
 
 
 def test_commit_errors():
@@ -367,6 +368,26 @@ def test_attach_follows_the_new_array_and_drops_records_of_absent_ids():
     with pytest.raises(SessionError, match="integer"):
         s.attach(np.zeros((20, 20), np.float32))
     assert s.labels is new and set(s.records) == {1, 8}  # a refused attach changes nothing
+
+
+def test_records_of_objects_erased_or_overwritten_go_with_their_pixels(tmp_path):
+    # audit 23: an object erased by hand kept its clicks, and re-open + commit of its id
+    # (which napari's "new label" hands out again) wrote the old object back
+    s = AnnotationSession(np.zeros((20, 20), np.uint16))
+    for center in ((5, 5), (14, 14), (5, 14)):
+        s.add_click(*center, True, P2)
+        s.commit(disk((20, 20), center, 2))
+    s.labels[s.labels == 3] = 0  # erased by hand
+    assert s.drop_absent([1, 3, 99]) == [3] and set(s.records) == {1, 2}
+    s.labels[s.labels == 2] = 0
+    with pytest.raises(SessionError, match="no object 2"):
+        s.reopen(2)  # no stale clicks come back
+    s.add_click(5, 5, True, P2)
+    assert s.commit(disk((20, 20), (5, 5), 4), overwrite=True).id == 2  # covers object 1
+    assert set(s.records) == {2}
+    s.labels[s.labels == 2] = 0
+    s.save(tmp_path / "a.tif")
+    assert json.loads((tmp_path / "a.json").read_text())["objects"] == [] and not s.unsaved
 
 
 def test_unsaved_follows_commits_saves_loads_and_hand_edits(tmp_path):

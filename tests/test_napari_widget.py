@@ -648,6 +648,44 @@ def test_switching_images_moves_the_click_layers_over_the_new_image(open_dock, f
     assert not any(la is mine["positive"] for la in viewer.layers)
 
 
+def test_napari_undo_on_the_committed_layer_never_replays_edits_from_before_a_commit(open_dock, fluo):
+    # audit 23: erase object 1 by hand, segment it again (object 2), Ctrl+Z with the labels
+    # layer selected: napari wrote object 1's pixels back over object 2
+    viewer, w = open_dock(fluo)
+    w.add_click(30, 32, True)
+    assert w.commit() == 1
+    layer = w.layers["committed"]
+    layer.fill((30, 32), 0)
+    w.add_click(30, 32, True)
+    oid = w.commit()
+    before = layer.data.copy()
+    layer.undo()
+    layer.redo()
+    np.testing.assert_array_equal(layer.data, before)
+    assert (layer.data == oid).any()
+
+
+def test_an_object_erased_by_hand_loses_its_clicks(open_dock, fluo, qtbot):
+    viewer, w = open_dock(fluo)
+    for center in ((20, 20), (45, 45)):
+        w.add_click(*center, True)
+        w.commit()
+    w.layers["committed"].fill((45, 45), 0)
+    qtbot.waitUntil(lambda: 2 not in w.session.records, timeout=5000)
+    assert set(w.session.records) == {1} and "2 erased by hand" in w.last_status
+    assert not w.reopen(2)  # no clicks of the erased object come back
+
+
+def test_renaming_the_image_keeps_the_dock_on_it(open_dock, fluo, qtbot):
+    viewer, w = open_dock(fluo)
+    w.add_click(30, 32, True)
+    image = w.image_layer
+    image.name = "cells day 1"
+    qtbot.wait(50)
+    assert w.image_layer is image and unwrap(w.image_combo.value) is unwrap(image)
+    assert len(w.session.clicks) == 1 and w.add_click(10, 10, False)
+
+
 def test_a_deleted_committed_layer_is_kept_when_the_dock_leaves_its_image(open_dock, fluo):
     viewer, w = open_dock(fluo)
     b = viewer.add_image(fluo[::-1].copy(), name="B")

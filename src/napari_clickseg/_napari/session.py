@@ -21,7 +21,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -211,9 +211,23 @@ class AnnotationSession:
         if labels.shape != self._labels.shape:
             raise SessionError(f"labels of shape {labels.shape} do not fit {self._labels.shape}")
         self._labels = labels
-        ids = np.fromiter(self.records, dtype=np.int64, count=len(self.records))
-        present = set(np.unique(labels[np.isin(labels, ids)]).tolist()) if ids.size else set()
-        gone = sorted(k for k in self.records if k not in present)
+        return self.drop_absent()
+
+    def drop_absent(self, ids: Iterable[int] | None = None) -> list[int]:
+        """Drop the records of objects with no pixel left (of ``ids``; default: all).
+
+        Provenance follows the pixels: an object erased by hand or overwritten by another
+        loses its clicks, so an id given to a new object later never inherits them.
+
+        Returns:
+            The ids whose records were dropped, sorted.
+        """
+        wanted = set(self.records) if ids is None else {int(i) for i in ids} & set(self.records)
+        if not wanted:
+            return []
+        check = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
+        present = set(np.unique(self._labels[np.isin(self._labels, check)]).tolist())
+        gone = sorted(k for k in wanted if k not in present)
         for k in gone:
             del self.records[k]
         return gone
@@ -400,8 +414,10 @@ class AnnotationSession:
             )
         clash = int((mask & others).sum())
         kept, overwritten = (0, clash) if overwrite else (clash, 0)
+        taken = np.unique(view[take & others]) if overwritten else ()
         view[(view == oid) & ~take] = 0
         view[take] = oid
+        self.drop_absent(taken)  # objects overwritten entirely
         now = _now()
         old = self.records.get(oid)
         self.records[oid] = ObjectRecord(
@@ -443,6 +459,7 @@ class AnnotationSession:
             SessionError: an id < 1 or unknown, or no plane for an object without provenance.
         """
         oid = self._check_id(oid)
+        self.drop_absent([oid])  # erased by hand: its clicks are gone with it
         record = self.records.get(oid)
         if record is None and not np.any(self._labels == oid):
             raise SessionError(f"there is no object {oid}")
@@ -551,6 +568,7 @@ class AnnotationSession:
                 f"the provenance of {owner}" if owner else "not a napari-clickseg provenance file"
             )
             raise SessionError(f"not saved: {js} already exists and is {what}; choose another name")
+        self.drop_absent()  # objects erased by hand since: no provenance for absent pixels
         with replacing(tif) as tmp_tif, replacing(js) as tmp_js:  # both or neither
             # minisblack: a stack of 3 or 4 slices is not an RGB(A) image
             tifffile.imwrite(tmp_tif, self._labels, compression="zlib", photometric="minisblack")

@@ -112,6 +112,19 @@ def _apply_transform(layer: Any, transform: dict[str, Any]) -> None:
         setattr(layer, name, value)
 
 
+def _painted_over(item: Any) -> list[int] | None:
+    """Labels a napari paint event's history item overwrote (None: not readable, check all).
+
+    An item is a list of atoms: ``(indices, old_values, new_value)`` tuples or napari's
+    masked atoms with an ``old_values`` field.
+    """
+    try:
+        olds = [a.old_values if hasattr(a, "old_values") else a[1] for a in item]
+        return sorted({int(v) for old in olds for v in np.unique(np.asarray(old))})
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
 def _in_viewer(layer: Any, viewer: Any) -> bool:
     return layer is not None and any(_same(layer, la) for la in viewer.layers)
 
@@ -340,6 +353,7 @@ class ClickSegWidget(Container):
                 if IMAGE_ID_KEY in layer.metadata:
                     layer.events.selected_label.disconnect(self._on_selected_label)
                     layer.events.data.disconnect(self._on_committed_data)
+                    layer.events.paint.disconnect(self._on_committed_paint)
         except (RuntimeError, ValueError, AttributeError):  # viewer already gone
             pass
         self._closed = True
@@ -423,8 +437,25 @@ class ClickSegWidget(Container):
         self.image_combo.reset_choices()
 
     def _on_image_changed(self, layer: Any) -> None:
-        if not _same(layer, self.image_layer) and not self._syncing:
-            self._bind_to(layer)
+        if self._syncing or _same(layer, self.image_layer):
+            return
+        if layer is None and _in_viewer(self.image_layer, self.viewer):
+            # renaming the bound image empties the dropdown for a moment: it stays bound
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self._show_bound_image)
+            return
+        self._bind_to(layer)
+
+    def _show_bound_image(self) -> None:
+        if self._closed or self.image_layer is None:
+            return
+        self._syncing = True
+        try:
+            self.image_combo.reset_choices()
+            self.image_combo.value = self.image_layer
+        finally:
+            self._syncing = False
 
     def _on_channel_changed(self, value: Any) -> None:
         if self.image_layer is not None and not self._syncing:
@@ -729,6 +760,26 @@ class ClickSegWidget(Container):
         """Follow a committed layer's label selection and data (once)."""
         layer.events.selected_label.connect(self._on_selected_label)
         layer.events.data.connect(self._on_committed_data)
+        layer.events.paint.connect(self._on_committed_paint)
+
+    def _on_committed_paint(self, event: Any) -> None:
+        """A hand edit (paint, erase, fill) of a committed layer: once it is written (napari
+        announces a fill before writing it), the records of the objects it erased go
+        (provenance follows the pixels, as in ``attach``)."""
+        from qtpy.QtCore import QTimer
+
+        session = event.source.metadata.get(SESSION_KEY)
+        if isinstance(session, AnnotationSession):
+            ids = _painted_over(getattr(event, "value", None))
+            QTimer.singleShot(0, lambda: self._drop_erased(session, ids))
+
+    def _drop_erased(self, session: AnnotationSession, ids: list[int] | None) -> None:
+        gone = session.drop_absent(ids)
+        if gone:
+            listed = ", ".join(map(str, gone))
+            self._status(f"object(s) {listed} erased by hand: their clicks and provenance are dropped")
+        if session is self.session and not self._closed:
+            self._update_buttons()
 
     def _find_committed(self, img: Any, g: ImageGeometry) -> Any:
         """The committed-objects layer of image layer ``img`` with geometry ``g``, if any.
@@ -1337,6 +1388,11 @@ class ClickSegWidget(Container):
                 self._writing_committed = False
         else:
             layer.refresh()
+        # napari's own undo on this layer (Ctrl+Z with it selected) would replay hand edits
+        # made before this write as old pixel values, over the dock's objects: it starts over
+        reset = getattr(layer, "_reset_history", None)  # napari has no public call for this
+        if callable(reset):
+            reset()
 
     def _show_plane(self, plane: Plane | None) -> None:
         """Move the viewer's sliders to ``plane``."""
