@@ -638,10 +638,11 @@ def test_switching_images_moves_the_click_layers_over_the_new_image(open_dock, f
         assert np.allclose(w.layers[key].scale, (2.0, 0.5)), key
     w.add_click(10, 40, True)
     assert w.commit() == 1 and w.session.labels[10, 40] == 1
+    # back on A: the object left open there is back, clicks and all (audit 23: it was cleared)
     w.bind(a)
-    assert np.allclose(w.layers["positive"].scale, (1.0, 1.0)) and n_points(w, "positive") == 0
-    w.add_click(30, 32, True)
-    assert w.commit() == 1 and w.session.labels.shape == fluo.shape
+    assert np.allclose(w.layers["positive"].scale, (1.0, 1.0)) and n_points(w, "positive") == 1
+    assert len(w.session.clicks) == 1 and "its open object is back (1 click(s))" in w.last_status
+    assert w.commit() == 1 and w.session.labels.shape == fluo.shape and w.session.labels[30, 32] == 1
     # a stack needs 3D click layers: new ones
     w.bind(viewer.add_image(np.stack([fluo] * 3), name="stack"))
     assert w.layers["positive"] is not mine["positive"] and w.layers["positive"].ndim == 3
@@ -852,6 +853,9 @@ def test_load_asks_before_discarding_unsaved_objects(open_dock, fluo, tmp_path, 
     monkeypatch.setattr(ClickSegWidget, "_confirm", lambda *a: answers.append(a) or False)
     w.load_button.clicked.emit()
     assert len(w.session.clicks) == 1 and "1 click(s)" in answers[-1][2]
+    assert w.delete(1) and w.session.unsaved and w.session.clicks  # now both
+    w.load_button.clicked.emit()  # the question names both (audit 23: it named only the objects)
+    assert "changed since they were last saved and the object being segmented has 1 click(s)" in answers[-1][2]
 
 
 def test_deleting_the_committed_layer_keeps_objects_and_clicks(open_dock, fluo):

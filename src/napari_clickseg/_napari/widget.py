@@ -601,8 +601,7 @@ class ClickSegWidget(Container):
         except ValueError as e:
             self._status(f"cannot segment {layer.name!r}: {e}")
             return
-        if self.session is not None and self.session.clicks:
-            self.clear()
+        self._cancel_pending()  # the open object stays in its session, for when the dock comes back
         self._restore_committed()
         old_committed = self.layers.get("committed")
         self._watch_image(layer)
@@ -621,12 +620,17 @@ class ClickSegWidget(Container):
             self._syncing = False
         self._park(old_committed)  # before a new layer would take its name
         self._make_layers()
-        if self.session is not None and self.session.clicks:  # left open by a closed dock
+        reopened = self.session is not None and bool(self.session.clicks)
+        if reopened:  # left open when the dock left this image or was closed
             self._after_session_change()
         self.viewer.layers.selection.active = layer
         size = " x ".join(map(str, geometry.spatial_shape))
         channels = f", {geometry.n_channels} channels" if geometry.n_channels > 1 else ""
-        self._status(f"bound to {layer.name!r} ({size}{channels}): click on an object")
+        todo = (
+            f"its open object is back ({len(self.session.clicks)} click(s))" if reopened
+            else "click on an object"
+        )
+        self._status(f"bound to {layer.name!r} ({size}{channels}): {todo}")
 
     def _transform(self, img: Any, g: ImageGeometry) -> dict[str, Any]:
         """Layer kwargs placing annotation layers of geometry ``g`` over image ``img``."""
@@ -1564,13 +1568,18 @@ class ClickSegWidget(Container):
         discard = False
         s = self.session
         if s is not None and (s.unsaved or s.clicks):
-            what = (
-                f"The committed objects of {self.image_layer.name!r} changed since they were "
-                "last saved" if s.unsaved else f"The object being segmented has {len(s.clicks)} click(s)"
-            )
+            what = []
+            if s.unsaved:
+                what.append(
+                    f"the committed objects of {self.image_layer.name!r} changed since they were last saved"
+                )
+            if s.clicks:
+                what.append(f"the object being segmented has {len(s.clicks)} click(s)")
+            said = " and ".join(what)
             discard = self._confirm(
                 "Discard unsaved annotations?",
-                f"{what}. Loading {Path(path).name} replaces them. Discard them?",
+                f"{said[:1].upper() + said[1:]}. Loading {Path(path).name} replaces the "
+                "committed objects and drops the object being segmented. Discard?",
             )
             if not discard:
                 self._status(
