@@ -624,6 +624,8 @@ def test_switching_images_moves_the_click_layers_over_the_new_image(open_dock, f
     a = w.image_layer
     w.add_click(30, 32, True)
     mine = {k: w.layers[k] for k in ("positive", "negative", "preview")}
+    mine["positive"].visible = mine["preview"].visible = False  # hidden by the user on A
+    mine["negative"].name = "my negatives"
     b = viewer.add_image(fluo[:40, :50].copy(), name="B", scale=(2.0, 0.5))  # above our layers
     w.bind(b)
     # the same layers (napari pays a garbage collection per removed layer), emptied, on top,
@@ -636,6 +638,7 @@ def test_switching_images_moves_the_click_layers_over_the_new_image(open_dock, f
     assert w.layers["preview"].data.shape == (40, 50) and not w.layers["preview"].data.any()
     for key in mine:
         assert np.allclose(w.layers[key].scale, (2.0, 0.5)), key
+        assert w.layers[key].visible, key  # as new layers would be
     w.add_click(10, 40, True)
     assert w.commit() == 1 and w.session.labels[10, 40] == 1
     # back on A: the object left open there is back, clicks and all (audit 23: it was cleared)
@@ -666,15 +669,20 @@ def test_napari_undo_on_the_committed_layer_never_replays_edits_from_before_a_co
     assert (layer.data == oid).any()
 
 
-def test_an_object_erased_by_hand_loses_its_clicks(open_dock, fluo, qtbot):
+def test_an_object_erased_by_hand_loses_its_clicks_unless_the_erase_is_undone(open_dock, fluo, tmp_path):
     viewer, w = open_dock(fluo)
     for center in ((20, 20), (45, 45)):
         w.add_click(*center, True)
         w.commit()
-    w.layers["committed"].fill((45, 45), 0)
-    qtbot.waitUntil(lambda: 2 not in w.session.records, timeout=5000)
-    assert set(w.session.records) == {1} and "2 erased by hand" in w.last_status
-    assert not w.reopen(2)  # no clicks of the erased object come back
+    layer = w.layers["committed"]
+    layer.fill((45, 45), 0)
+    layer.undo()  # napari's Ctrl+Z on the layer: the pixels and their record are back
+    assert (layer.data == 2).any() and w.reopen(2) and len(w.session.clicks) == 1
+    w.clear()
+    layer.fill((45, 45), 0)
+    assert not w.reopen(2)  # no clicks of an erased object come back
+    w.save_annotations(tmp_path / "a.tif")
+    assert set(w.session.records) == {1}
 
 
 def test_renaming_the_image_keeps_the_dock_on_it(open_dock, fluo, qtbot):

@@ -217,7 +217,9 @@ class AnnotationSession:
         """Drop the records of objects with no pixel left (of ``ids``; default: all).
 
         Provenance follows the pixels: an object erased by hand or overwritten by another
-        loses its clicks, so an id given to a new object later never inherits them.
+        loses its clicks, so an id given to a new object later never inherits them. Called
+        where the records are used (re-open, save, a commit's overwrite), not on each hand edit: undoing
+        an erase in napari brings the pixels back, and their record is still there.
 
         Returns:
             The ids whose records were dropped, sorted.

@@ -112,19 +112,6 @@ def _apply_transform(layer: Any, transform: dict[str, Any]) -> None:
         setattr(layer, name, value)
 
 
-def _painted_over(item: Any) -> list[int] | None:
-    """Labels a napari paint event's history item overwrote (None: not readable, check all).
-
-    An item is a list of atoms: ``(indices, old_values, new_value)`` tuples or napari's
-    masked atoms with an ``old_values`` field.
-    """
-    try:
-        olds = [a.old_values if hasattr(a, "old_values") else a[1] for a in item]
-        return sorted({int(v) for old in olds for v in np.unique(np.asarray(old))})
-    except (TypeError, IndexError, ValueError):
-        return None
-
-
 def _in_viewer(layer: Any, viewer: Any) -> bool:
     return layer is not None and any(_same(layer, la) for la in viewer.layers)
 
@@ -353,7 +340,6 @@ class ClickSegWidget(Container):
                 if IMAGE_ID_KEY in layer.metadata:
                     layer.events.selected_label.disconnect(self._on_selected_label)
                     layer.events.data.disconnect(self._on_committed_data)
-                    layer.events.paint.disconnect(self._on_committed_paint)
         except (RuntimeError, ValueError, AttributeError):  # viewer already gone
             pass
         self._closed = True
@@ -644,7 +630,8 @@ class ClickSegWidget(Container):
         """Set up the click and preview layers and find or create the committed layer.
 
         Click and preview layers of the right dimensionality still in the viewer (those of
-        the image the dock leaves) are emptied, placed over the image and moved to the top:
+        the image the dock leaves) are emptied, shown, given their names again, placed over
+        the image and moved to the top:
         removing a layer costs napari a garbage collection (about 0.2 s each).
 
         Args:
@@ -672,6 +659,7 @@ class ClickSegWidget(Container):
             for key, color in (("positive", POSITIVE_COLOR), ("negative", NEGATIVE_COLOR)):
                 pts = kept.get(key)
                 if pts is not None:
+                    pts.visible, pts.name = True, LAYER_NAMES[key]  # as a new layer would be
                     pts.data = np.empty((0, g.layer_ndim))
                     pts.current_size = size
                     _apply_transform(pts, common)
@@ -694,6 +682,7 @@ class ClickSegWidget(Container):
                 self.layers[key] = pts
             layer = kept.get("preview")
             if layer is not None:
+                layer.visible, layer.name = True, LAYER_NAMES["preview"]
                 layer.data = preview_view
                 _apply_transform(layer, common)
                 v.layers.move(v.layers.index(layer), len(v.layers))
@@ -764,26 +753,6 @@ class ClickSegWidget(Container):
         """Follow a committed layer's label selection and data (once)."""
         layer.events.selected_label.connect(self._on_selected_label)
         layer.events.data.connect(self._on_committed_data)
-        layer.events.paint.connect(self._on_committed_paint)
-
-    def _on_committed_paint(self, event: Any) -> None:
-        """A hand edit (paint, erase, fill) of a committed layer: once it is written (napari
-        announces a fill before writing it), the records of the objects it erased go
-        (provenance follows the pixels, as in ``attach``)."""
-        from qtpy.QtCore import QTimer
-
-        session = event.source.metadata.get(SESSION_KEY)
-        if isinstance(session, AnnotationSession):
-            ids = _painted_over(getattr(event, "value", None))
-            QTimer.singleShot(0, lambda: self._drop_erased(session, ids))
-
-    def _drop_erased(self, session: AnnotationSession, ids: list[int] | None) -> None:
-        gone = session.drop_absent(ids)
-        if gone:
-            listed = ", ".join(map(str, gone))
-            self._status(f"object(s) {listed} erased by hand: their clicks and provenance are dropped")
-        if session is self.session and not self._closed:
-            self._update_buttons()
 
     def _find_committed(self, img: Any, g: ImageGeometry) -> Any:
         """The committed-objects layer of image layer ``img`` with geometry ``g``, if any.
