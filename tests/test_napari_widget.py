@@ -685,6 +685,52 @@ def test_an_object_erased_by_hand_loses_its_clicks_unless_the_erase_is_undone(op
     assert set(w.session.records) == {1}
 
 
+def test_a_label_chosen_to_paint_after_an_erase_gets_no_old_clicks(open_dock, fluo):
+    # napari's "new label" (M) hands out the largest id again once that object is erased
+    viewer, w = open_dock(fluo)
+    for center in ((20, 20), (45, 45)):
+        w.add_click(*center, True)
+        w.commit()
+    layer = w.layers["committed"]
+    layer.selected_label = 1
+    layer.fill((45, 45), 0)
+    layer.selected_label = 2  # chosen to paint a new object by hand
+    assert set(w.session.records) == {1} and "erased by hand" in w.last_status
+    layer.paint((10, 50), 2)
+    assert w.reopen(2) and not w.session.clicks  # a painted object, no clicks
+    # the eraser leaves label 1 chosen: going back to painting is the moment
+    w.clear()
+    layer.selected_label = 1
+    layer.mode = "erase"
+    layer.data[layer.data == 1] = 0  # (stands in for the eraser's strokes)
+    assert 1 in w.session.records
+    layer.mode = "paint"
+    assert 1 not in w.session.records
+
+
+def test_coming_back_to_a_stack_shows_the_open_objects_slice(open_dock, fluo):
+    stack = np.stack([fluo, fluo[::-1], fluo[:, ::-1], fluo])
+    viewer, w = open_dock(stack)
+    a = w.image_layer
+    viewer.dims.set_point(0, 2)
+    w.add_click(30, 32, True)
+    w.bind(viewer.add_image(fluo.copy(), name="B"))
+    viewer.dims.set_point(0, 0)
+    w.bind(a)
+    assert viewer.dims.point[0] == 2 and len(w.session.clicks) == 1
+    assert w.layers["preview"].data[2].any() and w.add_click(20, 20, True)
+
+
+def test_an_open_object_survives_deleting_its_empty_committed_layer_and_switching(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    a = w.image_layer
+    w.add_click(30, 32, True)
+    viewer.layers.remove(w.layers["committed"])
+    w.bind(viewer.add_image(fluo[:40, :50].copy(), name="B"))
+    w.bind(a)
+    assert len(w.session.clicks) == 1
+
+
 def test_renaming_the_image_keeps_the_dock_on_it(open_dock, fluo, qtbot):
     viewer, w = open_dock(fluo)
     w.add_click(30, 32, True)

@@ -340,6 +340,7 @@ class ClickSegWidget(Container):
                 if IMAGE_ID_KEY in layer.metadata:
                     layer.events.selected_label.disconnect(self._on_selected_label)
                     layer.events.data.disconnect(self._on_committed_data)
+                    layer.events.mode.disconnect(self._on_committed_mode)
         except (RuntimeError, ValueError, AttributeError):  # viewer already gone
             pass
         self._closed = True
@@ -496,7 +497,7 @@ class ClickSegWidget(Container):
         s, img, g = self.session, self.image_layer, self.geometry
         if s is None or img is None or g is None or "committed" in self.layers:
             return
-        if s.records or s.labels.any():
+        if s.records or s.labels.any() or s.clicks:
             syncing, self._syncing = self._syncing, True  # adding it must not rebind the dock
             try:
                 self.layers["committed"] = self._new_committed(img, g, s)
@@ -609,6 +610,7 @@ class ClickSegWidget(Container):
         reopened = self.session is not None and bool(self.session.clicks)
         if reopened:  # left open when the dock left this image or was closed
             self._after_session_change()
+            self._show_plane(self.session.plane)  # after: the points layers hold its clicks
         self.viewer.layers.selection.active = layer
         size = " x ".join(map(str, geometry.spatial_shape))
         channels = f", {geometry.n_channels} channels" if geometry.n_channels > 1 else ""
@@ -753,6 +755,7 @@ class ClickSegWidget(Container):
         """Follow a committed layer's label selection and data (once)."""
         layer.events.selected_label.connect(self._on_selected_label)
         layer.events.data.connect(self._on_committed_data)
+        layer.events.mode.connect(self._on_committed_mode)
 
     def _find_committed(self, img: Any, g: ImageGeometry) -> Any:
         """The committed-objects layer of image layer ``img`` with geometry ``g``, if any.
@@ -868,6 +871,22 @@ class ClickSegWidget(Container):
         layer = self.layers.get("committed")
         if layer is not None and layer.selected_label > 0:
             self._show_id(int(layer.selected_label))
+        self._forget_erased_label(event.source)
+
+    def _on_committed_mode(self, event: Any) -> None:
+        if str(event.source.mode) in ("paint", "fill"):
+            self._forget_erased_label(event.source)
+
+    def _forget_erased_label(self, layer: Any) -> None:
+        """The label of an object erased since its commit is chosen (napari's "new label"
+        hands out the largest id again) or about to be painted with: its record goes, so a
+        new object painted by hand does not inherit the old one's clicks. Undoing an erase
+        before that keeps the record."""
+        session = layer.metadata.get(SESSION_KEY)
+        oid = int(layer.selected_label)
+        if isinstance(session, AnnotationSession) and oid in session.records:
+            if session.drop_absent([oid]):
+                self._status(f"object {oid} was erased by hand: a new object {oid} painted now gets no clicks")
 
     def _show_id(self, oid: int) -> None:
         """Put ``oid`` in the object-id box (whose Qt spin box stops at 2**31 - 1)."""
