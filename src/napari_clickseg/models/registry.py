@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,9 @@ def create_model(name: str, **kwargs: Any) -> ClickSegModel:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
     try:
-        model = _REGISTRY[name](**kwargs)
+        with warnings.catch_warnings():  # a layer with no channels is reported below, clearly
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            model = _REGISTRY[name](**kwargs)
     except (TypeError, ValueError, RuntimeError) as e:  # unknown names; values torch refuses
         raise ValueError(f"bad arguments for model {name!r}: {e}") from None
     from torch import nn
