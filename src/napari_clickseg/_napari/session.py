@@ -218,8 +218,9 @@ class AnnotationSession:
 
         Provenance follows the pixels: an object erased by hand or overwritten by another
         loses its clicks, so an id given to a new object later never inherits them. Called
-        where the records are used (re-open, save, a commit's overwrite), not on each hand edit: undoing
-        an erase in napari brings the pixels back, and their record is still there.
+        where the records are used (re-open, save, a commit's overwrite; the dock also calls
+        it when a label is chosen to paint with), not on each hand edit: undoing an erase in
+        napari brings the pixels back, and their record is still there.
 
         Returns:
             The ids whose records were dropped, sorted.

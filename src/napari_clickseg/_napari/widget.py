@@ -633,8 +633,8 @@ class ClickSegWidget(Container):
 
         Click and preview layers of the right dimensionality still in the viewer (those of
         the image the dock leaves) are emptied, shown, given their names again, placed over
-        the image and moved to the top:
-        removing a layer costs napari a garbage collection (about 0.2 s each).
+        the image and moved to the top: removing a layer costs napari a garbage collection
+        (about 0.2 s each).
 
         Args:
             session: the session a new committed layer gets (when the image's layer was
@@ -651,7 +651,8 @@ class ClickSegWidget(Container):
         kept = {}
         for key, ndim in ndims.items():
             old = self.layers.pop(key, None)
-            if _in_viewer(old, v) and old.ndim == ndim and "rotate" in common:  # (else: unrotated)
+            # with a channel axis the layers get no rotate/shear to set: fresh ones (unrotated)
+            if _in_viewer(old, v) and old.ndim == ndim and "rotate" in common:
                 kept[key] = old
             elif _in_viewer(old, v):
                 v.layers.remove(old)
@@ -886,7 +887,9 @@ class ClickSegWidget(Container):
         oid = int(layer.selected_label)
         if isinstance(session, AnnotationSession) and oid in session.records:
             if session.drop_absent([oid]):
-                self._status(f"object {oid} was erased by hand: a new object {oid} painted now gets no clicks")
+                self._status(
+                    f"object {oid} was erased by hand: a new object {oid} painted now gets no clicks"
+                )
 
     def _show_id(self, oid: int) -> None:
         """Put ``oid`` in the object-id box (whose Qt spin box stops at 2**31 - 1)."""
@@ -1564,10 +1567,11 @@ class ClickSegWidget(Container):
             if s.clicks:
                 what.append(f"the object being segmented has {len(s.clicks)} click(s)")
             said = " and ".join(what)
+            drops = " and drops the object being segmented" if s.clicks else ""
             discard = self._confirm(
                 "Discard unsaved annotations?",
                 f"{said[:1].upper() + said[1:]}. Loading {Path(path).name} replaces the "
-                "committed objects and drops the object being segmented. Discard?",
+                f"committed objects{drops}. Discard?",
             )
             if not discard:
                 self._status(
