@@ -418,6 +418,13 @@ def test_multichannel_uint16_with_chosen_channel_axis(open_dock, fluo):
     viewer.dims.set_point(0, 2)
     assert w.current_plane() == Plane((0, 1), ())
     assert w.layers["committed"]._slice.image.raw.max() == 1
+    # each channel choice keeps its own committed layer, named after it while parked
+    for axis in ("auto", 0, "auto"):
+        w.channel_combo.value = axis
+    names = sorted(la.name for la in viewer.layers if la.name.startswith("committed"))
+    assert names == ["committed objects", "committed objects (image, channels on axis 0)"]
+    w.channel_combo.value = 0
+    assert w.session.object_ids() == [1]
 
 
 def test_float_image(open_dock, fluo):

@@ -798,13 +798,17 @@ class ClickSegWidget(Container):
             self._status(f"{layer.name!r} is a copy: a plain labels layer, not annotated by the dock")
 
     def _park(self, layer: Any) -> None:
-        """Name the committed layer of an image the dock is leaving after that image."""
+        """Name the committed layer of an image the dock is leaving after that image (and
+        its channel axis, as each channel choice of one image keeps its own layer)."""
         if not _in_viewer(layer, self.viewer) or layer.name != LAYER_NAMES["committed"]:
             return
         key = layer.metadata.get(IMAGE_ID_KEY)
         names = [la.name for la in self.viewer.layers if _image_id(la) == key]
         image = names[0] if names else layer.metadata.get("clickseg_image", "old image")
-        layer.name = f"{LAYER_NAMES['committed']} ({image})"
+        g = layer.metadata.get(GEOMETRY_KEY)
+        axis = getattr(g, "channel_axis", None)
+        channels = "" if axis is None else f", channels on axis {axis}"
+        layer.name = f"{LAYER_NAMES['committed']} ({image}{channels})"
 
     def _on_committed_data(self, event: Any) -> None:
         """A committed layer's data was replaced: its session follows the new array.
