@@ -184,6 +184,11 @@ def test_read_array_warns_that_many_unlabelled_pages_become_channels(tmp_path, r
     tifffile.imwrite(tmp_path / "z100.tif", np.zeros((100, 120, 160), np.uint8))
     with pytest.raises(DataError, match=r"z100.tif: 100 pages of 120x160 .*a stack"):
         read_array(tmp_path / "z100.tif")  # not moved: it came back as 160 "channels" before
+    for n, side in ((40, 32), (100, 64)):  # no fewer pages than a plane is wide: not moved
+        deep = np.zeros((n, side, side), np.uint8)
+        tifffile.imwrite(tmp_path / f"deep{n}.tif", deep)
+        with pytest.warns(PagesReadAsChannels, match=rf"{n} pages of {side}x{side} .* one {n}x{side} image"):
+            assert read_array(tmp_path / f"deep{n}.tif").shape == (n, side, side)
     recwarn.clear()
     read_array(tmp_path / "four.tif"), read_array(tmp_path / "c12.tif")
     assert np.array_equal(read_array(tmp_path / "last.tif"), last)

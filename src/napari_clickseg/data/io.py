@@ -32,6 +32,8 @@ class PagesReadAsChannels(UserWarning):
 _STACK_AXES = {"Z": "z-stack", "T": "time series"}
 # more unlabelled pages than this are more likely planes of a stack than colour channels
 _MAX_QUIET_PAGES = 4
+# pages at least this wide on both sides could be planes of a stack (narrower: rows of channels)
+_MIN_PAGE_SIDE = 16
 
 
 def _refuse_stack(path: Path, axes: str, shape: tuple[int, ...]) -> None:
@@ -66,6 +68,18 @@ def _warn_pages_read_as_channels(path: Path, n: int) -> None:
     )
 
 
+def _warn_pages_read_as_rows(path: Path, shape: tuple[int, ...]) -> None:
+    n, h, c = shape
+    warnings.warn(
+        f"{path}: its {n} pages of {h}x{c} carry no axis metadata and are read as one {n}x{h} "
+        f"image with {c} channels (its pages as rows); if they are {n} planes of a stack, "
+        "save each plane as its own file, or write the axes (e.g. tifffile.imwrite(path, "
+        "stack, imagej=True, metadata={'axes': 'ZYX'})) to have the stack refused",
+        PagesReadAsChannels,
+        stacklevel=3,  # the caller of read_array
+    )
+
+
 def _refuse_deep_colour_png(path: Path) -> None:
     """Raise for a 16-bit colour PNG: Pillow would keep only its high bytes, silently."""
     with open(path, "rb") as f:
@@ -86,7 +100,9 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     TIFF files are read with tifffile (any dtype, channels last or, for small
     leading axes such as (C, H, W), moved last; an unlabelled leading axis counts
     as channels, with a PagesReadAsChannels warning when it has more than 4 pages,
-    and more than 64 such pages are refused as a stack);
+    and more than 64 such pages are refused as a stack when their planes are wider
+    than 64; unlabelled pages at least as many as a plane is wide are read as rows of
+    an (H, W, C) image, with that warning when C > 4 and each page is at least 16x16);
     other formats with Pillow (palette images become their indices, a gray or palette
     image's alpha is dropped, 16-bit gray
     PNGs stay uint16; 16-bit colour PNGs are refused, as Pillow reads only their
@@ -137,6 +153,11 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
         if axes[:1] in ("I", "Q") and arr.shape[-1] > _MAX_QUIET_PAGES:  # pages of unknown kind
             _warn_pages_read_as_channels(path, arr.shape[-1])
+    elif (
+        arr.ndim == 3 and axes[:1] in ("I", "Q") and arr.shape[-1] > _MAX_QUIET_PAGES
+        and min(arr.shape[1:]) >= _MIN_PAGE_SIDE
+    ):  # (H, W, C) saved as H pages of W x C, or a stack of as many pages as a plane is wide
+        _warn_pages_read_as_rows(path, arr.shape)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]  # one channel: a gray image or a label map
     if arr.ndim not in (2, 3):
