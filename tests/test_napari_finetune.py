@@ -86,6 +86,24 @@ def test_export_takes_each_slice_once_and_only_the_objects_committed_on_it(tmp_p
         export_committed(s, g, data, tmp_path / "d")
 
 
+def test_export_leaves_out_objects_erased_by_hand_and_their_empty_slices(tmp_path):
+    data = np.random.default_rng(0).random((10, 32, 40)).astype(np.float32)  # Z, Y, X
+    g = ImageGeometry(data.shape)
+    s = AnnotationSession(np.zeros(g.spatial_shape, np.uint16))
+    a = _commit(s, Plane((1, 2), ((0, 2),)), 10, 10)
+    b = _commit(s, Plane((1, 2), ((0, 5),)), 10, 10)
+    c = _commit(s, Plane((1, 2), ((0, 5),)), 20, 30)
+    s.labels[:] = 0  # all erased by hand: the records stay until the dock looks
+    assert len(s.records) == 3
+    with pytest.raises(ValueError, match="no committed objects"):
+        export_committed(s, g, data, tmp_path / "none")
+    s.labels[5, 5:8, 5:8] = b  # b painted back (in part); a and c stay erased
+    assert export_committed(s, g, data, tmp_path / "d") == (1, 1)
+    (lab,) = [tifffile.imread(p) for p in (tmp_path / "d" / "labels").glob("*.tif")]
+    assert set(np.unique(lab)) == {0, b} and a != b != c
+    assert not (tmp_path / "none").exists()
+
+
 def test_export_of_a_2d_image_takes_painted_objects_too(tmp_path):
     data = np.zeros((32, 40), np.uint8)
     s = AnnotationSession(np.zeros((32, 40), np.uint16))

@@ -47,8 +47,9 @@ def export_committed(
 
     Images keep their raw dtype and channels. A plane's labels hold the objects committed
     on it (a slice shown transposed is the same plane); objects committed on other planes
-    that cross it are left out, as only their own plane says where they end. On a 2D
-    image every object is on its one plane, painted ones included.
+    that cross it are left out, as only their own plane says where they end, and so are
+    objects erased by hand (a plane left with none is not written). On a 2D image every
+    object is on its one plane, painted ones included.
 
     Returns:
         (planes written, objects on them).
@@ -68,6 +69,13 @@ def export_committed(
             if record.plane is not None:
                 plane = Plane(tuple(sorted(record.plane.displayed)), record.plane.index)
                 objects_on[plane] = [*(objects_on.get(plane) or []), int(oid)]
+        for plane, ids in list(objects_on.items()):  # objects erased by hand: no pixel left
+            present = np.unique(plane.view(session.labels))
+            kept = [oid for oid in ids or [] if oid in present]
+            if kept:
+                objects_on[plane] = kept
+            else:
+                del objects_on[plane]
     if not objects_on:
         raise ValueError("no committed objects to train on: commit some objects first")
     out = Path(out_dir)
