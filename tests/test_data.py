@@ -192,6 +192,14 @@ def test_read_array_warns_that_many_unlabelled_pages_become_channels(tmp_path, r
     recwarn.clear()
     read_array(tmp_path / "four.tif"), read_array(tmp_path / "c12.tif")
     assert np.array_equal(read_array(tmp_path / "last.tif"), last)
+    # one image of many channels: its pages (rows of 256x16) are far from square
+    c16 = np.random.default_rng(1).integers(0, 255, (64, 256, 16), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "c16.tif", c16)
+    assert np.array_equal(read_array(tmp_path / "c16.tif"), c16)
+    # axes written: read as they are, even with fewer rows than channels
+    rows = np.ascontiguousarray(c16[:10, :, :])  # (10, 256, 16)
+    tifffile.imwrite(tmp_path / "yxc.tif", rows, metadata={"axes": "YXC"})
+    assert np.array_equal(read_array(tmp_path / "yxc.tif"), rows)
     assert not [w for w in recwarn if issubclass(w.category, PagesReadAsChannels)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from napari_clickseg._napari.finetune import (
 )
 from napari_clickseg._napari.planes import ImageGeometry, Plane
 from napari_clickseg._napari.session import AnnotationSession
+from napari_clickseg.data.folder import FolderDataset
+from napari_clickseg.data.io import read_array
 
 
 def test_export_committed_planes(tmp_path):
@@ -97,11 +100,39 @@ def test_export_leaves_out_objects_erased_by_hand_and_their_empty_slices(tmp_pat
     assert len(s.records) == 3
     with pytest.raises(ValueError, match="no committed objects"):
         export_committed(s, g, data, tmp_path / "none")
-    s.labels[5, 5:8, 5:8] = b  # b painted back (in part); a and c stay erased
+    s.labels[5, 5:8, 5:8] = b  # 9 pixels of b painted back: fewer than the trainer uses
+    with pytest.raises(ValueError, match="at least 30 pixels"):
+        export_committed(s, g, data, tmp_path / "none")
+    s.labels[5, 5:11, 5:11] = b  # b painted back (in part); a and c stay erased
     assert export_committed(s, g, data, tmp_path / "d") == (1, 1)
     (lab,) = [tifffile.imread(p) for p in (tmp_path / "d" / "labels").glob("*.tif")]
     assert set(np.unique(lab)) == {0, b} and a != b != c
     assert not (tmp_path / "none").exists()
+    assert len(FolderDataset(tmp_path / "d")) == 1
+
+
+@pytest.mark.parametrize(
+    "shape, channel_axis, plane",
+    [
+        ((128, 128, 16), 2, Plane.full_2d()),  # many channels: its pages would be rows
+        ((20, 32, 128, 128), 1, Plane((0, 2), ((1, 60),))),  # Z, C, Y, X seen on an XZ plane
+    ],
+)
+def test_exported_multichannel_planes_read_back_as_they_are(tmp_path, shape, channel_axis, plane):
+    # regression (review 25): a plane with fewer rows than channels came back channels-first
+    # (shape mismatch with its labels), and one with 16 channels made the trainer warn about
+    # the plugin's own file
+    data = np.random.default_rng(0).random(shape).astype(np.float32)
+    g = ImageGeometry(data.shape, channel_axis=channel_axis)
+    s = AnnotationSession(np.zeros(g.spatial_shape, np.uint16))
+    _commit(s, plane, 10, 60, half=5)
+    assert export_committed(s, g, data, tmp_path / "d") == (1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset = FolderDataset(tmp_path / "d")
+    image, _ = g.plane_image(data, plane)
+    assert len(dataset) == 1
+    assert np.array_equal(read_array(tmp_path / "d" / "images" / "plane0000.tif"), image)
 
 
 def test_export_of_a_2d_image_takes_painted_objects_too(tmp_path):

@@ -427,6 +427,20 @@ def test_multichannel_uint16_with_chosen_channel_axis(open_dock, fluo):
     assert w.session.object_ids() == [1]
 
 
+def test_parked_layers_of_one_image_at_two_shapes_get_their_own_names(open_dock, fluo):
+    # regression (review 25): the second was named "committed objects (image) [1]"
+    viewer, w = open_dock(np.stack([fluo] * 3))
+    w.add_click(30, 30, True)
+    w.commit()
+    viewer.layers["image"].data = np.stack([fluo] * 4)  # the image's data changes shape
+    viewer.add_image(fluo, name="other")
+    w.bind(viewer.layers["other"])
+    names = sorted(la.name for la in viewer.layers if la.name.startswith("committed"))
+    assert names == [
+        "committed objects", "committed objects (image)", "committed objects (image, 4x64x64)"
+    ]
+
+
 def test_float_image(open_dock, fluo):
     _, w = open_dock(fluo.astype(np.float32) / 1000.0)
     w.add_click(30, 30, True)

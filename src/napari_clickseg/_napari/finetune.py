@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.io import available_cpus
+from ..data.io import MIN_OBJECT_PX, available_cpus
 from ..files import replacing
 from .planes import ImageGeometry, Plane
 from .session import AnnotationSession
@@ -40,6 +40,12 @@ _LIVE: set[TrainingProcess] = set()  # strong: a run the dock let go of is still
 EXIT_WAIT_S = 60.0  # how long Python's exit waits for a cancelled trainer's checkpoint
 
 
+def _trainable(labels: np.ndarray) -> set[int]:
+    """The ids in a label plane with enough pixels for the trainer to use them."""
+    ids, counts = np.unique(labels, return_counts=True)
+    return {int(i) for i, n in zip(ids, counts, strict=True) if i != 0 and n >= MIN_OBJECT_PX}
+
+
 def export_committed(
     session: AnnotationSession, geometry: ImageGeometry, data: Any, out_dir: str | os.PathLike
 ) -> tuple[int, int]:
@@ -48,36 +54,39 @@ def export_committed(
     Images keep their raw dtype and channels. A plane's labels hold the objects committed
     on it (a slice shown transposed is the same plane); objects committed on other planes
     that cross it are left out, as only their own plane says where they end, and so are
-    objects erased by hand (a plane left with none is not written). On a 2D image every
-    object is on its one plane, painted ones included.
+    objects erased by hand down to fewer pixels than the trainer uses (a plane left with
+    none is not written). On a 2D image every object is on its one plane, painted ones
+    included. Images are written with their axes, so they read back as they are.
 
     Returns:
-        (planes written, objects on them).
+        (planes written, objects on them the trainer uses).
 
     Raises:
-        ValueError: if no object has been committed yet.
+        ValueError: if no committed object has the pixels the trainer needs.
         OSError: ``out_dir`` exists (a folder is never written into twice).
     """
     import tifffile
 
     objects_on: dict[Plane, list[int] | None] = {}  # None: every object on the plane
     if len(geometry.spatial_shape) == 2:
-        if session.labels.any():
+        if _trainable(session.labels):
             objects_on[Plane.full_2d()] = None
     else:
         for oid, record in session.records.items():
             if record.plane is not None:
                 plane = Plane(tuple(sorted(record.plane.displayed)), record.plane.index)
                 objects_on[plane] = [*(objects_on.get(plane) or []), int(oid)]
-        for plane, ids in list(objects_on.items()):  # objects erased by hand: no pixel left
-            present = np.unique(plane.view(session.labels))
-            kept = [oid for oid in ids or [] if oid in present]
+        for plane, ids in list(objects_on.items()):  # objects erased by hand, wholly or nearly
+            trainable = _trainable(plane.view(session.labels))
+            kept = [oid for oid in ids or [] if oid in trainable]
             if kept:
                 objects_on[plane] = kept
             else:
                 del objects_on[plane]
     if not objects_on:
-        raise ValueError("no committed objects to train on: commit some objects first")
+        raise ValueError(
+            f"no committed objects of at least {MIN_OBJECT_PX} pixels to train on: commit some objects first"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True)
     try:
@@ -90,8 +99,11 @@ def export_committed(
             ids = objects_on[plane]
             if ids is not None:
                 labels = np.where(np.isin(labels, ids), labels, 0).astype(labels.dtype)
-            objects += int(np.count_nonzero(np.unique(labels)))
-            tifffile.imwrite(out / "images" / f"plane{i:04d}.tif", np.ascontiguousarray(image))
+            objects += len(_trainable(labels))
+            tifffile.imwrite(  # axes written, so that the trainer never reads its rows as pages
+                out / "images" / f"plane{i:04d}.tif", np.ascontiguousarray(image),
+                metadata={"axes": "YX" if image.ndim == 2 else "YXC"},
+            )
             tifffile.imwrite(out / "labels" / f"plane{i:04d}.tif", labels, compression="zlib")
     except BaseException:  # a full disk, an unreadable plane: no half-written data folder is left
         shutil.rmtree(out, ignore_errors=True)

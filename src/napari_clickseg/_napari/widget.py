@@ -799,7 +799,8 @@ class ClickSegWidget(Container):
 
     def _park(self, layer: Any) -> None:
         """Name the committed layer of an image the dock is leaving after that image (and
-        its channel axis, as each channel choice of one image keeps its own layer)."""
+        its channel axis, as each channel choice of one image keeps its own layer, and its
+        data's shape where an earlier shape of that image already has the name)."""
         if not _in_viewer(layer, self.viewer) or layer.name != LAYER_NAMES["committed"]:
             return
         key = layer.metadata.get(IMAGE_ID_KEY)
@@ -808,7 +809,10 @@ class ClickSegWidget(Container):
         g = layer.metadata.get(GEOMETRY_KEY)
         axis = getattr(g, "channel_axis", None)
         channels = "" if axis is None else f", channels on axis {axis}"
-        layer.name = f"{LAYER_NAMES['committed']} ({image}{channels})"
+        name = f"{LAYER_NAMES['committed']} ({image}{channels})"
+        if g is not None and any(la.name == name for la in self.viewer.layers if la is not layer):
+            name = name[:-1] + f", {'x'.join(map(str, g.data_shape))})"  # the image had another shape
+        layer.name = name
 
     def _on_committed_data(self, event: Any) -> None:
         """A committed layer's data was replaced: its session follows the new array.

@@ -28,11 +28,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..engine.image import prepare_image
-from .io import IMAGE_SUFFIXES, DataError, available_cpus, read_array
+from .io import IMAGE_SUFFIXES, MIN_OBJECT_PX, DataError, available_cpus, read_array
 
 __all__ = ["FolderDataset", "ObjectRef", "MIN_OBJECT_PX", "IGNORE_LABEL"]
 
-MIN_OBJECT_PX = 30
 #: value of ignored pixels in the cached target maps
 IGNORE_LABEL = -1
 

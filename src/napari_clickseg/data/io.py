@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "DataError", "PagesReadAsChannels", "available_cpus", "read_array"]
+__all__ = ["IMAGE_SUFFIXES", "MIN_OBJECT_PX", "DataError", "PagesReadAsChannels", "available_cpus", "read_array"]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: objects with fewer pixels are not training samples
+MIN_OBJECT_PX = 30
 
 
 def available_cpus() -> int:
@@ -74,7 +76,9 @@ def _warn_pages_read_as_rows(path: Path, shape: tuple[int, ...]) -> None:
         f"{path}: its {n} pages of {h}x{c} carry no axis metadata and are read as one {n}x{h} "
         f"image with {c} channels (its pages as rows); if they are {n} planes of a stack, "
         "save each plane as its own file, or write the axes (e.g. tifffile.imwrite(path, "
-        "stack, imagej=True, metadata={'axes': 'ZYX'})) to have the stack refused",
+        "stack, imagej=True, metadata={'axes': 'ZYX'})) to have the stack refused; if it is "
+        "one image, write its axes (tifffile.imwrite(path, image, metadata={'axes': 'YXC'})) "
+        "to read it without this warning",
         PagesReadAsChannels,
         stacklevel=3,  # the caller of read_array
     )
@@ -102,7 +106,9 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     as channels, with a PagesReadAsChannels warning when it has more than 4 pages,
     and more than 64 such pages are refused as a stack when their planes are wider
     than 64; unlabelled pages at least as many as a plane is wide are read as rows of
-    an (H, W, C) image, with that warning when C > 4 and each page is at least 16x16);
+    an (H, W, C) image, with that warning when C > 4 and each page is at least 16x16 and
+    no more than 4 times as long as wide; a file whose axes end in C, such as YXC, stays
+    as it is);
     other formats with Pillow (palette images become their indices, a gray or palette
     image's alpha is dropped, 16-bit gray
     PNGs stay uint16; 16-bit colour PNGs are refused, as Pillow reads only their
@@ -149,14 +155,19 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
             f"{path}: {arr.shape[0]} pages of {arr.shape[1]}x{arr.shape[2]} without axis metadata, "
             "too many to be channels: a stack, not a 2D image; save each plane as its own file"
         )
-    if arr.ndim == 3 and arr.shape[0] < arr.shape[-1] and arr.shape[0] <= 64 and arr.shape[-1] > 4:
+    channels_last = len(axes) == 3 and axes[-1] in ("C", "S")  # e.g. written with axes YXC
+    if (
+        arr.ndim == 3 and not channels_last
+        and arr.shape[0] < arr.shape[-1] and arr.shape[0] <= 64 and arr.shape[-1] > 4
+    ):
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
         if axes[:1] in ("I", "Q") and arr.shape[-1] > _MAX_QUIET_PAGES:  # pages of unknown kind
             _warn_pages_read_as_channels(path, arr.shape[-1])
     elif (
         arr.ndim == 3 and axes[:1] in ("I", "Q") and arr.shape[-1] > _MAX_QUIET_PAGES
-        and min(arr.shape[1:]) >= _MIN_PAGE_SIDE
+        and min(arr.shape[1:]) >= _MIN_PAGE_SIDE and max(arr.shape[1:]) <= 4 * min(arr.shape[1:])
     ):  # (H, W, C) saved as H pages of W x C, or a stack of as many pages as a plane is wide
+        # (pages far from square, such as 512x16, are rows of a multichannel image)
         _warn_pages_read_as_rows(path, arr.shape)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]  # one channel: a gray image or a label map
