@@ -252,7 +252,12 @@ def test_output_and_info(early, image):
     info = p.info
     for k in ("arch", "weights_sha256", "device", "dtype", "zoom_in", "threads"):
         assert k in info
-    assert info["arch"] == "early" and info["device"] == "cpu" and info["dtype"] == "float32"
+    # "auto": bfloat16 on a CPU that computes it natively (AVX512-BF16, AMX), else float32
+    from napari_clickseg.engine.device import cpu_has_native_bf16
+
+    dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert info["arch"] == "early" and info["device"] == "cpu" and info["dtype"] == dtype
+    assert Predictor(early, device="cpu", dtype="float32").info["dtype"] == "float32"
 
 
 def test_training_flag_restored(image):

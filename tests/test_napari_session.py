@@ -118,6 +118,18 @@ def test_clicks_undo_redo_clear():
     assert not s.set_clicks(s.clicks)  # no change, no undo step
 
 
+def test_blank_means_nothing_to_keep():
+    s = AnnotationSession(np.zeros((20, 20), np.uint16))
+    assert s.blank
+    s.add_click(3, 3, True, P2)
+    assert not s.blank  # an open object
+    s.clear()
+    assert not s.blank  # the clear can be undone
+    painted = AnnotationSession(np.zeros((20, 20), np.uint16))
+    painted.labels[2, 2] = 4
+    assert not painted.blank
+
+
 def test_click_on_other_plane_is_refused():
     s = AnnotationSession(np.zeros((3, 10, 10), np.uint16))
     s.add_click(1, 1, True, Plane((1, 2), ((0, 0),)))

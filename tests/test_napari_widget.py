@@ -433,6 +433,8 @@ def test_parked_layers_of_one_image_at_two_shapes_get_their_own_names(open_dock,
     w.add_click(30, 30, True)
     w.commit()
     viewer.layers["image"].data = np.stack([fluo] * 4)  # the image's data changes shape
+    w.add_click(30, 30, True)
+    w.commit()
     viewer.add_image(fluo, name="other")
     w.bind(viewer.layers["other"])
     names = sorted(la.name for la in viewer.layers if la.name.startswith("committed"))
@@ -465,6 +467,34 @@ def test_worker_newer_click_supersedes_older(open_dock, fluo, qtbot):
     oid = w.commit()
     qtbot.waitUntil(lambda: not w.busy, timeout=60000)
     assert oid == 1 and w.layers["committed"].data[10, 50] == 1
+
+
+def test_finished_predictions_are_freed(open_dock, fluo, qtbot, monkeypatch):
+    """A finished worker keeps neither its request (the image plane, the model) nor itself:
+    a long session, model switches and removed images do not pile up in memory."""
+    import gc
+    import weakref
+
+    from napari_clickseg._napari import widget as widget_module
+
+    requests = []
+    run = widget_module.run_prediction
+
+    def recording(req):
+        requests.append(weakref.ref(req))
+        return run(req)
+
+    monkeypatch.setattr(widget_module, "run_prediction", recording)
+    _, w = open_dock(fluo, sync=False)
+    for i in range(3):
+        w.add_click(20 + 10 * i, 20, True)
+        qtbot.waitUntil(lambda: not w.busy, timeout=60000)
+    assert w.commit() == 1
+    qtbot.waitUntil(lambda: not w.busy, timeout=60000)
+    assert len(requests) >= 3
+    qtbot.wait(50)
+    gc.collect()
+    assert [r for r in requests if r() is not None] == []
 
 
 # --- fine-tuning ----------------------------------------------------------------------------------
@@ -845,7 +875,10 @@ def test_each_image_layer_keeps_its_own_committed_objects(open_dock, fluo, tmp_p
     w.bind(a)
     assert w.layers["committed"] is a_layer and w.session is a_session
     assert a_layer.name == LAYER_NAMES["committed"] and set(w.session.records) == {1}
-    assert len(committed_layers(viewer)) == 3
+    # C's blank layer went with the dock: nothing to keep
+    assert sorted(la.name for la in committed_layers(viewer)) == [
+        "committed objects", "committed objects (B)"
+    ]
     assert w.reopen(1) and n_points(w, "positive") == 1
     tif, _ = w.save_annotations(tmp_path / "a.tif")
     import tifffile
@@ -1080,6 +1113,24 @@ def test_closing_the_dock_unhooks_it_and_reopening_reuses_the_layers(open_dock, 
     assert w2.commit() == 2 and (committed.data == 2).any()
 
 
+def test_keys_stay_only_on_the_bound_image_and_leave_with_the_dock(open_dock, fluo):
+    viewer, w = open_dock(fluo)
+    first = w.image_layer
+    second = viewer.add_image(fluo[::-1].copy(), name="second")
+
+    def ours(target):
+        return [k for k, f in target.keymap.items() if getattr(f, "clickseg_owner", None) is w]
+
+    assert ours(first)
+    w.bind(second)
+    assert ours(second) and not ours(first)  # C on the image left would commit on another
+    w.bind(first)
+    assert ours(first) and not ours(second)
+    dock = next(iter(viewer.window._wrapped_dock_widgets.values()))
+    dock.destroyOnClose()
+    assert [la.name for la in viewer.layers if ours(la)] == [] and not ours(viewer)
+
+
 def test_image_data_changes_rebind_or_repredict(open_dock, fluo):
     viewer, w = open_dock(fluo)
     layer = unwrap(w.image_layer)
@@ -1133,6 +1184,24 @@ def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo):
     assert not w.add_click(1, 1, True)
     viewer.add_image(fluo, name="next")  # a new image binds, with its own layers
     assert unwrap(w.image_layer) is viewer.layers["next"] and w.session.records == {}
+
+
+def test_removing_an_image_with_nothing_annotated_leaves_no_layer(open_dock, fluo):
+    # regression (audit 25): every image removed parked an empty "committed objects (...)"
+    viewer, w = open_dock(fluo)
+    for i in range(3):
+        viewer.add_image(fluo, name=f"blank {i}")
+        viewer.layers.remove("image" if i == 0 else f"blank {i - 1}")
+    assert [la.name for la in viewer.layers] == ["blank 2", *LAYER_NAMES.values()]
+    w.add_click(20, 20, True)  # an open object is kept: it comes back with its image
+    viewer.add_image(fluo, name="clicked")
+    viewer.layers.remove("blank 2")
+    assert "committed objects (blank 2)" in [la.name for la in viewer.layers]
+    layer = viewer.add_image(fluo, name="painted")
+    w.bind(layer)
+    w.layers["committed"].data[5:9, 5:9] = 3  # painted by hand, nothing committed
+    viewer.layers.remove("painted")
+    assert "committed objects (painted)" in [la.name for la in viewer.layers]
 
 
 def test_dock_settings_reach_the_engine_and_the_threshold_cuts_the_commit(open_dock, fluo, monkeypatch):

@@ -249,6 +249,11 @@ class AnnotationSession:
         return self._digest() != self._saved
 
     @property
+    def blank(self) -> bool:
+        """Nothing to keep: no labels, provenance, clicks, or changes to undo or redo."""
+        return not (self.records or self._state.clicks or self._undo or self._redo or self._labels.any())
+
+    @property
     def clicks(self) -> tuple[Click, ...]:
         """Clicks of the current object, in order."""
         return self._state.clicks

@@ -327,7 +327,7 @@ class ClickSegWidget(Container):
         try:
             if self._on_mouse in v.mouse_drag_callbacks:
                 v.mouse_drag_callbacks.remove(self._on_mouse)
-            for target in (v, self.image_layer, *self.layers.values()):
+            for target in (v, *v.layers, *self.layers.values()):
                 self._unbind_keys(target)
             v.layers.events.inserted.disconnect(self._on_layers_changed)
             v.layers.events.removed.disconnect(self._on_layer_removed)
@@ -505,9 +505,11 @@ class ClickSegWidget(Container):
                 self._syncing = syncing
 
     def _watch_image(self, layer: Any) -> None:
-        """Follow ``layer``'s data changes (None: stop following the bound image)."""
+        """Follow ``layer``'s data changes (None: stop following the bound image); the image
+        left keeps none of our keys (its C would commit on another image)."""
         old = self.image_layer
         if old is not None:
+            self._unbind_keys(old)
             old.events.data.disconnect(self._on_image_data)
             old.events.set_data.disconnect(self._on_image_data)
             for name in _TRANSFORM_EVENTS:
@@ -800,8 +802,14 @@ class ClickSegWidget(Container):
     def _park(self, layer: Any) -> None:
         """Name the committed layer of an image the dock is leaving after that image (and
         its channel axis, as each channel choice of one image keeps its own layer, and its
-        data's shape where an earlier shape of that image already has the name)."""
+        data's shape where an earlier shape of that image already has the name); a blank one
+        (nothing committed, painted or clicked) is removed instead."""
         if not _in_viewer(layer, self.viewer) or layer.name != LAYER_NAMES["committed"]:
+            return
+        session = layer.metadata.get(SESSION_KEY)
+        if isinstance(session, AnnotationSession) and session.blank:
+            layer.name = f"{LAYER_NAMES['committed']} (blank, removed)"  # frees the name now
+            self._remove_soon(layer)
             return
         key = layer.metadata.get(IMAGE_ID_KEY)
         names = [la.name for la in self.viewer.layers if _image_id(la) == key]
@@ -1195,7 +1203,9 @@ class ClickSegWidget(Container):
             self._start_worker(req)
 
     def _start_worker(self, req: PredictionRequest) -> None:
-        from napari.qt.threading import create_worker
+        # superqt's worker, not napari's: napari lists each in its task manager, which keeps
+        # every finished worker, with its request (image plane, model), for the session
+        from superqt.utils import create_worker
 
         worker = create_worker(run_prediction, req, _start_thread=False)
         worker.returned.connect(self._on_result)
