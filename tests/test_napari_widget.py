@@ -500,11 +500,14 @@ def test_finished_predictions_are_freed(open_dock, fluo, qtbot, monkeypatch):
 # --- fine-tuning ----------------------------------------------------------------------------------
 
 
-def test_finetune_on_committed_objects(open_dock, fluo, tmp_path):
+def test_finetune_on_committed_objects(open_dock, fluo, tmp_path, monkeypatch):
     from napari_clickseg.models import create_model
     from napari_clickseg.weights import save_weights
 
-    _, w = open_dock(fluo)
+    viewer, w = open_dock(fluo)
+    said = []
+    status = ClickSegWidget._status
+    monkeypatch.setattr(ClickSegWidget, "_status", lambda self, msg: said.append(msg) or status(self, msg))
     w.finetune.root = tmp_path / "ft"
     w.finetune.spec_options = {"iterations": 2, "batch_size": 2, "crop_size": 64, "device": "cpu"}
     assert not w.finetune.start() and "custom models cannot" in w.last_status
@@ -517,13 +520,22 @@ def test_finetune_on_committed_objects(open_dock, fluo, tmp_path):
     w.commit()
     w.add_click(45, 40, True)
     w.commit()
+    w.bind(viewer.add_image(fluo[::-1].copy(), name="second"))  # every image's objects are used
+    w.add_click(20, 20, True)
+    w.commit()
+    w.bind(viewer.add_image(fluo.copy(), name="gone"))
+    w.add_click(20, 20, True)
+    w.commit()
+    viewer.layers.remove("gone")  # its objects stay, parked, with no pixels to train on
+    w.bind(viewer.layers["image"])
     w.model_combo.value = "file: base.safetensors"
     assert w.finetune.start(), w.last_status  # synchronous in tests: returns when done
+    started = next(m for m in said if m.startswith("fine-tuning early on"))
+    assert "on 3 objects (2 plane(s))" in started and "'committed objects (gone)'" in started
     runs = [p for p in (tmp_path / "ft").iterdir() if not p.name.endswith("-data")]
     assert len(runs) == 1 and (runs[0] / "last.safetensors").is_file(), w.last_status
-    assert (runs[0] / "last.md").is_file() and "2 committed objects" in (
-        runs[0] / "last.md"
-    ).read_text()
+    card = (runs[0] / "last.md").read_text()
+    assert "3 committed objects on 2 plane(s) of image(s) 'image', 'second'" in card
     label = f"file: {runs[0].name}/last.safetensors"
     assert label in w.model_labels() and "model list" in w.last_status
     assert w.model_combo.value == "file: base.safetensors"  # annotation goes on with the same model
@@ -1089,6 +1101,59 @@ def test_closing_the_viewer_cancels_finetune(open_dock, fluo, tmp_path, monkeypa
     qtbot.waitUntil(lambda: w.finetune.training is None, timeout=20000)  # late signals are ignored
 
 
+QUIET_TRAINER = """
+import pathlib, shutil, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+def stop(*_):
+    shutil.copy(sys.argv[2], out / "last.safetensors")
+    (out / "checkpoint.pt").write_text("ckpt")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("reading data", flush=True)
+time.sleep(1.5)
+print("iteration 0 | loss 0.5", flush=True)  # then nothing for a long while, as a slow CPU run
+time.sleep(60)
+"""
+
+
+def test_finetune_progress_moves_between_lines_and_a_cancelled_run_offers_its_weights(
+    open_dock, fluo, tmp_path, monkeypatch, qtbot
+):
+    # regression (audit 25): the bar moved only on the trainer's lines (about every 77 s on a
+    # laptop) and counted the data loading; a cancelled run's last.safetensors was not offered;
+    # the log lines became the bar's label and widened the dock
+    import time
+
+    from napari_clickseg._napari.finetune import FineTuneSpec
+    from napari_clickseg.models import create_model
+    from napari_clickseg.weights import save_weights
+
+    base = tmp_path / "base.safetensors"
+    save_weights(create_model("early"), base, trained=True)
+    monkeypatch.setattr(FineTuneSpec, "command", lambda spec: [sys.executable, "-c", QUIET_TRAINER, spec.out, str(base)])
+    monkeypatch.setattr(FineTunePanel, "init_weights", lambda self: "imagenet")
+    viewer, w = open_dock(fluo, sync=False)
+    ft = w.finetune
+    ft.root, ft.minutes.value = tmp_path / "ft", 0.5
+    w.add_click(20, 20, True)
+    qtbot.waitUntil(lambda: not w.busy, timeout=60000)
+    assert w.commit() == 1
+    assert ft.start(), w.last_status
+    proc = ft.training
+    t0 = time.monotonic()
+    qtbot.waitUntil(lambda: proc.lines_seen[-1:] == ["iteration 0 | loss 0.5"], timeout=20000)
+    assert ft.progress.value < 20  # the data loading is not the budget's
+    qtbot.waitUntil(lambda: ft.progress.value >= 70, timeout=20000)  # 2 s of 30, with no new line
+    assert time.monotonic() - t0 < 25 and ft.progress.label == "training"
+    assert "iteration 0" in ft.progress.tooltip
+    ft.cancel()
+    qtbot.waitUntil(lambda: ft.training is None, timeout=20000)
+    label = f"file: {Path(proc.spec.out).name}/last.safetensors"
+    assert label in w.model_labels() and "weights so far" in w.last_status and "--resume" in w.last_status
+    assert "cancelled before its end" in (Path(proc.spec.out) / "last.md").read_text()
+
+
 def test_closing_the_dock_unhooks_it_and_reopening_reuses_the_layers(open_dock, fluo):
     viewer, w = open_dock(fluo)
     dock = next(iter(viewer.window._wrapped_dock_widgets.values()))
@@ -1278,12 +1343,11 @@ def test_the_finetune_reader_gives_its_thread_pool_slot_back(qapp):
     from qtpy.QtCore import QThreadPool
 
     pool = QThreadPool.globalInstance()
-    proc = SimpleNamespace(spec=SimpleNamespace(progress=lambda line, t: 0.5), returncode=0,
-                           lines=lambda: iter(["a", "b"]))
+    proc = SimpleNamespace(returncode=0, lines=lambda: iter(["a", "b"]))
     before = pool.activeThreadCount()
     reader = FineTunePanel._read_output(proc)
-    assert next(reader) == (0.5, "a") and pool.activeThreadCount() == before - 1  # while it waits
-    assert list(reader) == [(0.5, "b")] and pool.activeThreadCount() == before  # taken back at the end
+    assert next(reader) == "a" and pool.activeThreadCount() == before - 1  # while it waits
+    assert list(reader) == ["b"] and pool.activeThreadCount() == before  # taken back at the end
     reader = FineTunePanel._read_output(proc, pooled=False)  # the synchronous path gives nothing back
     next(reader)
     assert pool.activeThreadCount() == before

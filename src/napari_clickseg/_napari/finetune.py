@@ -18,12 +18,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
 from ..data.io import MIN_OBJECT_PX, available_cpus
 from ..files import replacing
@@ -31,13 +32,19 @@ from .planes import ImageGeometry, Plane
 from .session import AnnotationSession
 
 __all__ = [
-    "FineTuneSpec", "TrainingProcess", "export_committed", "export_for_run", "result_weights", "stop_live",
-    "write_card",
+    "AnnotatedImage", "Exported", "FineTuneSpec", "TrainingProcess", "export_committed", "export_for_run",
+    "iteration_of", "result_weights", "stop_live", "write_card",
 ]
 
 _ITER = re.compile(r"^iteration (\d+) \|")
 _LIVE: set[TrainingProcess] = set()  # strong: a run the dock let go of is still waited for
 EXIT_WAIT_S = 60.0  # how long Python's exit waits for a cancelled trainer's checkpoint
+
+
+def iteration_of(line: str) -> int | None:
+    """The iteration a trainer's progress line reports (None for other lines)."""
+    m = _ITER.match(line)
+    return int(m.group(1)) if m else None
 
 
 def _trainable(labels: np.ndarray) -> set[int]:
@@ -46,20 +53,82 @@ def _trainable(labels: np.ndarray) -> set[int]:
     return {int(i) for i, n in zip(ids, counts, strict=True) if i != 0 and n >= MIN_OBJECT_PX}
 
 
-def export_committed(
-    session: AnnotationSession, geometry: ImageGeometry, data: Any, out_dir: str | os.PathLike
-) -> tuple[int, int]:
+@dataclass(frozen=True)
+class AnnotatedImage:
+    """One image's committed objects: its layer name, session, geometry and pixel data."""
+
+    name: str
+    session: AnnotationSession
+    geometry: ImageGeometry
+    data: Any
+
+
+class Exported(NamedTuple):
+    """What an export wrote: planes, objects the trainer uses, and objects left out as they
+    span several planes of a stack with no record of the one they were drawn on."""
+
+    planes: int
+    objects: int
+    spanning: int
+
+
+def _boxes(labels: np.ndarray, ids: list[int]) -> dict[int, tuple[slice, ...]]:
+    """Bounding boxes of the sorted positive ``ids`` present in ``labels``."""
+    if not ids:
+        return {}
+    if ids[-1] <= 1 << 24:  # find_objects lists every id up to the largest
+        boxes = ndimage.find_objects(labels, max_label=ids[-1])
+        return {i: boxes[i - 1] for i in ids}
+    out = {}
+    for i in ids:
+        where = np.nonzero(labels == i)
+        out[i] = tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
+    return out
+
+
+def _planes_of(image: AnnotatedImage) -> tuple[dict[Plane, list[int] | None], int]:
+    """The planes to export with their objects (None: all on the plane), and the number
+    of objects left out as they span planes."""
+    session, geometry = image.session, image.geometry
+    if len(geometry.spatial_shape) == 2:
+        return ({Plane.full_2d(): None} if _trainable(session.labels) else {}), 0
+    objects_on: dict[Plane, list[int]] = {}
+    for oid, record in session.records.items():
+        if record.plane is not None:
+            plane = Plane(tuple(sorted(record.plane.displayed)), record.plane.index)
+            objects_on.setdefault(plane, []).append(int(oid))
+    spanning = 0
+    placed = {oid for ids in objects_on.values() for oid in ids}
+    labels = session.labels
+    loose = sorted({int(i) for i in np.unique(labels) if i > 0} - placed)
+    for oid, box in _boxes(labels, loose).items():  # painted or loaded without a record
+        thick = [a for a, sl in enumerate(box) if sl.stop - sl.start > 1]
+        if len(thick) > 2:
+            spanning += int(np.count_nonzero(labels[box] == oid) >= MIN_OBJECT_PX)
+            continue
+        pad = [a for a in range(labels.ndim - 1, -1, -1) if a not in thick]
+        displayed = tuple(sorted([*thick, *pad][:2]))
+        index = tuple((a, box[a].start) for a in range(labels.ndim) if a not in displayed)
+        objects_on.setdefault(Plane(displayed, index), []).append(oid)
+    kept: dict[Plane, list[int] | None] = {}
+    for plane, ids in objects_on.items():  # objects erased by hand, wholly or nearly
+        trainable = _trainable(plane.view(labels))
+        if ours := [oid for oid in ids if oid in trainable]:
+            kept[plane] = ours
+    return kept, spanning
+
+
+def export_committed(images: Sequence[AnnotatedImage], out_dir: str | os.PathLike) -> Exported:
     """Write every plane holding a committed object as ``images/`` + ``labels/`` tifs.
 
-    Images keep their raw dtype and channels. A plane's labels hold the objects committed
-    on it (a slice shown transposed is the same plane); objects committed on other planes
-    that cross it are left out, as only their own plane says where they end, and so are
-    objects erased by hand down to fewer pixels than the trainer uses (a plane left with
-    none is not written). On a 2D image every object is on its one plane, painted ones
-    included. Images are written with their axes, so they read back as they are.
-
-    Returns:
-        (planes written, objects on them the trainer uses).
+    Images keep their raw dtype and channels. On a 2D image every object is on its one
+    plane, painted ones included. On a stack, a plane's labels hold the objects committed
+    on it (a slice shown transposed is the same plane) and those painted or loaded without
+    a record that lie in it; objects committed on other planes that cross it are left out,
+    as only their own plane says where they end, and so are objects spanning planes with
+    no record of one. Objects erased by hand down to fewer pixels than the trainer uses are
+    left out (a plane left with none is not written). Images are written with their axes,
+    so they read back as they are.
 
     Raises:
         ValueError: if no committed object has the pixels the trainer needs.
@@ -67,57 +136,51 @@ def export_committed(
     """
     import tifffile
 
-    objects_on: dict[Plane, list[int] | None] = {}  # None: every object on the plane
-    if len(geometry.spatial_shape) == 2:
-        if _trainable(session.labels):
-            objects_on[Plane.full_2d()] = None
-    else:
-        for oid, record in session.records.items():
-            if record.plane is not None:
-                plane = Plane(tuple(sorted(record.plane.displayed)), record.plane.index)
-                objects_on[plane] = [*(objects_on.get(plane) or []), int(oid)]
-        for plane, ids in list(objects_on.items()):  # objects erased by hand, wholly or nearly
-            trainable = _trainable(plane.view(session.labels))
-            kept = [oid for oid in ids or [] if oid in trainable]
-            if kept:
-                objects_on[plane] = kept
-            else:
-                del objects_on[plane]
-    if not objects_on:
+    todo, spanning = [], 0
+    for image in images:
+        planes, n = _planes_of(image)
+        todo.append((image, planes))
+        spanning += n
+    if not any(planes for _, planes in todo):
+        more = f" ({spanning} span several planes of a stack: commit them on one)" if spanning else ""
         raise ValueError(
-            f"no committed objects of at least {MIN_OBJECT_PX} pixels to train on: commit some objects first"
+            f"no committed objects of at least {MIN_OBJECT_PX} pixels to train on{more}: "
+            "commit some objects first"
         )
     out = Path(out_dir)
     out.mkdir(parents=True)
     try:
         (out / "images").mkdir()
         (out / "labels").mkdir()
-        objects = 0
-        for i, plane in enumerate(sorted(objects_on, key=lambda p: (p.displayed, p.index))):
-            image, _ = geometry.plane_image(data, plane)
-            labels = np.ascontiguousarray(plane.view(session.labels))
-            ids = objects_on[plane]
-            if ids is not None:
-                labels = np.where(np.isin(labels, ids), labels, 0).astype(labels.dtype)
-            objects += len(_trainable(labels))
-            tifffile.imwrite(  # axes written, so that the trainer never reads its rows as pages
-                out / "images" / f"plane{i:04d}.tif", np.ascontiguousarray(image),
-                metadata={"axes": "YX" if image.ndim == 2 else "YXC"},
-            )
-            tifffile.imwrite(out / "labels" / f"plane{i:04d}.tif", labels, compression="zlib")
+        n_planes = n_objects = 0
+        for k, (image, objects_on) in enumerate(todo):
+            for i, plane in enumerate(sorted(objects_on, key=lambda p: (p.displayed, p.index))):
+                pixels, _ = image.geometry.plane_image(image.data, plane)
+                labels = np.ascontiguousarray(plane.view(image.session.labels))
+                ids = objects_on[plane]
+                if ids is not None:
+                    labels = np.where(np.isin(labels, ids), labels, 0).astype(labels.dtype)
+                n_objects += len(_trainable(labels))
+                n_planes += 1
+                stem = f"image{k:03d}-plane{i:04d}"
+                tifffile.imwrite(  # axes written, so that the trainer never reads its rows as pages
+                    out / "images" / f"{stem}.tif", np.ascontiguousarray(pixels),
+                    metadata={"axes": "YX" if pixels.ndim == 2 else "YXC"},
+                )
+                tifffile.imwrite(out / "labels" / f"{stem}.tif", labels, compression="zlib")
     except BaseException:  # a full disk, an unreadable plane: no half-written data folder is left
         shutil.rmtree(out, ignore_errors=True)
         raise
-    return len(objects_on), objects
+    return Exported(n_planes, n_objects, spanning)
 
 
 def export_for_run(
-    session: AnnotationSession, geometry: ImageGeometry, data: Any, root: Path, name: str
-) -> tuple[Path, Path, int, int]:
+    images: Sequence[AnnotatedImage], root: Path, name: str
+) -> tuple[Path, Path, Exported]:
     """Export the committed objects into a new ``<name>-<time>[-k]-data`` folder under ``root``.
 
     Returns:
-        (run folder, data folder, planes, objects): the run folder does not exist yet,
+        (run folder, data folder, what was exported): the run folder does not exist yet,
         and no other fine-tune (of this or another dock) gets either folder.
 
     Raises:
@@ -131,10 +194,10 @@ def export_for_run(
         if run_dir.exists():
             continue
         try:
-            planes, objects = export_committed(session, geometry, data, data_dir)
+            exported = export_committed(images, data_dir)
         except FileExistsError:
             continue
-        return run_dir, data_dir, planes, objects
+        return run_dir, data_dir, exported
     raise OSError(f"no free run folder name for {name}-{stamp} in {root}")
 
 
@@ -181,10 +244,11 @@ class FineTuneSpec:
         return cmd
 
     def progress(self, line: str, elapsed_s: float) -> float | None:
-        """Fraction done after a log line (iterations) or after ``elapsed_s`` (minutes)."""
+        """Fraction done after a log line (iterations) or ``elapsed_s`` after the first step
+        (minutes)."""
         if self.iterations:
-            m = _ITER.match(line)
-            return min(1.0, int(m.group(1)) / self.iterations) if m else None
+            step = iteration_of(line)
+            return None if step is None else min(1.0, step / self.iterations)
         if self.minutes:
             return min(1.0, elapsed_s / (60.0 * self.minutes))
         return None
@@ -274,10 +338,12 @@ def write_card(
         f"- weights sha256: `{sha256_file(weights)}`",
         f"- base model: {base.get('name')} (arch {spec.arch}, weights sha256 "
         f"{base.get('weights_sha256') or 'none: ' + spec.init})",
-        f"- data: {data.get('objects')} committed objects on {data.get('planes')} plane(s) of image "
-        f"{data.get('image')!r}" + (f", plus folder {data['extra']}" if data.get("extra") else ""),
+        f"- data: {data.get('objects')} committed objects on {data.get('planes')} plane(s) of "
+        f"image(s) {', '.join(map(repr, data.get('images', [])))}"
+        + (f", plus folder {data['extra']}" if data.get("extra") else ""),
         f"- budget: {f'{spec.iterations} iterations' if spec.iterations else f'{spec.minutes} minutes'},"
-        f" batch {spec.batch_size}, crop {spec.crop_size}, device {spec.device}",
+        f" batch {spec.batch_size}, crop {spec.crop_size}, device {spec.device}"
+        + (" (cancelled before its end: the weights of its last step)" if data.get("cancelled") else ""),
         f"- command: `python -m {' '.join(spec.command()[2:])}`",
         "- scores: not measured on held-out data; the run folder's log.csv has the training loss",
         "",

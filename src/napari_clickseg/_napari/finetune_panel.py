@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, Widget
 
 from . import workers
+from .finetune import iteration_of
 
 if TYPE_CHECKING:
     from .finetune import TrainingProcess
@@ -47,6 +48,8 @@ class FineTunePanel:
         self.training: TrainingProcess | None = None
         self._worker: Any = None
         self._task: Any = None  # napari task status id: closing the window cancels the run
+        self._timer: Any = None  # moves the progress bar between the trainer's lines
+        self._started: float | None = None  # when the trainer took its first step
         self._data: dict[str, Any] = {}
         self._base: dict[str, Any] = {}
         self.minutes = FloatSpinBox(label="train minutes", min=0.5, max=1440, step=0.5, value=5)
@@ -89,17 +92,19 @@ class FineTunePanel:
         if self.training is not None:
             dock._status("a training run is in progress")
             return False
-        s, g, h, image = dock.session, dock.geometry, dock.handle, dock.image_layer
-        if s is None or g is None or h is None:
-            dock._status("fine-tuning needs an image, a model and committed objects")
+        h = dock.handle
+        if h is None:
+            dock._status("fine-tuning needs a model: choose one or load a weights file")
             return False
+        images, lost = dock.annotated_images()
+        unusable = f"those on {', '.join(map(repr, lost))}, whose image is gone or changed shape"
         try:
             init = self.init_weights()
-            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", image.name)[:40] or "image"
-            data = image.data[0] if getattr(image, "multiscale", False) else image.data
-            run_dir, data_dir, planes, objects = export_for_run(s, g, data, self.root, name)
+            first = images[0].name if images else "image"
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", first)[:40] or "image"
+            run_dir, data_dir, exported = export_for_run(images, self.root, name)
         except (ValueError, OSError) as e:
-            dock._status(f"cannot fine-tune: {e}")
+            dock._status(f"cannot fine-tune: {e}" + (f" (left out: {unusable})" if lost else ""))
             return False
         dirs = [str(data_dir)]
         if self.folder.value:
@@ -114,25 +119,41 @@ class FineTunePanel:
             minutes=float(self.minutes.value),
             **self.spec_options,
         )
-        self._data = {"image": image.name, "planes": planes, "objects": objects, "extra": self.folder.value}
+        self._data = {
+            "images": [im.name for im in images], "planes": exported.planes,
+            "objects": exported.objects, "extra": self.folder.value,
+        }
         self._base = dict(prov)
         self.training = TrainingProcess(spec)
         self._task = self._register_task(f"fine-tuning {spec.arch} into {run_dir}")
         self.start_button.enabled, self.cancel_button.enabled = False, True
-        self.progress.visible, self.progress.value = True, 0
-        dock._status(f"fine-tuning {spec.arch} on {objects} objects ({planes} plane(s)) into {run_dir}")
+        self.progress.visible, self.progress.value, self.progress.tooltip = True, 0, None
+        self._started = None
+        left_out = [unusable] if lost else []
+        if exported.spanning:
+            left_out.append(f"{exported.spanning} spanning several planes with no record of one")
+        dock._status(
+            f"fine-tuning {spec.arch} on {exported.objects} objects ({exported.planes} plane(s)) "
+            f"into {run_dir}" + (f"; left out: {'; '.join(left_out)}" if left_out else "")
+        )
         if dock.synchronous:
             for item in self._read_output(self.training, pooled=False):
                 self._on_progress(item)
             self._on_done(self.training.returncode)
         else:
             from napari.qt.threading import create_worker
+            from qtpy.QtCore import QTimer
 
             worker = create_worker(self._read_output, self.training, _start_thread=False)
             worker.yielded.connect(self._on_progress)
             worker.returned.connect(self._on_done)
             worker.aborted.connect(lambda: self._on_done(None))  # quit() by a closing window
             self._worker = worker
+            if self._timer is None:
+                self._timer = QTimer()  # ours, not the dock's: the dock's widget may go first
+                self._timer.setInterval(1000)
+                self._timer.timeout.connect(lambda: self._show_progress())
+            self._timer.start()
             workers.start(worker)
         return True
 
@@ -158,9 +179,7 @@ class FineTunePanel:
         if pool is not None:
             pool.releaseThread()
         try:
-            t0 = time.monotonic()
-            for line in proc.lines():
-                yield proc.spec.progress(line, time.monotonic() - t0), line
+            yield from proc.lines()
             return proc.returncode
         finally:
             if pool is not None:
@@ -196,35 +215,55 @@ class FineTunePanel:
         self._dock.close_dock(remove_layers=False)
         return True
 
-    def _on_progress(self, item: tuple[float | None, str]) -> None:
-        if self._dock._closed:
+    def _on_progress(self, line: str) -> None:
+        """A line of the trainer's output: the bar follows its iterations, the status shows it."""
+        if self._dock._closed or self.training is None:
             return
-        frac, line = item
-        if frac is not None:
-            self.progress.value = int(1000 * frac)
+        if self._started is None and iteration_of(line) is not None:
+            self._started = time.monotonic()  # the budget counts from the first step, not the data loading
+        self._show_progress(line)
         if line:
-            self.progress.label = line[:60]
+            self.progress.tooltip = line
             self._dock.viewer.status = f"clickseg training: {line}"
+
+    def _show_progress(self, line: str = "") -> None:
+        """Move the bar: by iterations, or by the time since the first step (a timer calls it
+        every second, as the trainer writes a line only every few iterations)."""
+        if self.training is None or self._started is None or self._dock._closed:
+            return
+        frac = self.training.spec.progress(line, time.monotonic() - self._started)
+        if frac is not None:
+            self.progress.value = min(int(1000 * frac), 999)  # full once the weights are there
 
     def _on_done(self, code: int | None) -> None:
         from .finetune import result_weights, write_card
 
         dock = self._dock
         proc, self.training, self._worker = self.training, None, None
+        if self._timer is not None:
+            self._timer.stop()
         self._end_task(cancelled=proc is None or proc.cancelled)
         if dock._closed:  # the dock is gone (the cancelled run left its checkpoint)
             return
         self.start_button.enabled, self.cancel_button.enabled = True, False
         if proc is None:
             return
+        weights = result_weights(proc.spec.out)
         if proc.cancelled:
             self.progress.visible = False
-            if (Path(proc.spec.out) / "checkpoint.pt").is_file():
+            if weights is not None:  # what it learnt so far: the trainer wrote it on the way out
+                self._data["cancelled"] = True
+                card = write_card(weights, proc.spec, self._base, self._data, proc.lines_seen)
+                if dock.load_weights_file(weights, select=False):
+                    dock._status(
+                        f"training cancelled; its weights so far, {weights} (card {card.name}), are "
+                        f"in the model list (resume: napari-clickseg train --resume --out {proc.spec.out})"
+                    )
+            elif (Path(proc.spec.out) / "checkpoint.pt").is_file():
                 dock._status(f"training cancelled; its checkpoint is in {proc.spec.out}")
             else:
                 dock._status("training cancelled before it wrote a checkpoint")
             return
-        weights = result_weights(proc.spec.out)
         if code != 0 or weights is None:
             tail = " | ".join(proc.lines_seen[-3:])
             dock._status(f"training failed (exit {code}): {tail}")

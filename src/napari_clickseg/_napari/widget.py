@@ -46,6 +46,7 @@ from .adapter import (
     load_model,
     run_prediction,
 )
+from .finetune import AnnotatedImage
 from .finetune_panel import FineTunePanel
 from .planes import ImageGeometry, Plane
 from .session import AnnotationSession, SessionError
@@ -759,6 +760,29 @@ class ClickSegWidget(Container):
         layer.events.selected_label.connect(self._on_selected_label)
         layer.events.data.connect(self._on_committed_data)
         layer.events.mode.connect(self._on_committed_mode)
+
+    def annotated_images(self) -> tuple[list[AnnotatedImage], list[str]]:
+        """Every image with a committed-objects layer (the bound image first), and the names
+        of committed layers holding annotations that cannot be used: their image was removed
+        or no longer has the shape they were made for."""
+        from napari.layers import Image
+
+        images = {_image_id(la): la for la in self.viewer.layers if isinstance(_unwrap(la), Image)}
+        found: list[AnnotatedImage] = []
+        lost: list[str] = []
+        bound = self.layers.get("committed")
+        for layer in sorted(self.viewer.layers, key=lambda la: not _same(la, bound)):
+            session, g = layer.metadata.get(SESSION_KEY), layer.metadata.get(GEOMETRY_KEY)
+            if not isinstance(session, AnnotationSession) or g is None:
+                continue
+            img = images.get(layer.metadata.get(IMAGE_ID_KEY))
+            data = None if img is None else img.data[0] if getattr(img, "multiscale", False) else img.data
+            if data is None or tuple(data.shape) != g.data_shape or bool(img.rgb) != g.rgb:
+                if not session.blank:
+                    lost.append(layer.name)
+                continue
+            found.append(AnnotatedImage(img.name, session, g, data))
+        return found, lost
 
     def _find_committed(self, img: Any, g: ImageGeometry) -> Any:
         """The committed-objects layer of image layer ``img`` with geometry ``g``, if any.
