@@ -193,6 +193,24 @@ def test_export_takes_every_annotated_image(tmp_path):
     assert len(FolderDataset(tmp_path / "d")) == 3
 
 
+def test_export_writes_only_ids_the_trainer_reads(tmp_path):
+    # regression (review 26): negative ids (kept by loading) and uint64 ids past int64 were
+    # exported and counted, and the trainer then refused the whole folder
+    data = np.random.default_rng(0).random((32, 40)).astype(np.float32)
+    s = AnnotationSession(np.zeros((32, 40), np.int32))
+    s.labels[2:10, 2:10] = -3
+    s.labels[12:20, 2:10] = 4
+    assert export_committed(one(s, ImageGeometry(data.shape), data), tmp_path / "neg")[:2] == (1, 1)
+    (lab,) = [tifffile.imread(p) for p in (tmp_path / "neg" / "labels").glob("*.tif")]
+    assert set(np.unique(lab)) == {0, 4}
+    stack = np.random.default_rng(0).random((3, 32, 40)).astype(np.float32)
+    big = AnnotationSession(np.zeros((3, 32, 40), np.uint64))
+    big.labels[1, 2:10, 2:10] = 2**64 - 5  # painted, no record: its plane comes from its pixels
+    big.labels[1, 12:20, 2:10] = 2
+    assert export_committed(one(big, ImageGeometry(stack.shape), stack), tmp_path / "big")[:2] == (1, 2)
+    assert len(FolderDataset(tmp_path / "big")) == 2
+
+
 def test_two_fine_tunes_started_together_get_their_own_folders(tmp_path):
     data = np.zeros((32, 40), np.uint8)
     s = AnnotationSession(np.zeros((32, 40), np.uint16))

@@ -33,24 +33,30 @@ from .session import AnnotationSession
 
 __all__ = [
     "AnnotatedImage", "Exported", "FineTuneSpec", "TrainingProcess", "export_committed", "export_for_run",
-    "iteration_of", "result_weights", "stop_live", "write_card",
+    "iteration_of", "result_weights", "stop_live", "training_starts", "write_card",
 ]
 
-_ITER = re.compile(r"^iteration (\d+) \|")
+_ITER = re.compile(r"^(?:iteration (\d+) \||interrupted at iteration (\d+):)")
+_TRAINING = re.compile(r"^training \S+ \(")  # the trainer's line before its first step
 _LIVE: set[TrainingProcess] = set()  # strong: a run the dock let go of is still waited for
 EXIT_WAIT_S = 60.0  # how long Python's exit waits for a cancelled trainer's checkpoint
 
 
 def iteration_of(line: str) -> int | None:
-    """The iteration a trainer's progress line reports (None for other lines)."""
+    """The iteration a trainer's progress or interruption line reports (None for other lines)."""
     m = _ITER.match(line)
-    return int(m.group(1)) if m else None
+    return None if m is None else int(m.group(1) or m.group(2))
+
+
+def training_starts(line: str) -> bool:
+    """The trainer's line saying its steps begin (the data is read, the model built)."""
+    return _TRAINING.match(line) is not None
 
 
 def _trainable(labels: np.ndarray) -> set[int]:
     """The ids in a label plane with enough pixels for the trainer to use them."""
     ids, counts = np.unique(labels, return_counts=True)
-    return {int(i) for i, n in zip(ids, counts, strict=True) if i != 0 and n >= MIN_OBJECT_PX}
+    return {int(i) for i, n in zip(ids, counts, strict=True) if i > 0 and n >= MIN_OBJECT_PX}
 
 
 @dataclass(frozen=True)
@@ -79,11 +85,19 @@ def _boxes(labels: np.ndarray, ids: list[int]) -> dict[int, tuple[slice, ...]]:
     if ids[-1] <= 1 << 24:  # find_objects lists every id up to the largest
         boxes = ndimage.find_objects(labels, max_label=ids[-1])
         return {i: boxes[i - 1] for i in ids}
-    out = {}
-    for i in ids:
-        where = np.nonzero(labels == i)
-        out[i] = tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
-    return out
+    values, dense = np.unique(labels, return_inverse=True)  # huge ids: numbered 1..n first
+    boxes = ndimage.find_objects(dense.reshape(labels.shape) + 1)
+    wanted = set(ids)
+    return {int(v): box for v, box in zip(values, boxes, strict=True) if int(v) in wanted}
+
+
+def _trainer_ids(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as the trainer reads them: ids past int64 renumbered 1..n (ids kept otherwise)."""
+    if labels.dtype != np.uint64 or int(labels.max(initial=0)) <= np.iinfo(np.int64).max:
+        return labels
+    values, dense = np.unique(labels, return_inverse=True)
+    dense = dense.reshape(labels.shape) + int(values[0] != 0)  # 0 stays the background
+    return dense.astype(np.uint32)
 
 
 def _planes_of(image: AnnotatedImage) -> tuple[dict[Plane, list[int] | None], int]:
@@ -158,8 +172,8 @@ def export_committed(images: Sequence[AnnotatedImage], out_dir: str | os.PathLik
                 pixels, _ = image.geometry.plane_image(image.data, plane)
                 labels = np.ascontiguousarray(plane.view(image.session.labels))
                 ids = objects_on[plane]
-                if ids is not None:
-                    labels = np.where(np.isin(labels, ids), labels, 0).astype(labels.dtype)
+                keep = labels > 0 if ids is None else np.isin(labels, ids)  # never negative ids
+                labels = _trainer_ids(np.where(keep, labels, 0).astype(labels.dtype))
                 n_objects += len(_trainable(labels))
                 n_planes += 1
                 stem = f"image{k:03d}-plane{i:04d}"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, Widget
 
 from . import workers
-from .finetune import iteration_of
+from .finetune import iteration_of, training_starts
 
 if TYPE_CHECKING:
     from .finetune import TrainingProcess
@@ -50,6 +50,7 @@ class FineTunePanel:
         self._task: Any = None  # napari task status id: closing the window cancels the run
         self._timer: Any = None  # moves the progress bar between the trainer's lines
         self._started: float | None = None  # when the trainer took its first step
+        self._step = 0  # the last iteration the trainer reported
         self._data: dict[str, Any] = {}
         self._base: dict[str, Any] = {}
         self.minutes = FloatSpinBox(label="train minutes", min=0.5, max=1440, step=0.5, value=5)
@@ -128,7 +129,7 @@ class FineTunePanel:
         self._task = self._register_task(f"fine-tuning {spec.arch} into {run_dir}")
         self.start_button.enabled, self.cancel_button.enabled = False, True
         self.progress.visible, self.progress.value, self.progress.tooltip = True, 0, None
-        self._started = None
+        self._started, self._step = None, 0
         left_out = [unusable] if lost else []
         if exported.spanning:
             left_out.append(f"{exported.spanning} spanning several planes with no record of one")
@@ -219,7 +220,10 @@ class FineTunePanel:
         """A line of the trainer's output: the bar follows its iterations, the status shows it."""
         if self._dock._closed or self.training is None:
             return
-        if self._started is None and iteration_of(line) is not None:
+        step = iteration_of(line)
+        if step is not None:
+            self._step = max(self._step, step)
+        if self._started is None and (training_starts(line) or step is not None):
             self._started = time.monotonic()  # the budget counts from the first step, not the data loading
         self._show_progress(line)
         if line:
@@ -251,7 +255,7 @@ class FineTunePanel:
         weights = result_weights(proc.spec.out)
         if proc.cancelled:
             self.progress.visible = False
-            if weights is not None:  # what it learnt so far: the trainer wrote it on the way out
+            if weights is not None and self._step > 0:  # what it learnt: written on the way out
                 self._data["cancelled"] = True
                 card = write_card(weights, proc.spec, self._base, self._data, proc.lines_seen)
                 if dock.load_weights_file(weights, select=False):

@@ -249,9 +249,14 @@ class AnnotationSession:
         return self._digest() != self._saved
 
     @property
+    def has_objects(self) -> bool:
+        """Some object is recorded or has pixels."""
+        return bool(self.records) or bool(self._labels.any())
+
+    @property
     def blank(self) -> bool:
-        """Nothing to keep: no labels, provenance, clicks, or changes to undo or redo."""
-        return not (self.records or self._state.clicks or self._undo or self._redo or self._labels.any())
+        """Nothing to keep: no objects, clicks, or changes to undo or redo."""
+        return not (self._state.clicks or self._undo or self._redo or self.has_objects)
 
     @property
     def clicks(self) -> tuple[Click, ...]:

@@ -287,8 +287,7 @@ class ClickSegWidget(Container):
         v.layers.events.inserted.connect(self._on_layers_changed)
         v.layers.events.removed.connect(self._on_layer_removed)
         v.mouse_drag_callbacks.append(self._on_mouse)
-        for name, key in KEYS.items():
-            v.bind_key(key, self._key_action(name), overwrite=True)
+        self._bind_keys(v)
         self.image_combo.changed.connect(self._on_image_changed)
         self.channel_combo.changed.connect(self._on_channel_changed)
         self.model_combo.changed.connect(self._on_model_changed)
@@ -346,13 +345,25 @@ class ClickSegWidget(Container):
             pass
         self._closed = True
 
+    def _bind_keys(self, target: Any) -> None:
+        """Bind this dock's keys on ``target``, keeping what they replace for ``_unbind_keys``."""
+        for name, key in KEYS.items():
+            action = self._key_action(name)
+            old = target.bind_key(key, action, overwrite=True)
+            if getattr(old, "clickseg_owner", None) is self:  # bound again: keep the first one's
+                old = getattr(old, "clickseg_replaced", None)
+            action.clickseg_replaced = old  # type: ignore[attr-defined]
+
     def _unbind_keys(self, target: Any) -> None:
-        """Remove this dock's key bindings from ``target`` (another dock's stay)."""
+        """Remove this dock's key bindings from ``target``, putting back what they replaced
+        (the user's own, another dock's); another dock's stay."""
         if target is None:
             return
         for key in KEYS.values():
             func = target.bind_key(key, None)
-            if func is not None and getattr(func, "clickseg_owner", None) is not self:
+            if getattr(func, "clickseg_owner", None) is self:
+                func = getattr(func, "clickseg_replaced", None)  # else not ours: it stays
+            if func is not None:
                 target.bind_key(key, func, overwrite=True)
 
     def _key_action(self, name: str):
@@ -733,8 +744,7 @@ class ClickSegWidget(Container):
             self.layers["negative"],
             self.layers["preview"],
         ):
-            for name, key in KEYS.items():
-                layer.bind_key(key, self._key_action(name), overwrite=True)
+            self._bind_keys(layer)
 
     def _new_committed(self, img: Any, g: ImageGeometry, session: AnnotationSession) -> Any:
         """A committed-objects layer showing ``session``'s labels, tied to image ``img``."""
@@ -762,26 +772,38 @@ class ClickSegWidget(Container):
         layer.events.mode.connect(self._on_committed_mode)
 
     def annotated_images(self) -> tuple[list[AnnotatedImage], list[str]]:
-        """Every image with a committed-objects layer (the bound image first), and the names
-        of committed layers holding annotations that cannot be used: their image was removed
-        or no longer has the shape they were made for."""
+        """Every image with committed objects (the bound image first, even with its layer
+        deleted), and the names of committed layers holding objects that cannot be used:
+        their image was removed or no longer has the shape they were made for, or the layer
+        holds data that no longer fits them."""
         from napari.layers import Image
 
-        images = {_image_id(la): la for la in self.viewer.layers if isinstance(_unwrap(la), Image)}
+        def pixels(img: Any) -> Any:
+            return img.data[0] if getattr(img, "multiscale", False) else img.data
+
         found: list[AnnotatedImage] = []
+        if self.session is not None and self.geometry is not None and self.image_layer is not None:
+            found.append(AnnotatedImage(self.image_layer.name, self.session, self.geometry, pixels(self.image_layer)))
+        images = {_image_id(la): la for la in self.viewer.layers if isinstance(_unwrap(la), Image)}
         lost: list[str] = []
-        bound = self.layers.get("committed")
-        for layer in sorted(self.viewer.layers, key=lambda la: not _same(la, bound)):
+        for layer in list(self.viewer.layers):
             session, g = layer.metadata.get(SESSION_KEY), layer.metadata.get(GEOMETRY_KEY)
-            if not isinstance(session, AnnotationSession) or g is None:
+            if not isinstance(session, AnnotationSession) or g is None or session is self.session:
                 continue
             img = images.get(layer.metadata.get(IMAGE_ID_KEY))
-            data = None if img is None else img.data[0] if getattr(img, "multiscale", False) else img.data
-            if data is None or tuple(data.shape) != g.data_shape or bool(img.rgb) != g.rgb:
-                if not session.blank:
-                    lost.append(layer.name)
-                continue
-            found.append(AnnotatedImage(img.name, session, g, data))
+            data = None if img is None else pixels(img)
+            usable = data is not None and tuple(data.shape) == g.data_shape and bool(img.rgb) == g.rgb
+            if usable and not np.may_share_memory(session.labels, layer.data):
+                try:  # its data was replaced while no dock followed the layer
+                    if not isinstance(layer.data, np.ndarray) or tuple(layer.data.shape) != g.layer_labels_shape:
+                        raise SessionError("the layer's data does not fit its image")
+                    session.attach(self._writable_labels(layer, g))
+                except SessionError:
+                    usable = False
+            if usable:
+                found.append(AnnotatedImage(img.name, session, g, data))
+            elif session.has_objects:
+                lost.append(layer.name)
         return found, lost
 
     def _find_committed(self, img: Any, g: ImageGeometry) -> Any:
@@ -832,6 +854,9 @@ class ClickSegWidget(Container):
             return
         session = layer.metadata.get(SESSION_KEY)
         if isinstance(session, AnnotationSession) and session.blank:
+            # untied at once: a selected layer goes only on Qt's next turn, and the dock must
+            # not find it again meanwhile (coming back to the image makes a new one)
+            layer.metadata = {k: v for k, v in layer.metadata.items() if k not in _OUR_KEYS}
             layer.name = f"{LAYER_NAMES['committed']} (blank, removed)"  # frees the name now
             self._remove_soon(layer)
             return
