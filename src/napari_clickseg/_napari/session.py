@@ -368,7 +368,8 @@ class AnnotationSession:
         """Widen the labels dtype (a new array) when ``oid`` does not fit it."""
         if oid <= np.iinfo(self._labels.dtype).max:
             return
-        for dt in (np.uint16, np.uint32, np.uint64):
+        signed = np.issubdtype(self._labels.dtype, np.signedinteger)  # keeps negative pixels
+        for dt in (np.int16, np.int32, np.int64) if signed else (np.uint16, np.uint32, np.uint64):
             if oid <= np.iinfo(dt).max and np.dtype(dt).itemsize > self._labels.dtype.itemsize:
                 self._labels = self._labels.astype(dt)
                 return

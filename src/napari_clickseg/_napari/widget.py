@@ -17,6 +17,7 @@ The fine-tune controls are ``finetune_panel.FineTunePanel`` (``ClickSegWidget.fi
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,9 @@ def _image_id(layer: Any) -> str:
     """A stable id of a layer for this program run (napari's ``unique_id``)."""
     return str(_unwrap(layer).unique_id)
 
+
+#: a committed layer's name as the dock gives it (napari adds " [1]" where the name is taken)
+_DEFAULT_COMMITTED_NAME = re.compile(re.escape(LAYER_NAMES["committed"]) + r"( \[\d+\])?")
 
 #: image layer events that move it in the world
 _TRANSFORM_EVENTS = ("scale", "translate", "rotate", "shear", "affine")
@@ -850,8 +854,8 @@ class ClickSegWidget(Container):
         its channel axis, as each channel choice of one image keeps its own layer, and its
         data's shape where an earlier shape of that image already has the name); a blank one
         (nothing committed, painted or clicked) is removed instead."""
-        if not _in_viewer(layer, self.viewer) or layer.name != LAYER_NAMES["committed"]:
-            return
+        if not _in_viewer(layer, self.viewer) or not _DEFAULT_COMMITTED_NAME.fullmatch(layer.name):
+            return  # renamed by the user: theirs to name
         session = layer.metadata.get(SESSION_KEY)
         if isinstance(session, AnnotationSession) and session.blank:
             # untied at once: a selected layer goes only on Qt's next turn, and the dock must
