@@ -40,7 +40,7 @@ def test_export_committed_planes(tmp_path):
         mask = np.zeros((32, 40), bool)
         mask[r - 3 : r + 3, c - 3 : c + 3] = True
         s.commit(mask)
-    planes, objects, _ = export_committed(one(s, g, data), tmp_path / "d")
+    planes, objects, *_ = export_committed(one(s, g, data), tmp_path / "d")
     assert (planes, objects) == (2, 3)
     img = tifffile.imread(tmp_path / "d" / "images" / "image000-plane0001.tif")
     lab = tifffile.imread(tmp_path / "d" / "labels" / "image000-plane0001.tif")
@@ -86,7 +86,7 @@ def test_export_takes_each_slice_once_and_only_the_objects_committed_on_it(tmp_p
     _commit(s, Plane((2, 1), ((0, 3),)), 30, 20)  # the same slice, shown transposed
     _commit(s, Plane((1, 2), ((0, 30),)), 16, 20, half=5)
     xz = _commit(s, Plane((0, 2), ((1, 16),)), 10, 20, half=5)  # crosses the z = 30 object
-    planes, objects, _ = export_committed(one(s, g, data), tmp_path / "d")
+    planes, objects, *_ = export_committed(one(s, g, data), tmp_path / "d")
     assert (planes, objects) == (3, 4)
     labels = [tifffile.imread(p) for p in sorted((tmp_path / "d" / "labels").glob("*.tif"))]
     assert [sorted(set(np.unique(lab)) - {0}) for lab in labels] == [[xz], [1, 2], [3]]
@@ -159,7 +159,7 @@ def test_export_of_a_stack_takes_objects_painted_or_loaded_without_records(tmp_p
     s.labels[0:6, 16, 0:10] = 7  # painted on an XZ plane (y = 16)
     s.labels[2:5, 25:30, 2:8] = 8  # painted in 3D: no plane holds it
     exported = export_committed(one(s, g, data), tmp_path / "d")
-    assert exported == (3, 4, 1)
+    assert exported[:3] == (3, 4, 1)
     found = {}
     for p in sorted((tmp_path / "d" / "labels").glob("*.tif")):
         lab = tifffile.imread(p)
@@ -180,12 +180,13 @@ def test_export_takes_every_annotated_image(tmp_path):
     b.labels[5:15, 5:15] = 1
     b.labels[16:22, 16:28] = 2
     blank = AnnotationSession(np.zeros((32, 40), np.uint16))
+    blank.labels[30:32, 0:3] = 9  # 6 px: too small to train on, and said so (audit 26)
     images = [
         *one(a, ImageGeometry(gray.shape), gray, "a"),
         *one(blank, ImageGeometry(gray.shape), gray, "blank"),
         *one(b, ImageGeometry(rgb.shape, rgb=True), rgb, "b"),
     ]
-    assert export_committed(images, tmp_path / "d") == (2, 3, 0)
+    assert export_committed(images, tmp_path / "d") == (2, 3, 0, 1, ("a", "b"))
     assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir()) == [
         "image000-plane0000.tif", "image002-plane0000.tif"
     ]

@@ -227,7 +227,7 @@ def test_export_of_painted_objects_with_huge_ids_on_a_stack(tmp_path):
     s = AnnotationSession(labels)
     g = ImageGeometry(data.shape)
     exported = export_committed([AnnotatedImage("img", s, g, data)], tmp_path / "d")
-    assert exported == (2, 2, 1)
+    assert exported[:3] == (2, 2, 1)
     got = {}
     for f in sorted((tmp_path / "d" / "labels").iterdir()):
         lab = tifffile.imread(f)

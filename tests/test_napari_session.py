@@ -326,10 +326,25 @@ def test_a_recorded_plane_outside_the_labels_is_dropped_on_load(tmp_path, plane)
     assert tifffile.TiffFile(tif).pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK  # not RGBA
     assert any("does not fit" in w for w in t.load(tif))
     assert t.records[1].plane is None and t.records[1].clicks == ()
-    with pytest.raises(SessionError, match="no recorded slice"):
-        t.reopen(1)
     with pytest.raises(SessionError, match="lies outside"):
         t.reopen(1, Plane((1, 2), ((0, 9),)))
+    assert t.reopen(1) is t.records[1] and t.plane == Plane((1, 2), ((0, 1),))  # where its pixels are
+
+
+def test_reopening_an_object_without_provenance_goes_to_its_own_slice():
+    # regression (audit 26): re-opened on the slice shown, where it had no pixels, the next
+    # commit gave its id to two slices
+    labels = np.zeros((6, 16, 16), np.uint16)
+    labels[4, 2:8, 2:8] = 2  # loaded without its JSON, on z = 4
+    labels[1:4, 10:14, 10:14] = 3  # painted in 3D
+    s = AnnotationSession(labels)
+    shown = Plane((1, 2), ((0, 0),))
+    assert s.reopen(2, shown) is None and s.plane == Plane((1, 2), ((0, 4),))
+    s.clear()
+    assert s.reopen(3, Plane((1, 2), ((0, 2),))) is None and s.plane == Plane((1, 2), ((0, 2),))
+    s.clear()
+    with pytest.raises(SessionError, match="spans several.*axis 0: 1-3"):
+        s.reopen(3, shown)
 
 
 def test_negative_labels_painted_by_hand_save_and_load(tmp_path):

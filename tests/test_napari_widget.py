@@ -587,6 +587,83 @@ def test_a_blank_layer_left_selected_is_not_found_again(open_dock, fluo, qtbot):
     assert not _in(committed, viewer)
 
 
+def test_hand_painting_after_a_commit_gets_a_new_id(open_dock, fluo, tmp_path):
+    # regression (audit 26): the layer's label stayed napari's 1, so a nucleus painted by hand
+    # joined object 1 (and went with it when object 1 was deleted or committed again)
+    viewer, w = open_dock(fluo)
+    committed = w.layers["committed"]
+    assert committed.selected_label == 1
+    w.add_click(20, 20, True)
+    assert w.commit() == 1 and committed.selected_label == 2 and w.object_spin.value == 1
+    w.add_click(45, 45, True)
+    assert w.commit() == 2 and committed.selected_label == 3
+    tif, _ = w.save_annotations(tmp_path / "a")
+    w.delete(2)
+    assert committed.selected_label == 2
+    assert w.load_annotations(tif, discard_unsaved=True) and committed.selected_label == 3
+    w.bind(viewer.add_image(fluo.copy(), name="other"))
+    assert w.layers["committed"].selected_label == 1
+    w.bind(viewer.layers["image"])
+    assert committed.selected_label == 3
+
+
+def test_reopen_and_undo_show_the_objects_own_view(open_dock, fluo):
+    # regression (audit 26): an object committed on an XZ view was re-opened on the XY view
+    # (every click then refused), and undo brought back clicks of another slice off screen
+    stack = np.stack([fluo] * 8)
+    viewer, w = open_dock(stack)
+    viewer.dims.order = (1, 0, 2)  # XZ: z and x on screen, the slider on y
+    viewer.dims.set_point(1, 30)
+    w.add_click(4, 30, True)
+    assert w.commit() == 1
+    viewer.dims.order = (0, 1, 2)
+    viewer.dims.set_point(0, 6)
+    assert w.reopen(1)
+    assert viewer.dims.displayed == (0, 2) and viewer.dims.point[1] == 30
+    assert w.add_click(4, 34, True)  # a click on the view shown is taken
+    w.clear()
+    viewer.dims.order = (0, 1, 2)
+    viewer.dims.set_point(0, 2)
+    w.add_click(20, 20, True)
+    w.clear()
+    viewer.dims.set_point(0, 5)
+    assert w.undo() and viewer.dims.point[0] == 2  # the clicks back are on z = 2
+
+
+def test_deleting_all_layers_at_once(open_dock, fluo, qtbot):
+    # regression (audit 26): the dock brought back the committed layer during napari's removal
+    # of the selection and removed one of our layers napari was about to remove: ValueError
+    viewer, w = open_dock(fluo)
+    viewer.add_image(fluo[::-1].copy(), name="B")
+    w.add_click(20, 20, True)
+    w.commit()
+    viewer.layers.select_all()
+    order = ["committed objects", "image", "positive clicks", "negative clicks", "current object", "B"]
+    snapshot = [viewer.layers[name] for name in order]  # napari's remove_selected: a set's order
+    for layer in snapshot:
+        viewer.layers.remove(layer)  # raises where the dock removed it already
+    qtbot.wait(50)  # the dock's own removals, once napari's are done
+    assert [la.name for la in viewer.layers] == ["committed objects (image)"]
+    assert (viewer.layers[0].data == 1).any()
+
+
+def test_status_messages_say_what_happened(open_dock, fluo, tmp_path):
+    # regressions (audit 26): a refusal stayed on screen after the next click was taken; a save
+    # counted only objects with clicks; a 2D image beside a stack shown transposed was told to
+    # "switch the viewer to 2D"
+    viewer, w = open_dock(fluo)
+    assert not w.add_click(500, 500, True) and "outside" in w.last_status
+    assert w.add_click(20, 20, True) and "outside" not in w.last_status
+    w.commit()
+    w.layers["committed"].data[50:56, 50:56] = 5  # painted by hand
+    tif, _ = w.save_annotations(tmp_path / "a")
+    assert "saved 2 object(s) (1 with clicks)" in w.last_status
+    viewer.add_image(np.stack([fluo] * 4), name="stack")
+    viewer.dims.order = (1, 0, 2)  # the stack's z and x on screen: one axis of the 2D image
+    assert not w.add_click(20, 20, True)
+    assert "only 1 of the image's axes is on screen" in w.last_status
+
+
 def _in(layer, viewer):
     return any(unwrap(layer) is unwrap(la) for la in viewer.layers)
 

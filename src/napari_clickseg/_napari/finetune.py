@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from ..data.io import MIN_OBJECT_PX, available_cpus
 from ..files import replacing
-from .planes import ImageGeometry, Plane
+from .planes import ImageGeometry, Plane, plane_of_box
 from .session import AnnotationSession
 
 __all__ = [
@@ -70,12 +70,15 @@ class AnnotatedImage:
 
 
 class Exported(NamedTuple):
-    """What an export wrote: planes, objects the trainer uses, and objects left out as they
-    span several planes of a stack with no record of the one they were drawn on."""
+    """What an export wrote: planes, objects the trainer uses, objects left out as they span
+    several planes of a stack with no record of the one they were drawn on, objects left out
+    as smaller than ``MIN_OBJECT_PX``, and the names of the images with planes written."""
 
     planes: int
     objects: int
-    spanning: int
+    spanning: int = 0
+    small: int = 0
+    images: tuple[str, ...] = ()
 
 
 def _boxes(labels: np.ndarray, ids: list[int]) -> dict[int, tuple[slice, ...]]:
@@ -100,12 +103,23 @@ def _trainer_ids(labels: np.ndarray) -> np.ndarray:
     return dense.astype(np.uint32)
 
 
-def _planes_of(image: AnnotatedImage) -> tuple[dict[Plane, list[int] | None], int]:
-    """The planes to export with their objects (None: all on the plane), and the number
-    of objects left out as they span planes."""
+def _small(labels: np.ndarray, ids: Sequence[int] | None = None) -> int:
+    """How many of ``ids`` (None: every positive id) have pixels, but too few to train on."""
+    values, counts = np.unique(labels, return_counts=True)
+    wanted = None if ids is None else set(ids)
+    return sum(
+        1 for v, n in zip(values, counts, strict=True)
+        if v > 0 and n < MIN_OBJECT_PX and (wanted is None or int(v) in wanted)
+    )
+
+
+def _planes_of(image: AnnotatedImage) -> tuple[dict[Plane, list[int] | None], int, int]:
+    """The planes to export with their objects (None: all on the plane), and the numbers
+    of objects left out as they span planes or are too small."""
     session, geometry = image.session, image.geometry
     if len(geometry.spatial_shape) == 2:
-        return ({Plane.full_2d(): None} if _trainable(session.labels) else {}), 0
+        planes = {Plane.full_2d(): None} if _trainable(session.labels) else {}
+        return planes, 0, _small(session.labels)
     objects_on: dict[Plane, list[int]] = {}
     for oid, record in session.records.items():
         if record.plane is not None:
@@ -116,20 +130,20 @@ def _planes_of(image: AnnotatedImage) -> tuple[dict[Plane, list[int] | None], in
     labels = session.labels
     loose = sorted({int(i) for i in np.unique(labels) if i > 0} - placed)
     for oid, box in _boxes(labels, loose).items():  # painted or loaded without a record
-        thick = [a for a, sl in enumerate(box) if sl.stop - sl.start > 1]
-        if len(thick) > 2:
+        plane = plane_of_box(box)
+        if plane is None:
             spanning += int(np.count_nonzero(labels[box] == oid) >= MIN_OBJECT_PX)
-            continue
-        pad = [a for a in range(labels.ndim - 1, -1, -1) if a not in thick]
-        displayed = tuple(sorted([*thick, *pad][:2]))
-        index = tuple((a, box[a].start) for a in range(labels.ndim) if a not in displayed)
-        objects_on.setdefault(Plane(displayed, index), []).append(oid)
+        else:
+            objects_on.setdefault(plane, []).append(oid)
     kept: dict[Plane, list[int] | None] = {}
+    small = 0
     for plane, ids in objects_on.items():  # objects erased by hand, wholly or nearly
-        trainable = _trainable(plane.view(labels))
+        view = plane.view(labels)
+        trainable = _trainable(view)
+        small += _small(view, ids)
         if ours := [oid for oid in ids if oid in trainable]:
             kept[plane] = ours
-    return kept, spanning
+    return kept, spanning, small
 
 
 def export_committed(images: Sequence[AnnotatedImage], out_dir: str | os.PathLike) -> Exported:
@@ -150,11 +164,11 @@ def export_committed(images: Sequence[AnnotatedImage], out_dir: str | os.PathLik
     """
     import tifffile
 
-    todo, spanning = [], 0
+    todo, spanning, small = [], 0, 0
     for image in images:
-        planes, n = _planes_of(image)
+        planes, n_spanning, n_small = _planes_of(image)
         todo.append((image, planes))
-        spanning += n
+        spanning, small = spanning + n_spanning, small + n_small
     if not any(planes for _, planes in todo):
         more = f" ({spanning} span several planes of a stack: commit them on one)" if spanning else ""
         raise ValueError(
@@ -185,7 +199,8 @@ def export_committed(images: Sequence[AnnotatedImage], out_dir: str | os.PathLik
     except BaseException:  # a full disk, an unreadable plane: no half-written data folder is left
         shutil.rmtree(out, ignore_errors=True)
         raise
-    return Exported(n_planes, n_objects, spanning)
+    used = tuple(image.name for image, planes in todo if planes)
+    return Exported(n_planes, n_objects, spanning, small, used)
 
 
 def export_for_run(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, Widget
 
+from ..data.io import MIN_OBJECT_PX
 from . import workers
 from .finetune import iteration_of, training_starts
 
@@ -121,7 +122,7 @@ class FineTunePanel:
             **self.spec_options,
         )
         self._data = {
-            "images": [im.name for im in images], "planes": exported.planes,
+            "images": list(exported.images), "planes": exported.planes,
             "objects": exported.objects, "extra": self.folder.value,
         }
         self._base = dict(prov)
@@ -133,6 +134,8 @@ class FineTunePanel:
         left_out = [unusable] if lost else []
         if exported.spanning:
             left_out.append(f"{exported.spanning} spanning several planes with no record of one")
+        if exported.small:
+            left_out.append(f"{exported.small} of fewer than {MIN_OBJECT_PX} pixels")
         dock._status(
             f"fine-tuning {spec.arch} on {exported.objects} objects ({exported.planes} plane(s)) "
             f"into {run_dir}" + (f"; left out: {'; '.join(left_out)}" if left_out else "")

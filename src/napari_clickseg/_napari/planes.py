@@ -24,7 +24,7 @@ import numpy as np
 
 from ..clicks import Click
 
-__all__ = ["ImageGeometry", "Plane"]
+__all__ = ["ImageGeometry", "Plane", "plane_of_box"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,18 @@ class Plane:
         return cls(displayed, index)  # type: ignore[arg-type]
 
 
+def plane_of_box(box: Sequence[slice]) -> Plane | None:
+    """The plane holding everything in the bounding box ``box`` of a spatial array, or None
+    when the box is more than one pixel thick along three or more axes. Its displayed axes
+    are the box's thick ones, completed with the last axes (a slice of a z-stack: (y, x))."""
+    thick = [a for a, sl in enumerate(box) if sl.stop - sl.start > 1]
+    if len(thick) > 2:
+        return None
+    pad = [a for a in range(len(box) - 1, -1, -1) if a not in thick]
+    displayed = tuple(sorted([*thick, *pad][:2]))
+    return Plane(displayed, tuple((a, box[a].start) for a in range(len(box)) if a not in displayed))
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """How an image layer's data maps to spatial labels and to click layers.
@@ -177,9 +189,14 @@ class ImageGeometry:
             ValueError: if not exactly two axes are displayed or one is the channel axis.
         """
         disp = tuple(int(a) for a in displayed_layer_axes)
-        if len(disp) != 2:
+        if len(disp) > 2:
             raise ValueError(
                 f"{len(disp)} axes of the image are displayed; switch the viewer to 2D to click"
+            )
+        if len(disp) < 2:  # another layer's axes are on screen (e.g. a stack shown transposed)
+            raise ValueError(
+                f"only {len(disp)} of the image's axes {'is' if len(disp) == 1 else 'are'} on screen: "
+                "show two of its axes (napari's 'transpose' / axis order) to click"
             )
         if self.channel_axis in disp:
             raise ValueError(

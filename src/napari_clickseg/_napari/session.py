@@ -31,7 +31,7 @@ import numpy as np
 from .. import __version__
 from ..clicks import Click, as_clicks
 from ..files import replacing
-from .planes import Plane
+from .planes import Plane, plane_of_box
 
 __all__ = ["AnnotationSession", "CommitResult", "ObjectRecord", "SessionError"]
 
@@ -464,13 +464,14 @@ class AnnotationSession:
         Args:
             oid: the object's id.
             plane: plane to edit it on when its provenance has none (painted or loaded
-                objects); ignored otherwise.
+                objects) and it has pixels there; else the one plane holding all of it.
 
         Returns:
             Its provenance record, or None for an object without one (no clicks come back).
 
         Raises:
-            SessionError: an id < 1 or unknown, or no plane for an object without provenance.
+            SessionError: an id < 1 or unknown, or an object without provenance that is not on
+                ``plane`` and spans several planes.
         """
         oid = self._check_id(oid)
         self.drop_absent([oid])  # erased by hand: its clicks are gone with it
@@ -479,12 +480,35 @@ class AnnotationSession:
             raise SessionError(f"there is no object {oid}")
         if record is not None and record.plane is not None:
             plane = record.plane
-        if plane is None:
-            raise SessionError(f"object {oid} has no recorded slice; show its slice and re-open")
+        elif plane is not None:
+            self._check_plane(plane)
+            if not np.any(plane.view(self._labels) == oid):  # not on the slice shown
+                plane = self._plane_holding(oid)
+        else:
+            plane = self._plane_holding(oid)
         self._check_plane(plane)
         clicks = record.clicks if record is not None else ()
         self._push(_State(tuple(clicks), plane, oid))
         return record
+
+    def _plane_holding(self, oid: int) -> Plane:
+        """The one plane holding all of object ``oid``'s pixels.
+
+        Raises:
+            SessionError: no such pixels, or they span several planes.
+        """
+        where = np.nonzero(self._labels == oid)
+        if not where[0].size:
+            raise SessionError(f"there is no object {oid}")
+        box = [slice(int(w.min()), int(w.max()) + 1) for w in where]
+        plane = plane_of_box(box)
+        if plane is None:
+            spans = ", ".join(f"axis {a}: {sl.start}-{sl.stop - 1}" for a, sl in enumerate(box))
+            raise SessionError(
+                f"object {oid} has no recorded slice and spans several ({spans}): "
+                "show a slice holding some of it and re-open"
+            )
+        return plane
 
     def delete(self, oid: int) -> int:
         """Remove object ``oid`` from the labels and the provenance; returns pixels cleared.

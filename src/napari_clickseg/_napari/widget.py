@@ -196,6 +196,7 @@ class ClickSegWidget(Container):
         self._result: PredictionResult | None = None
         self._preview_plane: Plane | None = None
         self._worker: Any = None
+        self._removal_selection: list[Any] | None = None  # while napari removes the bound image
         self._pending: PredictionRequest | None = None
         self._syncing = False
         self._points_seen: tuple[int, int] = (-1, -1)  # points layers' sizes at the last sync
@@ -429,7 +430,14 @@ class ClickSegWidget(Container):
             return
         removed = event.value
         if _same(removed, self.image_layer):
-            self._unbind()
+            # napari may be removing a snapshot of the selection, and bringing back a deleted
+            # committed layer changes the selection: what napari goes on to remove is what is
+            # selected now
+            self._removal_selection = list(self.viewer.layers.selection)
+            try:
+                self._unbind()
+            finally:
+                self._removal_selection = None
             nxt = self._default_image()
             if nxt is not None:
                 self._bind_to(nxt)
@@ -491,7 +499,10 @@ class ClickSegWidget(Container):
         "delete selected layers" goes on to remove it: removing it now breaks that loop)."""
         if not _in_viewer(layer, self.viewer):
             return
-        if not any(_same(layer, la) for la in self.viewer.layers.selection):
+        selection = self._removal_selection
+        if selection is None:
+            selection = list(self.viewer.layers.selection)
+        if not any(_same(layer, la) for la in selection):
             self.viewer.layers.remove(layer)
             return
         from qtpy.QtCore import QTimer
@@ -741,6 +752,7 @@ class ClickSegWidget(Container):
             self._hook_committed(committed)  # a layer made by a dock that was closed
         self.session = session
         self.layers["committed"] = committed
+        self._brush_new_id(committed)
         # keys work whichever of our layers is selected (Ctrl+Z on the labels layer stays napari's)
         for layer in (
             img,
@@ -1075,6 +1087,7 @@ class ClickSegWidget(Container):
             layer.selected_data = set()
         finally:
             self._syncing = False
+        self._status(f"{'positive' if positive else 'negative'} click at ({row:.0f}, {col:.0f})")  # over a refusal
         self._sync_from_layers(plane)
         return True
 
@@ -1342,6 +1355,7 @@ class ClickSegWidget(Container):
             self._status("nothing to undo")
             return False
         self._after_session_change()
+        self._show_plane(self.session.plane)  # the clicks back may be on another slice
         self._status(f"undo: {len(self.session.clicks)} click(s)")
         return True
 
@@ -1351,6 +1365,7 @@ class ClickSegWidget(Container):
             self._status("nothing to redo")
             return False
         self._after_session_change()
+        self._show_plane(self.session.plane)
         self._status(f"redo: {len(self.session.clicks)} click(s)")
         return True
 
@@ -1459,12 +1474,27 @@ class ClickSegWidget(Container):
         reset = getattr(layer, "_reset_history", None)  # napari has no public call for this
         if callable(reset):
             reset()
+        self._brush_new_id(layer)
+
+    def _brush_new_id(self, layer: Any) -> None:
+        """Hand painting on the committed layer makes a new object: napari's label stays 1
+        otherwise, and a nucleus painted with it joins object 1 (on any slice)."""
+        if self.session is None or not np.issubdtype(layer.data.dtype, np.integer):
+            return
+        oid = self.session.next_id()
+        if oid <= np.iinfo(layer.data.dtype).max:
+            layer.selected_label = oid
 
     def _show_plane(self, plane: Plane | None) -> None:
-        """Move the viewer's sliders to ``plane``."""
+        """Show ``plane``: its two axes on screen (a 2D view) and the sliders at its slice."""
         if plane is None or not plane.index or self.geometry is None:
             return
         img, g = self.image_layer, self.geometry
+        dims = self.viewer.dims
+        offset = dims.ndim - img.ndim
+        shown = [g.spatial_axes[d] + offset for d in plane.displayed]
+        if dims.ndisplay == 2 and set(dims.displayed) != set(shown):  # e.g. committed on an XZ view
+            dims.order = tuple([a for a in dims.order if a not in shown] + shown)
         pos = np.asarray(img.world_to_data(self.viewer.dims.point), dtype=float)
         for s_axis, idx in plane.index:
             pos[g.spatial_axes[s_axis]] = idx
@@ -1681,7 +1711,9 @@ class ClickSegWidget(Container):
         except (OSError, SessionError) as e:
             self._status(f"could not save: {e}")
             return None
-        self._status(f"saved {len(self.session.records)} object(s) to {tif} and {js.name}")
+        s = self.session
+        with_clicks = sum(1 for r in s.records.values() if r.clicks)
+        self._status(f"saved {len(s.object_ids())} object(s) ({with_clicks} with clicks) to {tif} and {js.name}")
         return tif, js
 
     def load_annotations(self, path: str | os.PathLike, discard_unsaved: bool = False) -> bool:
