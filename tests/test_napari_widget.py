@@ -1391,7 +1391,7 @@ def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo):
     viewer.layers.remove("image")
     assert [la.name for la in viewer.layers] == ["committed objects (image)"]
     assert (viewer.layers[0].data == 1).any()
-    assert w.image_layer is None and "no image" in w.last_status
+    assert w.image_layer is None and "1 object(s), not saved, stay in 'committed objects (image)'" in w.last_status
     assert not w.add_click(1, 1, True)
     viewer.add_image(fluo, name="next")  # a new image binds, with its own layers
     assert unwrap(w.image_layer) is viewer.layers["next"] and w.session.records == {}

@@ -434,6 +434,7 @@ class ClickSegWidget(Container):
             # committed layer changes the selection: what napari goes on to remove is what is
             # selected now
             self._removal_selection = list(self.viewer.layers.selection)
+            session, committed = self.session, self.layers.get("committed")
             try:
                 self._unbind()
             finally:
@@ -441,6 +442,12 @@ class ClickSegWidget(Container):
             nxt = self._default_image()
             if nxt is not None:
                 self._bind_to(nxt)
+            if session is not None and session.unsaved and session.has_objects and _in_viewer(committed, self.viewer):
+                self._status(  # the dock saves only the bound image's objects
+                    f"{removed.name!r} was removed; its {len(session.object_ids())} object(s), not saved, "
+                    f"stay in {committed.name!r} (napari's File > Save Selected Layers saves their pixels)"
+                    + ("" if nxt is not None else "; add or select an image to go on")
+                )
         else:
             for k, layer in list(self.layers.items()):
                 if _same(layer, removed):
