@@ -347,6 +347,22 @@ def test_reopening_an_object_without_provenance_goes_to_its_own_slice():
         s.reopen(3, shown)
 
 
+def test_labels_saved_by_napari_with_a_channel_axis_load(tmp_path):
+    # regression (audit 26): napari saves the committed layer of an image with a channel axis
+    # with that axis kept, of length 1: (Z, 1, Y, X); the dock's Load refused it
+    import tifffile
+
+    labels = np.zeros((3, 1, 16, 16), np.uint16)
+    labels[2, 0, 4:8, 4:8] = 6
+    tifffile.imwrite(tmp_path / "napari.tif", labels)
+    s = AnnotationSession(np.zeros((3, 16, 16), np.uint16))
+    s.load(tmp_path / "napari.tif")
+    assert s.labels.shape == (3, 16, 16) and s.labels[2, 5, 5] == 6
+    tifffile.imwrite(tmp_path / "other.tif", np.zeros((3, 2, 16, 16), np.uint16))
+    with pytest.raises(SessionError, match="holds labels of shape"):
+        s.load(tmp_path / "other.tif")
+
+
 def test_negative_labels_painted_by_hand_save_and_load(tmp_path):
     # regression: a save holding -1 "ignore" pixels was refused by load
     labels = np.zeros((8, 8), np.int32)

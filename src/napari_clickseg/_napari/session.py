@@ -57,6 +57,11 @@ def _union(
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))  # type: ignore[return-value]
 
 
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` without its length-1 axes."""
+    return tuple(n for n in shape if n != 1)
+
+
 class SessionError(ValueError):
     """An operation on the session cannot be done (the message says why)."""
 
@@ -633,6 +638,8 @@ class AnnotationSession:
             data = tifffile.imread(tif)
         except Exception as e:
             raise SessionError(f"cannot read labels file {tif}: {e}") from None
+        if data.shape != self._labels.shape and _squeezed(data.shape) == _squeezed(self._labels.shape):
+            data = data.reshape(self._labels.shape)  # e.g. napari's save of the layer: (Z, 1, Y, X)
         if data.shape != self._labels.shape:
             raise SessionError(
                 f"{tif} holds labels of shape {data.shape}; this image needs {self._labels.shape}"
