@@ -158,8 +158,9 @@ def test_export_of_a_stack_takes_objects_painted_or_loaded_without_records(tmp_p
     s.labels[4, 2:10, 30:38] = 6  # painted on a slice of its own
     s.labels[0:6, 16, 0:10] = 7  # painted on an XZ plane (y = 16)
     s.labels[2:5, 25:30, 2:8] = 8  # painted in 3D: no plane holds it
+    s.labels[2:5, 0:2, 38:40] = 9  # a 12 px dab across three slices: too small (review 26)
     exported = export_committed(one(s, g, data), tmp_path / "d")
-    assert exported[:3] == (3, 4, 1)
+    assert exported[:4] == (3, 4, 1, 1)
     found = {}
     for p in sorted((tmp_path / "d" / "labels").glob("*.tif")):
         lab = tifffile.imread(p)

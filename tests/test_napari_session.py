@@ -345,6 +345,8 @@ def test_reopening_an_object_without_provenance_goes_to_its_own_slice():
     s.clear()
     with pytest.raises(SessionError, match="spans several.*axis 0: 1-3"):
         s.reopen(3, shown)
+    # a flat object re-opened from a view crossing it (review 26): edited on its own plane
+    assert s.reopen(2, Plane((0, 2), ((1, 4),))) is None and s.plane == Plane((1, 2), ((0, 4),))
 
 
 def test_labels_saved_by_napari_with_a_channel_axis_load(tmp_path):

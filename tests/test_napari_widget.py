@@ -604,7 +604,13 @@ def test_hand_painting_after_a_commit_gets_a_new_id(open_dock, fluo, tmp_path):
     w.bind(viewer.add_image(fluo.copy(), name="other"))
     assert w.layers["committed"].selected_label == 1
     w.bind(viewer.layers["image"])
-    assert committed.selected_label == 3
+    assert committed.selected_label == 3 and w.object_spin.value != 3  # the id box keeps an object
+    committed.selected_label = 0  # the user erases by hand (review 26): the dock leaves it
+    w.add_click(30, 50, True)
+    assert w.commit() == 3 and committed.selected_label == 0
+    committed.selected_label = 1  # and paints object 1 on purpose
+    w.delete(3)
+    assert committed.selected_label == 1
 
 
 def test_reopen_and_undo_show_the_objects_own_view(open_dock, fluo):
@@ -1392,6 +1398,20 @@ def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo):
     assert [la.name for la in viewer.layers] == ["committed objects (image)"]
     assert (viewer.layers[0].data == 1).any()
     assert w.image_layer is None and "1 object(s), not saved, stay in 'committed objects (image)'" in w.last_status
+    viewer.add_image(fluo, name="again")
+    w.add_click(20, 20, True)
+    w.commit()
+    viewer.layers.remove(w.layers["committed"])  # deleted earlier: the dock brings it back
+    viewer.layers.remove("again")
+    assert "stay in 'committed objects (again)'" in w.last_status
+    viewer.add_image(fluo, name="both")
+    w.add_click(20, 20, True)
+    w.commit()
+    committed = w.layers["committed"]
+    viewer.layers.selection = {viewer.layers["both"], committed}
+    viewer.layers.remove("both")  # both deleted on purpose, the image first: nothing stays
+    assert "stay in" not in w.last_status
+    viewer.layers.remove(committed)
     assert not w.add_click(1, 1, True)
     viewer.add_image(fluo, name="next")  # a new image binds, with its own layers
     assert unwrap(w.image_layer) is viewer.layers["next"] and w.session.records == {}

@@ -125,18 +125,20 @@ def _planes_of(image: AnnotatedImage) -> tuple[dict[Plane, list[int] | None], in
         if record.plane is not None:
             plane = Plane(tuple(sorted(record.plane.displayed)), record.plane.index)
             objects_on.setdefault(plane, []).append(int(oid))
-    spanning = 0
+    spanning = small = 0
     placed = {oid for ids in objects_on.values() for oid in ids}
     labels = session.labels
     loose = sorted({int(i) for i in np.unique(labels) if i > 0} - placed)
     for oid, box in _boxes(labels, loose).items():  # painted or loaded without a record
         plane = plane_of_box(box)
         if plane is None:
-            spanning += int(np.count_nonzero(labels[box] == oid) >= MIN_OBJECT_PX)
+            if np.count_nonzero(labels[box] == oid) >= MIN_OBJECT_PX:
+                spanning += 1
+            else:
+                small += 1
         else:
             objects_on.setdefault(plane, []).append(oid)
     kept: dict[Plane, list[int] | None] = {}
-    small = 0
     for plane, ids in objects_on.items():  # objects erased by hand, wholly or nearly
         view = plane.view(labels)
         trainable = _trainable(view)

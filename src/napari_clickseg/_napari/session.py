@@ -468,8 +468,8 @@ class AnnotationSession:
 
         Args:
             oid: the object's id.
-            plane: plane to edit it on when its provenance has none (painted or loaded
-                objects) and it has pixels there; else the one plane holding all of it.
+            plane: for an object without provenance (painted or loaded) that lies in no one
+                plane, the plane to edit it on (it must have pixels there); else ignored.
 
         Returns:
             Its provenance record, or None for an object without one (no clicks come back).
@@ -485,28 +485,29 @@ class AnnotationSession:
             raise SessionError(f"there is no object {oid}")
         if record is not None and record.plane is not None:
             plane = record.plane
-        elif plane is not None:
-            self._check_plane(plane)
-            if not np.any(plane.view(self._labels) == oid):  # not on the slice shown
-                plane = self._plane_holding(oid)
         else:
-            plane = self._plane_holding(oid)
+            if plane is not None:
+                self._check_plane(plane)
+            plane = self._plane_holding(oid, plane)
         self._check_plane(plane)
         clicks = record.clicks if record is not None else ()
         self._push(_State(tuple(clicks), plane, oid))
         return record
 
-    def _plane_holding(self, oid: int) -> Plane:
-        """The one plane holding all of object ``oid``'s pixels.
+    def _plane_holding(self, oid: int, shown: Plane | None = None) -> Plane:
+        """The one plane holding all of object ``oid``'s pixels; for an object spanning
+        planes, ``shown`` if it holds some of them.
 
         Raises:
-            SessionError: no such pixels, or they span several planes.
+            SessionError: no such pixels, or they span several planes and ``shown`` has none.
         """
         where = np.nonzero(self._labels == oid)
         if not where[0].size:
             raise SessionError(f"there is no object {oid}")
         box = [slice(int(w.min()), int(w.max()) + 1) for w in where]
         plane = plane_of_box(box)
+        if plane is None and shown is not None and np.any(shown.view(self._labels) == oid):
+            return shown
         if plane is None:
             spans = ", ".join(f"axis {a}: {sl.start}-{sl.stop - 1}" for a, sl in enumerate(box))
             raise SessionError(

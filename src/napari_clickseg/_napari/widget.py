@@ -197,6 +197,7 @@ class ClickSegWidget(Container):
         self._preview_plane: Plane | None = None
         self._worker: Any = None
         self._removal_selection: list[Any] | None = None  # while napari removes the bound image
+        self._brushed: dict[int, int] = {}  # committed layer -> the paint label the dock set
         self._pending: PredictionRequest | None = None
         self._syncing = False
         self._points_seen: tuple[int, int] = (-1, -1)  # points layers' sizes at the last sync
@@ -433,8 +434,8 @@ class ClickSegWidget(Container):
             # napari may be removing a snapshot of the selection, and bringing back a deleted
             # committed layer changes the selection: what napari goes on to remove is what is
             # selected now
-            self._removal_selection = list(self.viewer.layers.selection)
-            session, committed = self.session, self.layers.get("committed")
+            going = self._removal_selection = list(self.viewer.layers.selection)
+            session = self.session
             try:
                 self._unbind()
             finally:
@@ -442,7 +443,11 @@ class ClickSegWidget(Container):
             nxt = self._default_image()
             if nxt is not None:
                 self._bind_to(nxt)
-            if session is not None and session.unsaved and session.has_objects and _in_viewer(committed, self.viewer):
+            committed = next(  # parked (brought back first if it was deleted), unless napari removes it too
+                (la for la in self.viewer.layers if la.metadata.get(SESSION_KEY) is session
+                 and not any(_same(la, g) for g in going)), None
+            )
+            if session is not None and committed is not None and session.unsaved and session.has_objects:
                 self._status(  # the dock saves only the bound image's objects
                     f"{removed.name!r} was removed; its {len(session.object_ids())} object(s), not saved, "
                     f"stay in {committed.name!r} (napari's File > Save Selected Layers saves their pixels)"
@@ -1485,12 +1490,19 @@ class ClickSegWidget(Container):
 
     def _brush_new_id(self, layer: Any) -> None:
         """Hand painting on the committed layer makes a new object: napari's label stays 1
-        otherwise, and a nucleus painted with it joins object 1 (on any slice)."""
+        otherwise, and a nucleus painted with it joins object 1 (on any slice). A label the
+        user chose (another id, 0 to erase, one shown alone) is theirs: it stays."""
         if self.session is None or not np.issubdtype(layer.data.dtype, np.integer):
+            return
+        key = id(_unwrap(layer))
+        if layer.selected_label != self._brushed.get(key, 1) or getattr(layer, "show_selected_label", False):
             return
         oid = self.session.next_id()
         if oid <= np.iinfo(layer.data.dtype).max:
+            shown = self.object_spin.value
             layer.selected_label = oid
+            self._brushed[key] = oid
+            self._show_id(shown)  # the id box keeps its object
 
     def _show_plane(self, plane: Plane | None) -> None:
         """Show ``plane``: its two axes on screen (a 2D view) and the sliders at its slice."""
