@@ -613,6 +613,17 @@ def test_hand_painting_after_a_commit_gets_a_new_id(open_dock, fluo, tmp_path):
     assert committed.selected_label == 1
 
 
+def test_a_reopened_dock_goes_on_moving_the_paint_label(open_dock, fluo):
+    # regression (review 26): what a closed dock had set looked like the user's own choice
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1 and w.layers["committed"].selected_label == 2
+    next(iter(viewer.window._wrapped_dock_widgets.values())).destroyOnClose()
+    _, w2 = reopen_dock(viewer)
+    w2.add_click(45, 45, True)
+    assert w2.commit() == 2 and w2.layers["committed"].selected_label == 3
+
+
 def test_reopen_and_undo_show_the_objects_own_view(open_dock, fluo):
     # regression (audit 26): an object committed on an XZ view was re-opened on the XY view
     # (every click then refused), and undo brought back clicks of another slice off screen
@@ -1389,7 +1400,7 @@ def test_the_plane_checksum_is_taken_once_per_plane_not_per_click(open_dock, flu
     assert len(calls) == 2
 
 
-def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo):
+def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo, qtbot):
     viewer, w = open_dock(fluo)
     w.add_click(20, 20, True)
     assert w.commit() == 1
@@ -1397,21 +1408,33 @@ def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo):
     viewer.layers.remove("image")
     assert [la.name for la in viewer.layers] == ["committed objects (image)"]
     assert (viewer.layers[0].data == 1).any()
-    assert w.image_layer is None and "1 object(s), not saved, stay in 'committed objects (image)'" in w.last_status
+    assert w.image_layer is None
+    qtbot.wait(50)  # the note comes once napari's removal is done
+    assert "1 object(s), not saved, stay in 'committed objects (image)'" in w.last_status
     viewer.add_image(fluo, name="again")
     w.add_click(20, 20, True)
     w.commit()
     viewer.layers.remove(w.layers["committed"])  # deleted earlier: the dock brings it back
     viewer.layers.remove("again")
+    qtbot.wait(50)
     assert "stay in 'committed objects (again)'" in w.last_status
-    viewer.add_image(fluo, name="both")
-    w.add_click(20, 20, True)
-    w.commit()
-    committed = w.layers["committed"]
-    viewer.layers.selection = {viewer.layers["both"], committed}
-    viewer.layers.remove("both")  # both deleted on purpose, the image first: nothing stays
-    assert "stay in" not in w.last_status
-    viewer.layers.remove(committed)
+    # the image and its committed layer deleted together, in either order (napari's "delete
+    # selected layers" goes in a set's order): the unsaved objects stay (review 26)
+    for first in ("image", "committed"):
+        viewer.add_image(fluo, name="both")
+        w.add_click(20, 20, True)
+        w.commit()
+        committed = w.layers["committed"]
+        viewer.layers.selection = {viewer.layers["both"], committed}
+        for layer in ([viewer.layers["both"], committed] if first == "image" else [committed, viewer.layers["both"]]):
+            viewer.layers.remove(layer)
+        qtbot.wait(50)
+        kept = [la for la in viewer.layers if la.name == "committed objects (both)"]
+        assert len(kept) == 1 and (kept[0].data == 1).any(), first
+        assert "stay in 'committed objects (both)'" in w.last_status
+        viewer.layers.remove(kept[0])  # deleted on its own, a parked layer goes
+        qtbot.wait(50)
+        assert "committed objects (both)" not in [la.name for la in viewer.layers]
     assert not w.add_click(1, 1, True)
     viewer.add_image(fluo, name="next")  # a new image binds, with its own layers
     assert unwrap(w.image_layer) is viewer.layers["next"] and w.session.records == {}
@@ -1497,7 +1520,9 @@ def test_deleting_the_image_together_with_the_docks_layers(open_dock, fluo, qtbo
     for layer in [image, *(la for la in list(viewer.layers) if la is not image)]:  # the failing order
         viewer.layers.remove(layer)
     qtbot.wait(20)
-    assert len(viewer.layers) == 0 and w.image_layer is None and w.session is None
+    assert w.image_layer is None and w.session is None
+    # its unsaved objects are put back (review 26): deleting layers is no way to lose them
+    assert [la.name for la in viewer.layers] == ["committed objects (image)"]
 
 
 def test_the_finetune_reader_gives_its_thread_pool_slot_back(qapp):

@@ -71,7 +71,8 @@ NO_MODEL = "(no trained weights shipped: load a file)"
 SESSION_KEY = "napari_clickseg_session"
 IMAGE_ID_KEY = "clickseg_image_id"  # unique_id of the image layer a committed layer belongs to
 GEOMETRY_KEY = "clickseg_geometry"
-_OUR_KEYS = (SESSION_KEY, IMAGE_ID_KEY, GEOMETRY_KEY, "clickseg_image")
+BRUSH_KEY = "clickseg_brush"  # the paint label the dock last set on a committed layer
+_OUR_KEYS = (SESSION_KEY, IMAGE_ID_KEY, GEOMETRY_KEY, "clickseg_image", BRUSH_KEY)
 KEYS = {
     "commit": "C",
     "clear": "Escape",
@@ -197,7 +198,6 @@ class ClickSegWidget(Container):
         self._preview_plane: Plane | None = None
         self._worker: Any = None
         self._removal_selection: list[Any] | None = None  # while napari removes the bound image
-        self._brushed: dict[int, int] = {}  # committed layer -> the paint label the dock set
         self._pending: PredictionRequest | None = None
         self._syncing = False
         self._points_seen: tuple[int, int] = (-1, -1)  # points layers' sizes at the last sync
@@ -434,7 +434,7 @@ class ClickSegWidget(Container):
             # napari may be removing a snapshot of the selection, and bringing back a deleted
             # committed layer changes the selection: what napari goes on to remove is what is
             # selected now
-            going = self._removal_selection = list(self.viewer.layers.selection)
+            self._removal_selection = list(self.viewer.layers.selection)
             session = self.session
             try:
                 self._unbind()
@@ -443,21 +443,33 @@ class ClickSegWidget(Container):
             nxt = self._default_image()
             if nxt is not None:
                 self._bind_to(nxt)
-            committed = next(  # parked (brought back first if it was deleted), unless napari removes it too
-                (la for la in self.viewer.layers if la.metadata.get(SESSION_KEY) is session
-                 and not any(_same(la, g) for g in going)), None
-            )
-            if session is not None and committed is not None and session.unsaved and session.has_objects:
-                self._status(  # the dock saves only the bound image's objects
-                    f"{removed.name!r} was removed; its {len(session.object_ids())} object(s), not saved, "
-                    f"stay in {committed.name!r} (napari's File > Save Selected Layers saves their pixels)"
-                    + ("" if nxt is not None else "; add or select an image to go on")
-                )
+            if session is not None and session.unsaved and session.has_objects:
+                from qtpy.QtCore import QTimer
+
+                parked = next((la for la in self.viewer.layers if la.metadata.get(SESSION_KEY) is session), None)
+                name = removed.name
+                QTimer.singleShot(0, lambda: self._keep_objects(name, session, parked, nxt is None))
         else:
             for k, layer in list(self.layers.items()):
                 if _same(layer, removed):
                     del self.layers[k]
         self.image_combo.reset_choices()
+
+    def _keep_objects(self, image: str, session: AnnotationSession, parked: Any, no_image: bool) -> None:
+        """Once napari's removal of image ``image`` is done: its unsaved objects stay in a
+        layer (put back if the same deletion took it: deleting layers is no way to lose
+        annotations), and the status says where, as the dock saves only the bound image's."""
+        if self._closed or parked is None:
+            return
+        layer = next((la for la in self.viewer.layers if la.metadata.get(SESSION_KEY) is session), None)
+        if layer is None:
+            self.viewer.add_layer(parked)
+            layer = parked
+        self._status(
+            f"{image!r} was removed; its {len(session.object_ids())} object(s), not saved, stay in "
+            f"{layer.name!r} (napari's File > Save Selected Layers saves their pixels)"
+            + ("; add or select an image to go on" if no_image else "")
+        )
 
     def _on_image_changed(self, layer: Any) -> None:
         if self._syncing or _same(layer, self.image_layer):
@@ -1494,14 +1506,13 @@ class ClickSegWidget(Container):
         user chose (another id, 0 to erase, one shown alone) is theirs: it stays."""
         if self.session is None or not np.issubdtype(layer.data.dtype, np.integer):
             return
-        key = id(_unwrap(layer))
-        if layer.selected_label != self._brushed.get(key, 1) or getattr(layer, "show_selected_label", False):
+        if layer.selected_label != layer.metadata.get(BRUSH_KEY, 1) or getattr(layer, "show_selected_label", False):
             return
         oid = self.session.next_id()
         if oid <= np.iinfo(layer.data.dtype).max:
             shown = self.object_spin.value
             layer.selected_label = oid
-            self._brushed[key] = oid
+            layer.metadata[BRUSH_KEY] = oid  # with the layer: a reopened dock goes on from it
             self._show_id(shown)  # the id box keeps its object
 
     def _show_plane(self, plane: Plane | None) -> None:
