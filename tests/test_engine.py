@@ -749,3 +749,105 @@ def test_segment_labels_the_clicked_object_and_passes_every_option(tmp_path, tin
     # --overwrite replaces an existing output
     assert main(["segment", str(src), "--click", "25,35,+", "--model", str(tiny_weights), "--device", "cpu",
                  "-o", str(out), "--overwrite"]) == 0
+
+
+class ReadLog:
+    """A lazy (Y, X) or (C, Y, X) array that records the index of every read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.reads = data, []
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, index):
+        self.reads.append(index)
+        return self.data[index]
+
+    def pixels_read(self) -> int:
+        return sum(self.data[i].size for i in self.reads)
+
+
+@pytest.mark.parametrize("channel_axis", [None, 0])
+def test_a_lazy_image_reads_only_the_zoom_boxes_and_segments_as_numpy(early, channel_axis):
+    rng = np.random.default_rng(4)
+    plane = rng.integers(0, 4000, (600, 700), dtype=np.uint16)
+    plane[300:330, 400:440] += 20000
+    data = plane if channel_axis is None else np.stack([plane, plane // 2])
+    clicks = [(315, 420, True), (340, 420, False)]
+    p = Predictor(early, device="cpu", first_window=256)
+    p.set_image(data, channel_axis=channel_axis)
+    expected = [p.predict(clicks[:k]) for k in (1, 2)]
+
+    lazy = ReadLog(data)
+    p.set_image(lazy, channel_axis=channel_axis)
+    assert lazy.pixels_read() == data.size  # the intensity statistics: all of an image this small
+    lazy.reads.clear()
+    for k in (1, 2):
+        np.testing.assert_array_equal(p.predict(clicks[:k]), expected[k - 1])
+    assert 0 < lazy.pixels_read() < data.size // 4  # the zoom boxes, never the whole plane
+
+    # a coarser copy gives the statistics: set_image reads nothing of the image itself
+    lazy = ReadLog(data)
+    ref = data[..., ::4, ::4]
+    p.set_image(lazy, channel_axis=channel_axis, reference=ref)
+    assert lazy.reads == []
+    assert p.predict(clicks[:1]).shape == plane.shape
+    assert 0 < lazy.pixels_read() < data.size // 4
+
+
+def test_large_images_are_not_copied(early):
+    import tracemalloc
+
+    big = np.random.default_rng(5).integers(0, 255, (3000, 3000), dtype=np.uint8)
+    p = Predictor(early, device="cpu")
+    tracemalloc.start()
+    try:
+        p.set_image(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the old float32 (H, W, 3) copy took 108 MB; the statistics' sample of 2.25 Mpx a few
+    assert peak < big.size * 4
+    assert p.predict([(1500, 1500, True)]).shape == big.shape
+
+
+def test_lazy_image_errors(early):
+    p = Predictor(early, device="cpu")
+    bad = np.zeros((64, 80), dtype=np.float32)
+    bad[5, 5] = np.nan
+    p.set_image(ReadLog(bad), reference=np.zeros((16, 20), np.float32))  # NaN is found when read
+    with pytest.raises(ValueError, match="NaN or infinite values .*region read around the clicks"):
+        p.predict([(6, 6, True)])
+    with pytest.raises(ValueError, match="NaN"):
+        p.set_image(ReadLog(bad))  # the statistics' sample reads it
+    with pytest.raises(ValueError, match="reference image has 3 channels, the image 1"):
+        p.set_image(ReadLog(np.zeros((64, 80))), reference=np.zeros((16, 20, 3)))
+    with pytest.raises(ValueError, match="looks channels-first"):
+        p.set_image(ReadLog(np.zeros((3, 64, 80))))
+    with pytest.raises(ValueError, match="unsupported image dtype"):
+        p.set_image(ReadLog(np.zeros((64, 80), dtype=complex)))
+    with pytest.raises(ValueError, match="must be 2D"):
+        p.set_image(ReadLog(np.zeros((2, 3, 64, 80))))
+
+
+def test_a_crop_normalises_as_inside_the_whole_image():
+    from napari_clickseg.engine.image import Normalizer, prepare_image, sample_box, validate_image
+
+    rng = np.random.default_rng(6)
+    for dtype in (np.uint8, np.uint16, np.int64, np.float32, np.float64):
+        for c in (None, 2, 3, 4, 6):
+            x = (rng.random((40, 50) if c is None else (40, 50, c)) * 3000).astype(dtype)
+            v = validate_image(x)
+            whole = prepare_image(x)
+            crop = Normalizer.fit(v[sample_box(v.shape)])(v[7:31, 3:44])
+            np.testing.assert_allclose(crop, whole[7:31, 3:44], atol=1e-6)
+
+
+def test_segment_never_writes_into_a_datasets_images_folder(tmp_path):
+    # an IMAGE_labels.tif in images/ has no ground truth beside it: train and evaluate refuse the folder
+    from napari_clickseg.segment import default_output
+
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    assert default_output(tmp_path / "ds" / "images" / "a.png") == tmp_path / "ds" / "images" / "a_labels.tif"
+    (tmp_path / "ds" / "masks").mkdir()
+    assert default_output(tmp_path / "ds" / "images" / "a.png") == tmp_path / "ds" / "a_labels.tif"
+    assert default_output(tmp_path / "b.tif") == tmp_path / "b_labels.tif"

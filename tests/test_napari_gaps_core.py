@@ -185,7 +185,7 @@ class FlakyPredictor:
         self.set_images = 0
         self.predicts = 0
 
-    def set_image(self, image, channel_axis=None):
+    def set_image(self, image, channel_axis=None, reference=None):
         self.set_images += 1
         if self.set_images == 1:
             raise MemoryError("out of memory")

@@ -91,6 +91,45 @@ def test_geometry_rgb_and_channel_axis():
         g.plane_at([0, 2, 3], [0, 0, 0, 0])
 
 
+def test_a_lazy_plane_view_reads_only_what_is_sliced():
+    # (C, Z, Y, X) data shown as a transposed (X, Y) plane of slice z=2, channels on axis 0
+    data = np.random.default_rng(1).random((2, 4, 6, 8))
+    reads = []
+
+    class Lazy:
+        shape, dtype = data.shape, data.dtype
+
+        def __getitem__(self, index):
+            reads.append(index)
+            return data[index]
+
+    g = ImageGeometry(data.shape, channel_axis=0)
+    plane = Plane((2, 1), ((0, 2),))
+    view = g.plane_view(Lazy(), plane)
+    assert reads == [] and view.shape == (8, 6, 2) and view.channel_axis == 2 and view.dtype == data.dtype
+    whole, _ = g.plane_image(data, plane)
+    np.testing.assert_array_equal(view[1:5, 2:4], whole[1:5, 2:4])
+    assert reads == [(slice(None), 2, slice(2, 4), slice(1, 5))]
+    np.testing.assert_array_equal(view[::3, ::2], whole[::3, ::2])
+    with pytest.raises(IndexError, match="up to 3 slices"):
+        view[1, 2]
+
+
+def test_a_pyramid_plane_in_a_coarser_level(monkeypatch):
+    from napari_clickseg._napari import planes
+
+    monkeypatch.setattr(planes, "STATISTICS_PIXELS", 16 * 16)
+    data = np.random.default_rng(2).random((8, 64, 64))  # (Z, Y, X), every level halves Z too
+    levels = [data, data[::2, ::2, ::2], data[::4, ::4, ::4], data[::8, ::8, ::8]]
+    g = ImageGeometry(data.shape)
+    # z=5 of 8 is z=1 of the 2 slices at level 2, the coarsest with a 16x16 plane
+    np.testing.assert_array_equal(g.coarse_plane(levels, Plane((1, 2), ((0, 5),))), levels[2][1])
+    assert g.coarse_plane(levels[:1], Plane((1, 2), ((0, 5),))) is None  # no pyramid
+    monkeypatch.setattr(planes, "STATISTICS_PIXELS", 64 * 64)
+    assert g.coarse_plane(levels, Plane((1, 2), ((0, 5),))) is None  # level 0 is the one
+    assert g.coarse_plane([data, data[0]], Plane((1, 2), ((0, 5),))) is None  # levels that do not fit
+
+
 def test_geometry_rejects_bad_setups():
     with pytest.raises(ValueError, match="rgb"):
         ImageGeometry((6, 8, 3), rgb=True, channel_axis=0)

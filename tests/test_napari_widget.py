@@ -399,7 +399,7 @@ def test_rgb_image(open_dock):
     _, w = open_dock(he, rgb=True)
     assert w.geometry.rgb and w.geometry.spatial_shape == (64, 64)
     w.add_click(30, 30, True)
-    _, image, ch = w._plane_image(w.session.plane)
+    _, image, ch, _ = w._plane_image(w.session.plane)
     assert image.shape == (64, 64, 3) and ch == 2
     assert w.commit() == 1 and w.layers["committed"].data.shape == (64, 64)
 
@@ -411,7 +411,7 @@ def test_multichannel_uint16_with_chosen_channel_axis(open_dock, fluo):
     assert w.geometry.channel_axis == 0 and w.geometry.spatial_shape == (64, 64)
     assert w.layers["committed"].data.shape == (1, 64, 64)
     w.add_click(30, 30, True)
-    _, image, ch = w._plane_image(w.session.plane)
+    _, image, ch, _ = w._plane_image(w.session.plane)
     assert image.shape == (64, 64, 3) and image.dtype == np.uint16 and ch == 2
     assert w.commit() == 1 and (w.session.labels == 1).sum() > 0
     # the annotation layers show on every channel
@@ -1202,13 +1202,40 @@ def test_scrolling_a_lazy_stack_does_not_reread_the_open_object(open_dock, fluo,
     viewer, w = open_dock(da.from_array(np.stack([fluo] * 6), chunks=(1, 64, 64)))
     w.add_click(30, 30, True)
     reads = []
-    real = ImageGeometry.plane_image
-    monkeypatch.setattr(ImageGeometry, "plane_image", lambda g, *a: reads.append(1) or real(g, *a))
+    real = ImageGeometry.plane_view
+    monkeypatch.setattr(ImageGeometry, "plane_view", lambda g, *a: reads.append(1) or real(g, *a))
     for z in (1, 2, 3, 4):
         viewer.dims.set_current_step(0, z)
     assert reads == []
     viewer.layers["image"].data = viewer.layers["image"].data  # the documented way after edits
     assert len(reads) >= 1
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_a_pyramid_is_read_around_the_clicks_with_statistics_from_a_coarser_level(open_dock, fluo, lazy, monkeypatch):
+    # regression (audit 26): the first click on a multiscale image read and normalised all of
+    # level 0 (2.6 s and 2 GB at 8192^2); now the engine reads the zoom boxes of a lazy plane
+    import dask.array as da
+
+    from napari_clickseg._napari import planes
+    from napari_clickseg.engine.image import LazyImage
+
+    monkeypatch.setattr(planes, "STATISTICS_PIXELS", 64 * 64)  # small test levels
+    base = np.tile(np.stack([fluo, fluo // 2]), (1, 4, 4))  # (Z, 256, 256)
+    levels = [base] + [base[:, :: 2**k, :: 2**k] for k in (1, 2, 3)]
+    if lazy:
+        levels = [da.from_array(lv, chunks=(1, 64, 64)) for lv in levels]
+    viewer, w = open_dock(levels, multiscale=True)
+    viewer.dims.set_current_step(0, 1)
+    assert w.add_click(100, 120, True)
+    req = w._make_request()
+    assert LazyImage.accepts(req.image) == lazy and req.image.shape == (256, 256)
+    # the coarsest level whose plane still has 64 x 64 pixels, on the same slice
+    np.testing.assert_array_equal(req.reference, base[1, ::4, ::4])
+    mask = w.current_mask()
+    assert mask is not None and mask[100, 120] and mask.sum() > 50
+    assert w.commit() == 1
+    assert (viewer.layers["committed objects"].data[1] == 1).sum() == mask.sum()
 
 
 # --- audit fixes: closing the dock or the viewer, changing the image --------------------------
@@ -1438,6 +1465,26 @@ def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo, qtbot
     assert not w.add_click(1, 1, True)
     viewer.add_image(fluo, name="next")  # a new image binds, with its own layers
     assert unwrap(w.image_layer) is viewer.layers["next"] and w.session.records == {}
+
+
+def test_an_image_opened_again_gets_its_objects_back(open_dock, fluo, qtbot):
+    viewer, w = open_dock(fluo)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    w.add_click(45, 45, True)  # an open object too
+    viewer.layers.remove("image")
+    qtbot.wait(50)
+    viewer.add_image(fluo[:, :40], name="image")  # another shape: not the same image
+    assert w.session.records == {} and "committed objects (image)" in [la.name for la in viewer.layers]
+    viewer.layers.remove("image")
+    viewer.add_image(fluo, name="other")  # another name: not the same image
+    assert w.session.records == {}
+    viewer.layers.remove("other")
+    viewer.add_image(fluo, name="image")  # the same file opened again
+    assert set(w.session.records) == {1} and len(w.session.clicks) == 1
+    assert "the 1 object(s) of a removed image of this name are back" in w.last_status
+    assert (w.layers["committed"].data == 1).any() and w.layers["committed"].name == "committed objects"
+    assert w.commit() == 2
 
 
 def test_removing_an_image_with_nothing_annotated_leaves_no_layer(open_dock, fluo):

@@ -76,6 +76,16 @@ def file_channel_axis(path: str | Path, image: np.ndarray, axis: int | None) -> 
     return (axis % 3 - 1) % 3  # stored (C, H, W) was read as (H, W, C)
 
 
+def default_output(src: Path) -> Path:
+    """IMAGE_labels.tif beside the image; for an image in a dataset's images/ folder (one
+    with labels/ or masks/ beside it), in the dataset's folder: a file in images/ without
+    ground truth would stop ``train`` and ``evaluate`` on that dataset."""
+    folder = src.parent
+    if folder.name.lower() == "images" and any((folder.parent / d).is_dir() for d in ("labels", "masks")):
+        folder = folder.parent
+    return folder / (src.stem + "_labels.tif")
+
+
 def output_path(src: Path, output: str | None, overwrite: bool) -> Path:
     """The label TIFF to write: checked to be a new (or, with ``overwrite``, a replaceable) file.
 
@@ -83,7 +93,7 @@ def output_path(src: Path, output: str | None, overwrite: bool) -> Path:
         ValueError: a directory, not a .tif/.tiff name, an existing file without
             ``overwrite``, or the input image itself.
     """
-    out = Path(output) if output else src.with_name(src.stem + "_labels.tif")
+    out = Path(output) if output else default_output(src)
     if out.is_dir():
         raise ValueError(f"output {out} is a directory; give a file name such as {out / (src.stem + '_labels.tif')}")
     if out.suffix.lower() not in (".tif", ".tiff"):
@@ -103,7 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="input image (TIFF, PNG, JPEG, ...); 2D, gray, RGB or multichannel")
     parser.add_argument("--click", action="append", default=[], metavar="ROW,COL,+|-",
                         help="a click: ROW,COL,+ (object) or ROW,COL,- (background); repeat in order")
-    parser.add_argument("-o", "--output", help="label TIFF (.tif/.tiff) to write (default: IMAGE_labels.tif)")
+    parser.add_argument("-o", "--output", help="label TIFF (.tif/.tiff) to write (default: IMAGE_labels.tif beside the image, "
+                        "or in the dataset's folder for an image in a dataset's images/ folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--model", default="default",
                         help="shipped model name, 'default', or a .safetensors weights file")

@@ -203,19 +203,22 @@ class PredictionRequest:
         generation: increases with every request; older results are dropped.
         handle: the predictor to use.
         image_key: identifies the 2D image (layer, plane, channel axis, data version).
-        image: the 2D image, (H, W) or (H, W, C), raw dtype.
+        image: the 2D image, (H, W) or (H, W, C), raw dtype: numpy, or a lazy array
+            (a ``PlaneView`` of dask, zarr or multiscale data) read only around the clicks.
         channel_axis: channel axis of ``image`` (None for gray).
         clicks: the clicks on that image.
         options: ``brs``, ``structural_integrity``, ``graph_cut`` for ``Predictor.predict``.
+        reference: the same plane in a coarser pyramid level, for the intensity statistics.
     """
 
     generation: int
     handle: EngineHandle
     image_key: Any
-    image: np.ndarray
+    image: Any
     channel_axis: int | None
     clicks: tuple[Click, ...]
     options: dict[str, Any] = field(default_factory=dict)
+    reference: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,7 @@ def run_prediction(req: PredictionRequest) -> PredictionResult:
         with h.lock:
             if h.image_key != req.image_key:
                 h.image_key = None
-                h.predictor.set_image(req.image, channel_axis=req.channel_axis)
+                h.predictor.set_image(req.image, channel_axis=req.channel_axis, reference=req.reference)
                 h.image_key = req.image_key
                 t_img = time.perf_counter() - t0
             prob = h.predictor.predict(list(req.clicks), **req.options)

@@ -24,7 +24,11 @@ import numpy as np
 
 from ..clicks import Click
 
-__all__ = ["ImageGeometry", "Plane", "plane_of_box"]
+__all__ = ["ImageGeometry", "Plane", "PlaneView", "plane_of_box"]
+
+#: a pyramid's plane gives the engine's intensity statistics from its coarsest level with
+#: at least this many pixels (about what the engine samples of a large image)
+STATISTICS_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,45 @@ def plane_of_box(box: Sequence[slice]) -> Plane | None:
     return Plane(displayed, tuple((a, box[a].start) for a in range(len(box)) if a not in displayed))
 
 
+class PlaneView:
+    """One plane of an nD array, (rows, cols[, channels]), read only where it is sliced:
+    a lazy image for ``Predictor.set_image`` (dask, zarr and multiscale data).
+
+    Args:
+        data: the layer's data (numpy or any array with numpy-style basic indexing).
+        index: a data index: positions on the plane's other axes, ``slice(None)`` on the rest.
+        order: the data axes the view's axes come from, in the view's order.
+    """
+
+    def __init__(self, data: Any, index: tuple[Any, ...], order: tuple[int, ...]) -> None:
+        self._data, self._index, self._order = data, index, order
+        self.shape = tuple(int(data.shape[a]) for a in order)
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = len(order)
+
+    @property
+    def channel_axis(self) -> int | None:
+        """The view's channel axis (None for a gray plane)."""
+        return None if self.ndim == 2 else 2
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        """The pixels of ``key`` (one slice per view axis; missing ones take everything)."""
+        key = tuple(key) if isinstance(key, tuple) else (key,)
+        if len(key) > self.ndim or not all(isinstance(k, slice) for k in key):
+            raise IndexError(f"a plane view takes up to {self.ndim} slices, got {key!r}")
+        index = list(self._index)
+        for a, k in zip(self._order, key):
+            index[a] = k
+        sub = np.asarray(self._data[tuple(index)])
+        # the kept data axes, in data order, put in the view's order
+        kept = sorted(self._order)
+        return np.transpose(sub, [kept.index(a) for a in self._order])
+
+    def read(self) -> np.ndarray:
+        """The whole plane (a view of numpy data, no copy)."""
+        return self[()]
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """How an image layer's data maps to spatial labels and to click layers.
@@ -212,28 +255,57 @@ class ImageGeometry:
             index.append((self.to_spatial_axis(a), pos))
         return Plane((self.to_spatial_axis(disp[0]), self.to_spatial_axis(disp[1])), tuple(index))
 
+    def plane_view(self, data: Any, plane: Plane) -> PlaneView:
+        """The image of ``plane`` as a ``PlaneView``: read only where sliced."""
+        idx: list[Any] = [slice(None)] * len(self.data_shape)
+        for s_axis, pos in plane.index:
+            idx[self.spatial_axes[s_axis]] = pos
+        # remaining axes, in data order: the two displayed axes, the channel axis, the rgb axis
+        remaining = [a for a in range(len(self.data_shape)) if isinstance(idx[a], slice)]
+        rows, cols = (self.spatial_axes[a] for a in plane.displayed)
+        order = [rows, cols]
+        if self.channel_axis is not None:
+            order.append(self.channel_axis)
+        if self.rgb:
+            order.append(len(self.data_shape) - 1)
+        assert sorted(order) == remaining
+        return PlaneView(data, tuple(idx), tuple(order))
+
     def plane_image(self, data: Any, plane: Plane) -> tuple[np.ndarray, int | None]:
         """The image of ``plane``: ``(array, channel_axis)`` ready for ``Predictor.set_image``.
 
         The array is (rows, cols) or (rows, cols, channels) at raw dtype; for numpy data
         it is a view (no copy).
         """
-        idx: list[Any] = [slice(None)] * len(self.data_shape)
-        for s_axis, pos in plane.index:
-            idx[self.spatial_axes[s_axis]] = pos
-        if self.channel_axis is not None:
-            idx[self.channel_axis] = slice(None)
-        sub = np.asarray(data[tuple(idx)])
-        # remaining axes, in data order: the two displayed axes, the channel axis, the rgb axis
-        remaining = [a for a in range(len(self.data_shape)) if isinstance(idx[a], slice)]
-        rows, cols = (self.spatial_axes[a] for a in plane.displayed)
-        order = [remaining.index(rows), remaining.index(cols)]
-        if self.channel_axis is not None:
-            order.append(remaining.index(self.channel_axis))
-        if self.rgb:
-            order.append(remaining.index(len(self.data_shape) - 1))
-        sub = np.transpose(sub, order)
-        return sub, (None if sub.ndim == 2 else 2)
+        view = self.plane_view(data, plane)
+        return view.read(), view.channel_axis
+
+    def coarse_plane(self, levels: Sequence[Any], plane: Plane) -> np.ndarray | None:
+        """``plane``'s image in the coarsest of a pyramid's ``levels`` whose plane still has
+        ``STATISTICS_PIXELS``, or None when that is level 0 or the levels do not share this
+        image's layout. Positions on other axes are scaled."""
+        if any(len(lv.shape) != len(self.data_shape) for lv in levels):
+            return None
+        chosen = None
+        for level in levels[1:]:
+            try:
+                g = ImageGeometry(tuple(int(n) for n in level.shape), self.rgb, self.channel_axis)
+            except ValueError:
+                return None
+            if g.n_channels != self.n_channels:
+                return None
+            index = tuple(
+                (a, min(g.spatial_shape[a] - 1, pos * g.spatial_shape[a] // self.spatial_shape[a]))
+                for a, pos in plane.index
+            )
+            scaled = Plane(plane.displayed, index)
+            if np.prod(scaled.shape_in(g.spatial_shape)) < STATISTICS_PIXELS:
+                break
+            chosen = (level, g, scaled)
+        if chosen is None:
+            return None
+        level, g, scaled = chosen
+        return g.plane_image(level, scaled)[0]
 
     # --- clicks <-> points -----------------------------------------------------------------
 

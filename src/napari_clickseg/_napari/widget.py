@@ -203,9 +203,10 @@ class ClickSegWidget(Container):
         self._points_seen: tuple[int, int] = (-1, -1)  # points layers' sizes at the last sync
         self._writing_committed = False
         self._order = 0
-        self._image_cache: tuple[Any, np.ndarray, int | None, tuple[int, ...]] | None = None
+        self._image_cache: tuple[Any, Any, int | None, np.ndarray | None, tuple[int, ...]] | None = None
         self._image_version = 0  # bumped when the bound image's data is replaced
         self._last_image_key: Any = None
+        self._adopted: str | None = None  # what _adopt_orphan brought back, for the status
         self._closed = False  # the dock was closed: it no longer touches Qt or the viewer
         self._docked = False
         self._model_label: str | None = None
@@ -671,7 +672,8 @@ class ClickSegWidget(Container):
             f"its open object is back ({len(self.session.clicks)} click(s))" if reopened
             else "click on an object"
         )
-        self._status(f"bound to {layer.name!r} ({size}{channels}): {todo}")
+        adopted, self._adopted = self._adopted, None
+        self._status(f"bound to {layer.name!r} ({size}{channels}): {todo}" + (f"; {adopted}" if adopted else ""))
 
     def _transform(self, img: Any, g: ImageGeometry) -> dict[str, Any]:
         """Layer kwargs placing annotation layers of geometry ``g`` over image ``img``."""
@@ -756,7 +758,7 @@ class ClickSegWidget(Container):
         finally:
             self._syncing = syncing
         self._preview_array = preview
-        committed = self._find_committed(img, g)
+        committed = self._find_committed(img, g) or self._adopt_orphan(img, g)
         if committed is None:
             if session is None or session.labels.shape != g.spatial_shape:
                 # uint16 draws fast in napari; the session widens it past 65535 objects
@@ -870,6 +872,31 @@ class ClickSegWidget(Container):
             if isinstance(session, AnnotationSession) and np.may_share_memory(session.labels, layer.data):
                 return layer
         return found[0] if found else None
+
+    def _adopt_orphan(self, img: Any, g: ImageGeometry) -> Any:
+        """The committed layer of a removed image that had ``img``'s name and geometry (the
+        same file opened again), tied to ``img`` now; None unless there is exactly one."""
+        from napari.layers import Labels
+
+        live = {_image_id(la) for la in self.viewer.layers}
+        orphans = [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(_unwrap(layer), Labels)
+            and isinstance(layer.metadata.get(SESSION_KEY), AnnotationSession)
+            and layer.metadata.get(IMAGE_ID_KEY) not in live
+            and layer.metadata.get("clickseg_image") == img.name
+            and layer.metadata.get(GEOMETRY_KEY) == g
+            and isinstance(layer.data, np.ndarray)
+            and tuple(layer.data.shape) == g.layer_labels_shape
+        ]
+        if len(orphans) != 1:
+            return None
+        layer = orphans[0]
+        layer.metadata[IMAGE_ID_KEY] = _image_id(img)
+        n = len(layer.metadata[SESSION_KEY].object_ids())
+        self._adopted = f"the {n} object(s) of a removed image of this name are back"
+        return layer
 
     def _untie_copies(self, event: Any) -> None:
         """A copy of a committed layer (napari's "Duplicate Layer") becomes a plain labels
@@ -1017,19 +1044,28 @@ class ClickSegWidget(Container):
         pos = img.world_to_data(dims.point)
         return self.geometry.plane_at(disp, pos)
 
-    def _plane_image(self, plane: Plane) -> tuple[tuple[Any, ...], np.ndarray, int | None]:
+    def _plane_image(self, plane: Plane) -> tuple[tuple[Any, ...], Any, int | None, np.ndarray | None]:
+        """(key, image, channel axis, reference) of ``plane`` for a ``PredictionRequest``.
+
+        Numpy data gives a view; lazy data (dask, zarr) a ``PlaneView`` that the engine reads
+        only around the clicks; a pyramid also gives the plane of a coarser level, from which
+        the engine takes its intensity statistics.
+        """
         img, g = self.image_layer, self.geometry
         assert g is not None
-        data = img.data[0] if getattr(img, "multiscale", False) else img.data
+        multiscale = getattr(img, "multiscale", False)
+        data = img.data[0] if multiscale else img.data
         key: tuple[Any, ...] = (id(_unwrap(img)), self._image_version, g.channel_axis, plane)
         if self._image_cache is None or self._image_cache[0] != key:
-            image, ch = g.plane_image(data, plane)
+            view = g.plane_view(data, plane)
+            image = view.read() if isinstance(data, np.ndarray) else view
+            reference = g.coarse_plane(list(img.data), plane) if multiscale else None
             # an in-memory plane's checksum tells in-place edits apart: taken once per plane and
             # again after the layer's data / set_data event (a refresh), not on every click
             digest = (_plane_digest(image),) if isinstance(data, np.ndarray) else ()
-            self._image_cache = (key, image, ch, digest)
-        _, image, ch, digest = self._image_cache
-        return (*key, *digest), image, ch
+            self._image_cache = (key, image, view.channel_axis, reference, digest)
+        _, image, ch, reference, digest = self._image_cache
+        return (*key, *digest), image, ch, reference
 
     # --- clicks --------------------------------------------------------------------------
 
@@ -1264,10 +1300,10 @@ class ClickSegWidget(Container):
         s = self.session
         if s is None or not s.clicks or s.plane is None or self.handle is None:
             return None
-        key, image, ch = self._plane_image(s.plane)
+        key, image, ch, reference = self._plane_image(s.plane)
         self._last_image_key = key
         return PredictionRequest(
-            self._generation, self.handle, key, image, ch, tuple(s.clicks), self._options()
+            self._generation, self.handle, key, image, ch, tuple(s.clicks), self._options(), reference
         )
 
     def request_prediction(self) -> None:

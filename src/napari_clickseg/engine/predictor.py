@@ -30,7 +30,7 @@ from ..models.base import ClickSegModel
 from . import postprocess
 from .device import autocast, pick_device, pick_dtype
 from .fuse import fold_batchnorm
-from .image import prepare_image, standardize
+from .image import LazyImage, Normalizer, sample_box, standardize, validate_image
 from .refine import BRS_MODES, refine
 from .zoom import Box, ZoomTransform, first_click_box, full_box, keeps_box, mask_bbox, object_box
 
@@ -210,7 +210,8 @@ class Predictor:
         self._features: OrderedDict[tuple, tuple[torch.Tensor, dict]] = OrderedDict()
         self._feature_cache_size = max(1, int(feature_cache_size))
         self._lock = threading.RLock()
-        self._image01: np.ndarray | None = None
+        self._image: Any = None  # validated (H, W, C) numpy view or LazyImage
+        self._normalizer: Normalizer | None = None
         self.last_stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
@@ -273,21 +274,45 @@ class Predictor:
         self._click_radius = float(value)
 
     # ------------------------------------------------------------------ image
-    def set_image(self, image: np.ndarray, channel_axis: int | None = None) -> None:
-        """Validate, normalise and keep ``image``; clears the history and caches.
+    def set_image(self, image: Any, channel_axis: int | None = None, reference: Any = None) -> None:
+        """Validate and keep ``image``; clears the history and caches.
+
+        The image is read, not copied: only the zoom boxes the clicks need are normalised,
+        so a large image costs little memory. Call ``set_image`` again after editing it.
+
+        Args:
+            image: (H, W) or (H, W, C) numpy array, or a lazy array (dask, zarr, anything
+                with ``shape``, ``dtype`` and numpy slicing) of which only those boxes are read.
+            channel_axis: axis of ``image`` holding channels (default: last, for 3D).
+            reference: a smaller copy of the same image with the same layout (a coarser
+                pyramid level): intensity statistics are taken from it instead of from a
+                strided sample of ``image``, which reads every chunk of a lazy array once.
 
         Raises:
-            ValueError: unsupported shape, dtype or values (see ``engine.image``).
+            ValueError: unsupported shape, dtype or values (see ``engine.image``); NaN in a
+                lazy image is reported when a box holding it is read.
         """
-        image01 = prepare_image(image, channel_axis)
+        if LazyImage.accepts(image):
+            raw: Any = LazyImage(image, channel_axis)
+        else:
+            raw = validate_image(image, channel_axis)
+        if reference is None:
+            sample = raw[sample_box(raw.shape)]
+        else:
+            sample = validate_image(reference, channel_axis)
+            if sample.shape[-1] != raw.shape[-1]:
+                raise ValueError(
+                    f"the reference image has {sample.shape[-1]} channels, the image {raw.shape[-1]}"
+                )
+        normalizer = Normalizer.fit(sample)
         with self._lock:
-            self._image01 = image01
+            self._image, self._normalizer = raw, normalizer
             self.reset()
 
     @property
     def image_shape(self) -> tuple[int, int] | None:
         """(H, W) of the current image, None before ``set_image``."""
-        return None if self._image01 is None else tuple(self._image01.shape[:2])
+        return None if self._image is None else tuple(self._image.shape[:2])
 
     def reset(self) -> None:
         """Forget the click history and cached features (keeps the image)."""
@@ -331,7 +356,7 @@ class Predictor:
             raise ValueError(f"clicks must be a sequence of (row, col, positive), got {type(clicks).__name__}")
         clicks = as_clicks(clicks)
         with self._lock:
-            if self._image01 is None:
+            if self._image is None:
                 raise ValueError("no image: call set_image(image) before predict(clicks)")
             shape = self.image_shape
             validate_clicks(clicks, shape)
@@ -389,13 +414,17 @@ class Predictor:
         x = x.to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
+    def _region(self, box: Box) -> np.ndarray:
+        """The image inside ``box``, float32 (h, w, 3) in [0, 1]."""
+        assert self._image is not None and self._normalizer is not None
+        return self._normalizer(self._image[box.slices])
+
     def _image_features(self, tr: ZoomTransform) -> tuple[torch.Tensor, dict]:
         hit = self._features.get(tr.key)
         if hit is not None:
             self._features.move_to_end(tr.key)
             return hit
-        assert self._image01 is not None
-        region = standardize(self._image01[tr.box.slices], self.normalization)
+        region = standardize(self._region(tr.box), self.normalization)
         image = tr.forward(torch.from_numpy(region)[None].to(self.device))
         image = self._to_device(image)
         feats: dict = {}
@@ -482,8 +511,7 @@ class Predictor:
                 patch, local, self.click_radius / min(state.transform.scale), threshold
             )
         if graph_cut:
-            assert self._image01 is not None
-            patch = postprocess.graph_cut(patch, self._image01[state.box.slices], local)
+            patch = postprocess.graph_cut(patch, self._region(state.box), local)
         if structural:
             patch = postprocess.structural_integrity(patch, local, threshold)
         return patch
