@@ -613,6 +613,22 @@ def test_hand_painting_after_a_commit_gets_a_new_id(open_dock, fluo, tmp_path):
     assert committed.selected_label == 1
 
 
+def test_the_paint_label_goes_past_the_last_id_of_the_labels_dtype(open_dock, fluo, tmp_path):
+    # the paint label stayed on 65535 (the last object) until the next commit widened the labels
+    import tifffile
+
+    viewer, w = open_dock(fluo)
+    labels = np.zeros(fluo.shape, np.uint16)
+    labels[2:6, 2:6] = 65535
+    tifffile.imwrite(tmp_path / "full.tif", labels)
+    assert w.load_annotations(tmp_path / "full.tif", discard_unsaved=True), w.last_status
+    committed = w.layers["committed"]
+    assert committed.selected_label == 65536 and committed.data.dtype == np.uint32
+    assert (committed.data == 65535).sum() == 16 and w.session.labels.dtype == np.uint32
+    w.add_click(40, 40, True)
+    assert w.commit() == 65536 and committed.selected_label == 65537
+
+
 def test_a_reopened_dock_goes_on_moving_the_paint_label(open_dock, fluo):
     # regression (review 26): what a closed dock had set looked like the user's own choice
     viewer, w = open_dock(fluo)

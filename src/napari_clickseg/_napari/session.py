@@ -369,8 +369,12 @@ class AnnotationSession:
             top = max(top, max(self.records))
         return top + 1
 
-    def _ensure_capacity(self, oid: int) -> None:
-        """Widen the labels dtype (a new array) when ``oid`` does not fit it."""
+    def make_room(self, oid: int) -> None:
+        """Widen the labels dtype (a new array) when ``oid`` does not fit it.
+
+        Raises:
+            SessionError: no integer type holds ``oid``.
+        """
         if oid <= np.iinfo(self._labels.dtype).max:
             return
         signed = np.issubdtype(self._labels.dtype, np.signedinteger)  # keeps negative pixels
@@ -414,7 +418,7 @@ class AnnotationSession:
         if mask.shape != shape:
             raise SessionError(f"mask of shape {mask.shape} does not fit the plane {shape}")
         oid = self.current_id()
-        self._ensure_capacity(oid)  # may replace self._labels by a wider copy
+        self.make_room(oid)  # may replace self._labels by a wider copy
         full = plane.view(self._labels)
         # work inside the box of the mask (and of the re-opened object's old pixels)
         box = _bbox(mask)

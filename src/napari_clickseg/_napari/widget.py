@@ -1545,6 +1545,20 @@ class ClickSegWidget(Container):
         if layer.selected_label != layer.metadata.get(BRUSH_KEY, 1) or getattr(layer, "show_selected_label", False):
             return
         oid = self.session.next_id()
+        if oid > np.iinfo(layer.data.dtype).max and self.geometry is not None:
+            # every id of the dtype is taken (65535 objects in uint16): widen now, not at the
+            # next commit, or painting would join the last object
+            before = self.session.labels
+            try:
+                self.session.make_room(oid)
+            except SessionError:
+                return
+            if self.session.labels is not before:
+                self._writing_committed = True
+                try:
+                    layer.data = self.geometry.layer_labels_view(self.session.labels)
+                finally:
+                    self._writing_committed = False
         if oid <= np.iinfo(layer.data.dtype).max:
             shown = self.object_spin.value
             layer.selected_label = oid
