@@ -851,3 +851,39 @@ def test_segment_never_writes_into_a_datasets_images_folder(tmp_path):
     (tmp_path / "ds" / "masks").mkdir()
     assert default_output(tmp_path / "ds" / "images" / "a.png") == tmp_path / "ds" / "a_labels.tif"
     assert default_output(tmp_path / "b.tif") == tmp_path / "b_labels.tif"
+
+
+def test_a_no_data_pixel_the_statistics_did_not_see_stays_finite(monkeypatch, early):
+    # regression (review 27): the float32 PCA path took its scale from the sample only, and a
+    # -3.4e38 pixel off it overflowed the projection to inf - inf = NaN (a hole in the mask)
+    import napari_clickseg.engine.image as image_module
+
+    monkeypatch.setattr(image_module, "_MAX_SAMPLES", 64)  # sample every 4th row and column of 32x32
+    x = np.random.default_rng(1).normal(500, 50, (32, 32, 5)).astype(np.float32)  # 5 bands of noise
+    x[1, 2, :] = np.finfo(np.float32).min  # no data in every band, off the sample's grid
+    x[3, 5, 0] = np.finfo(np.float32).max
+    out = image_module.prepare_image(x)
+    assert np.isfinite(out).all()
+    x[8:24, 8:24] += 300  # an object keeps its contrast
+    out = image_module.prepare_image(x)
+    assert np.isfinite(out).all() and out[8:24, 8:24].mean() - out[26:].mean() > 0.3
+    p = Predictor(early, device="cpu")
+    p.set_image(ReadLog(x))
+    assert np.isfinite(p.predict([(16, 16, True)])).all()
+
+
+def test_alpha_is_judged_by_the_images_dtype_not_the_references():
+    # regression (review 27): a pyramid of means (float levels) over RGBA uint8 kept alpha as a
+    # 4th channel and recoloured the image by its principal components
+    from napari_clickseg.engine.image import Normalizer, prepare_image
+
+    yy, xx = np.mgrid[:64, :64]
+    smooth = np.stack([yy * 3, xx * 3, (yy + xx) * 3 // 2], -1)  # a 2x2 mean changes it little
+    rgba = np.concatenate([smooth, np.full((64, 64, 1), 255)], -1)
+    for dtype in (np.uint8, np.uint16):
+        img = rgba.astype(dtype)
+        img[..., 3] = np.iinfo(dtype).max
+        mean = img.reshape(32, 2, 32, 2, 4).mean((1, 3))  # float64, as da.coarsen(np.mean) gives
+        n = Normalizer.fit(mean, img.dtype)
+        assert n.keep == 3
+        np.testing.assert_allclose(n(img), prepare_image(img), atol=0.02)

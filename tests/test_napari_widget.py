@@ -1483,7 +1483,9 @@ def test_removing_the_image_clears_the_clicks_and_preview(open_dock, fluo, qtbot
     assert unwrap(w.image_layer) is viewer.layers["next"] and w.session.records == {}
 
 
-def test_an_image_opened_again_gets_its_objects_back(open_dock, fluo, qtbot):
+def test_an_image_opened_again_gets_its_objects_back(open_dock, fluo, qtbot, tmp_path):
+    import tifffile
+
     viewer, w = open_dock(fluo)
     w.add_click(20, 20, True)
     assert w.commit() == 1
@@ -1496,11 +1498,37 @@ def test_an_image_opened_again_gets_its_objects_back(open_dock, fluo, qtbot):
     viewer.add_image(fluo, name="other")  # another name: not the same image
     assert w.session.records == {}
     viewer.layers.remove("other")
-    viewer.add_image(fluo, name="image")  # the same file opened again
+    viewer.add_image(255 - fluo, name="image")  # other pixels (review 27): not the same image
+    assert w.session.records == {}
+    viewer.layers.remove("image")
+    viewer.add_image(fluo.copy(), name="image")  # the same image again
     assert set(w.session.records) == {1} and len(w.session.clicks) == 1
-    assert "the 1 object(s) of a removed image of this name are back" in w.last_status
+    assert "the 1 object(s) it had when it was removed are back" in w.last_status
     assert (w.layers["committed"].data == 1).any() and w.layers["committed"].name == "committed objects"
     assert w.commit() == 2
+
+    # from files: the same path (not only the same name) is the same image
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "cells.tif", fluo if name == "a" else fluo[::-1].copy())
+    (first,) = viewer.open(tmp_path / "a" / "cells.tif")
+    w.bind(first)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    viewer.layers.remove(first)
+    (second,) = viewer.open(tmp_path / "b" / "cells.tif")  # same name and shape, another file
+    w.bind(second)
+    assert w.session.records == {}
+    viewer.layers.remove(second)
+    parked = viewer.layers["committed objects (cells)"]
+    (again,) = viewer.open(tmp_path / "a" / "cells.tif")
+    w.bind(again)
+    assert set(w.session.records) == {1} and w.layers["committed"] is parked
+    viewer.layers.remove(again)
+    parked.name = "my keeper"  # renamed by the user: theirs, never adopted
+    (again,) = viewer.open(tmp_path / "a" / "cells.tif")
+    w.bind(again)
+    assert w.session.records == {} and w.layers["committed"] is not parked
 
 
 def test_removing_an_image_with_nothing_annotated_leaves_no_layer(open_dock, fluo):

@@ -72,7 +72,8 @@ SESSION_KEY = "napari_clickseg_session"
 IMAGE_ID_KEY = "clickseg_image_id"  # unique_id of the image layer a committed layer belongs to
 GEOMETRY_KEY = "clickseg_geometry"
 BRUSH_KEY = "clickseg_brush"  # the paint label the dock last set on a committed layer
-_OUR_KEYS = (SESSION_KEY, IMAGE_ID_KEY, GEOMETRY_KEY, "clickseg_image", BRUSH_KEY)
+IDENTITY_KEY = "clickseg_image_identity"  # how the same image opened again is recognised
+_OUR_KEYS = (SESSION_KEY, IMAGE_ID_KEY, GEOMETRY_KEY, "clickseg_image", BRUSH_KEY, IDENTITY_KEY)
 KEYS = {
     "commit": "C",
     "clear": "Escape",
@@ -103,6 +104,20 @@ def _same(a: Any, b: Any) -> bool:
 def _image_id(layer: Any) -> str:
     """A stable id of a layer for this program run (napari's ``unique_id``)."""
     return str(_unwrap(layer).unique_id)
+
+
+def _image_identity(layer: Any) -> str | None:
+    """What tells an image opened again from another of its name and shape: the file it was
+    read from, else a checksum of its in-memory pixels (None for lazy data not from a file)."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if path:
+        return f"file:{os.path.abspath(path)}"
+    data = layer.data[-1] if getattr(layer, "multiscale", False) else layer.data
+    if not isinstance(data, np.ndarray):
+        return None
+    step = max(1, int((data.size / 65536) ** (1 / max(1, data.ndim))))
+    sample = np.ascontiguousarray(data[(slice(None, None, step),) * data.ndim])
+    return f"pixels:{data.dtype}:{data.shape}:{zlib.crc32(sample.view(np.uint8))}"
 
 
 #: a committed layer's name as the dock gives it (napari adds " [1]" where the name is taken)
@@ -802,6 +817,7 @@ class ClickSegWidget(Container):
                 IMAGE_ID_KEY: _image_id(img),
                 GEOMETRY_KEY: g,
                 "clickseg_image": img.name,
+                IDENTITY_KEY: _image_identity(img),
             }
         )
         self._hook_committed(layer)
@@ -874,28 +890,37 @@ class ClickSegWidget(Container):
         return found[0] if found else None
 
     def _adopt_orphan(self, img: Any, g: ImageGeometry) -> Any:
-        """The committed layer of a removed image that had ``img``'s name and geometry (the
-        same file opened again), tied to ``img`` now; None unless there is exactly one."""
+        """The parked committed layer of a removed image that ``img`` is (the same file
+        opened again: the same name, geometry and file path, or, for images not from a file,
+        the same pixels), tied to ``img`` now; None unless there is exactly one. Layers the
+        user renamed or emptied are left alone."""
         from napari.layers import Labels
 
         live = {_image_id(la) for la in self.viewer.layers}
+        identity = _image_identity(img)
         orphans = [
             layer
             for layer in self.viewer.layers
             if isinstance(_unwrap(layer), Labels)
-            and isinstance(layer.metadata.get(SESSION_KEY), AnnotationSession)
             and layer.metadata.get(IMAGE_ID_KEY) not in live
             and layer.metadata.get("clickseg_image") == img.name
             and layer.metadata.get(GEOMETRY_KEY) == g
+            and identity is not None
+            and layer.metadata.get(IDENTITY_KEY) == identity
+            and layer.name.startswith(LAYER_NAMES["committed"] + " (")
             and isinstance(layer.data, np.ndarray)
             and tuple(layer.data.shape) == g.layer_labels_shape
         ]
-        if len(orphans) != 1:
+        sessions = [la.metadata.get(SESSION_KEY) for la in orphans]
+        if len(orphans) != 1 or not isinstance(sessions[0], AnnotationSession):
             return None
-        layer = orphans[0]
+        layer, session = orphans[0], sessions[0]
+        n = len(session.object_ids_present())
+        if not (n or session.clicks):
+            return None
         layer.metadata[IMAGE_ID_KEY] = _image_id(img)
-        n = len(layer.metadata[SESSION_KEY].object_ids())
-        self._adopted = f"the {n} object(s) of a removed image of this name are back"
+        if n:
+            self._adopted = f"the {n} object(s) it had when it was removed are back"
         return layer
 
     def _untie_copies(self, event: Any) -> None:

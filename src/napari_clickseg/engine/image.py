@@ -192,15 +192,23 @@ class Normalizer:
     components: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, image: np.ndarray) -> Normalizer:
+    def fit(cls, image: np.ndarray, dtype: np.dtype | None = None) -> Normalizer:
         """Fit on a validated (H, W, C) image (see ``validate_image``) or a sample of one
-        (``image[sample_box(image.shape)]``)."""
+        (``image[sample_box(image.shape)]``), or a coarser copy of it.
+
+        Args:
+            dtype: the image's dtype where ``image`` is a copy of another (a pyramid level of
+                means is float): whether a 4th or 2nd channel is alpha is judged by it.
+        """
         x = image
+        dtype = np.dtype(x.dtype if dtype is None else dtype)
+        if dtype.kind == "b":
+            dtype = np.dtype(np.uint8)
         c = x.shape[-1]
         keep = c
-        if c == 4 and (x.dtype == np.uint8 or _opaque(x[..., 3])):
+        if c == 4 and (dtype == np.uint8 or _opaque(x[..., 3], dtype)):
             keep = 3  # RGBA: alpha carries no image
-        elif c == 2 and _opaque(x[..., 1]):
+        elif c == 2 and _opaque(x[..., 1], dtype):
             keep = 1  # gray + opaque alpha
         x = x[..., :keep]
         if keep <= 3:
@@ -244,6 +252,7 @@ class Normalizer:
         flat = _pca_input(src, self.peak, self.centre, self.spread)
         proj = (flat - self.mean) @ self.components.T
         proj /= self.hi - self.lo
+        np.clip(proj, -1e6, 1e6, out=proj)  # outliers: no inf - inf below
         lum = proj[:, :1] - self.lo / (self.hi - self.lo)
         a, b = proj[:, 1:2], proj[:, 2:3] * (np.sqrt(3) / 2)
         rgb = np.concatenate([lum + a, lum - a / 2 + b, lum - a / 2 - b], 1)
@@ -269,8 +278,11 @@ def _percentile_window(x: np.ndarray) -> tuple[float, float, float]:
 def _pca_input(src: np.ndarray, peak: float, centre: np.ndarray | None, spread: float | None) -> np.ndarray:
     """(N, C) raw pixels as float32 on the scale the principal components were fitted on."""
     if centre is None:
-        # a global scale (which PCA ignores) keeps float32 values and their squares finite
-        return (src / peak).astype(np.float32) if peak != 1.0 else src.astype(np.float32)
+        # a global scale (which PCA ignores) keeps float32 values and their squares finite;
+        # values the statistics did not see (a no-data pixel off the sample) are capped so that
+        # the projection stays finite
+        flat = (src / peak).astype(np.float32) if peak != 1.0 else src.astype(np.float32)
+        return np.clip(flat, -1e30, 1e30, out=flat) if src.dtype.kind == "f" else flat
     # wider types (float64, 32/64-bit integers) are centred and scaled in float64 first, in
     # row blocks, so contrast riding on a large offset (0.01 on 1e6) survives float32
     assert spread is not None
@@ -312,9 +324,9 @@ def _pca_fit(x: np.ndarray) -> tuple:
     return peak, float(lo), float(hi), centre, spread, mean, vt
 
 
-def _opaque(alpha: np.ndarray) -> bool:
-    """Whether a 4th channel is an opaque alpha: the dtype's maximum (1.0 for floats) everywhere."""
-    full = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
+def _opaque(alpha: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether a 4th channel is an opaque alpha: ``dtype``'s maximum (1.0 for floats) everywhere."""
+    full = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1.0
     return bool((alpha == full).all())
 
 

@@ -304,7 +304,7 @@ class Predictor:
                 raise ValueError(
                     f"the reference image has {sample.shape[-1]} channels, the image {raw.shape[-1]}"
                 )
-        normalizer = Normalizer.fit(sample)
+        normalizer = Normalizer.fit(sample, raw.dtype)
         with self._lock:
             self._image, self._normalizer = raw, normalizer
             self.reset()
