@@ -1531,6 +1531,81 @@ def test_an_image_opened_again_gets_its_objects_back(open_dock, fluo, qtbot, tmp
     assert w.session.records == {} and w.layers["committed"] is not parked
 
 
+def test_what_counts_as_the_same_image_opened_again(open_dock, fluo, tmp_path):
+    # review 27b: a file overwritten with another image, data replaced before the removal,
+    # and channels the pixel checksum skipped
+    import tifffile
+
+    viewer, w = open_dock(fluo)
+    snap = tmp_path / "snap.tif"
+    tifffile.imwrite(snap, fluo)
+    (a,) = viewer.open(snap)
+    w.bind(a)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    viewer.layers.remove(a)
+    tifffile.imwrite(snap, (255 - fluo[::-1]).copy())  # the next acquisition overwrote snap.tif
+    (b,) = viewer.open(snap)
+    w.bind(b)
+    assert w.session.records == {}
+    viewer.layers.remove(b)
+
+    img = viewer.layers["image"]
+    w.bind(img)
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    brighter = np.clip(fluo.astype(int) * 2, 0, 255).astype(np.uint8)
+    img.data = brighter  # replaced (same shape): the objects stay with the image
+    viewer.layers.remove(img)
+    viewer.add_image(brighter.copy(), name="image")  # the image as it was when removed
+    assert set(w.session.records) == {1}
+    viewer.layers.remove("image")
+
+    rgb = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    w.bind(viewer.add_image(rgb, name="colour", rgb=True))
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    viewer.layers.remove("colour")
+    other = rgb.copy()
+    other[..., 1:] = 255 - other[..., 1:]  # the same red channel, other green and blue
+    w.bind(viewer.add_image(other, name="colour", rgb=True))
+    assert w.session.records == {}
+
+
+def test_a_deleted_committed_layer_comes_back_with_its_own_objects(open_dock, fluo):
+    # review 27b: showing the bound image's deleted layer again adopted a parked layer of a
+    # removed image of the same name and pixels instead, and the bound image's objects were lost
+    viewer, w = open_dock(fluo)
+    first = viewer.layers["image"]
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    first.name = "image v1"
+    w.bind(viewer.add_image(fluo.copy(), name="image"))
+    for r, c in ((40, 40), (50, 15)):
+        w.add_click(r, c, True)
+        w.commit()
+    mine = w.layers["committed"]
+    viewer.layers.remove(first)  # its objects stay parked
+    viewer.layers.remove(mine)
+    w.add_click(10, 50, True)  # the dock shows the bound image's objects again
+    assert set(w.session.records) == {1, 2}
+    assert set(np.unique(w.layers["committed"].data)) == {0, 1, 2}
+    assert "committed objects (image v1)" in [la.name for la in viewer.layers]  # still parked
+
+
+def test_widening_a_full_layer_is_no_unsaved_change(open_dock, fluo, tmp_path):
+    import tifffile
+
+    viewer, w = open_dock(fluo)
+    labels = np.zeros(fluo.shape, np.uint16)
+    labels[2:6, 2:6] = 65535
+    tifffile.imwrite(tmp_path / "full.tif", labels)
+    assert w.load_annotations(tmp_path / "full.tif", discard_unsaved=True)
+    assert w.session.labels.dtype == np.uint32 and not w.session.unsaved
+    tifffile.imwrite(tmp_path / "other.tif", np.zeros(fluo.shape, np.uint16))
+    assert w.load_annotations(tmp_path / "other.tif"), w.last_status  # nothing to ask about
+
+
 def test_removing_an_image_with_nothing_annotated_leaves_no_layer(open_dock, fluo):
     # regression (audit 25): every image removed parked an empty "committed objects (...)"
     viewer, w = open_dock(fluo)

@@ -380,7 +380,10 @@ class AnnotationSession:
         signed = np.issubdtype(self._labels.dtype, np.signedinteger)  # keeps negative pixels
         for dt in (np.int16, np.int32, np.int64) if signed else (np.uint16, np.uint32, np.uint64):
             if oid <= np.iinfo(dt).max and np.dtype(dt).itemsize > self._labels.dtype.itemsize:
+                clean = not self.unsaved
                 self._labels = self._labels.astype(dt)
+                if clean:  # the same objects in a wider type: nothing new to save
+                    self._saved = self._digest()
                 return
         raise SessionError(f"object id {oid} does not fit any integer type")
 

@@ -111,12 +111,20 @@ def _image_identity(layer: Any) -> str | None:
     read from, else a checksum of its in-memory pixels (None for lazy data not from a file)."""
     path = getattr(getattr(layer, "source", None), "path", None)
     if path:
-        return f"file:{os.path.abspath(path)}"
+        try:
+            st = os.stat(path)  # the same path with other contents is another image
+        except OSError:
+            return None
+        return f"file:{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
     data = layer.data[-1] if getattr(layer, "multiscale", False) else layer.data
     if not isinstance(data, np.ndarray):
         return None
-    step = max(1, int((data.size / 65536) ** (1 / max(1, data.ndim))))
-    sample = np.ascontiguousarray(data[(slice(None, None, step),) * data.ndim])
+    # short axes (channels, slices, time points) whole, long ones strided: about 64k values
+    short = [n for n in data.shape if n <= 64]
+    long = [n for n in data.shape if n > 64]
+    budget = max(1.0, 65536 / max(1, int(np.prod(short))))
+    step = max(1, int(np.ceil((np.prod(long) / budget) ** (1 / len(long))))) if long else 1
+    sample = np.ascontiguousarray(data[tuple(slice(None, None, step if n > 64 else 1) for n in data.shape)])
     return f"pixels:{data.dtype}:{data.shape}:{zlib.crc32(sample.view(np.uint8))}"
 
 
@@ -469,6 +477,14 @@ class ClickSegWidget(Container):
             for k, layer in list(self.layers.items()):
                 if _same(layer, removed):
                     del self.layers[k]
+        # the image as it was when removed (its data may have been replaced since its
+        # committed layer was made) is the one that, opened again, gets its objects back
+        key = _image_id(removed)
+        tied = [la for la in self.viewer.layers if la.metadata.get(IMAGE_ID_KEY) == key]
+        if tied:
+            identity = _image_identity(removed)
+            for layer in tied:
+                layer.metadata[IDENTITY_KEY] = identity
         self.image_combo.reset_choices()
 
     def _keep_objects(self, image: str, session: AnnotationSession, parked: Any, no_image: bool) -> None:
@@ -773,7 +789,9 @@ class ClickSegWidget(Container):
         finally:
             self._syncing = syncing
         self._preview_array = preview
-        committed = self._find_committed(img, g) or self._adopt_orphan(img, g)
+        committed = self._find_committed(img, g)
+        if committed is None and session is None:  # a deleted layer shown again keeps its session
+            committed = self._adopt_orphan(img, g)
         if committed is None:
             if session is None or session.labels.shape != g.spatial_shape:
                 # uint16 draws fast in napari; the session widens it past 65535 objects
