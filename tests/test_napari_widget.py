@@ -930,6 +930,26 @@ def test_a_label_chosen_to_paint_after_an_erase_gets_no_old_clicks(open_dock, fl
     assert 1 not in w.session.records
 
 
+def test_an_erased_id_painted_again_through_the_api_gets_no_old_clicks(open_dock, fluo):
+    # left out in session 26: layer.paint with an explicit label changes no chosen label
+    viewer, w = open_dock(fluo)
+    for center in ((20, 20), (45, 45)):
+        w.add_click(*center, True)
+        w.commit()
+    layer = w.layers["committed"]
+    layer.paint((45, 45), 2)  # touching up object 2: its record stays
+    assert set(w.session.records) == {1, 2}
+    layer.fill((45, 45), 0)
+    assert set(w.session.records) == {1, 2}  # erased: napari's undo could bring it back
+    layer.paint((10, 50), 2)  # id 2 painted anew
+    assert set(w.session.records) == {1} and "painted anew" in w.last_status
+    assert w.reopen(2) and not w.session.clicks
+    w.clear()
+    layer.fill((20, 20), 0)
+    layer.data_setitem((np.array([5, 5]), np.array([60, 61])), 1)  # napari's other kind of edit
+    assert w.session.records == {}
+
+
 def test_coming_back_to_a_stack_shows_the_open_objects_slice(open_dock, fluo):
     stack = np.stack([fluo, fluo[::-1], fluo[:, ::-1], fluo])
     viewer, w = open_dock(stack)

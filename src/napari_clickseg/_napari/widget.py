@@ -371,6 +371,7 @@ class ClickSegWidget(Container):
                     layer.events.selected_label.disconnect(self._on_selected_label)
                     layer.events.data.disconnect(self._on_committed_data)
                     layer.events.mode.disconnect(self._on_committed_mode)
+                    layer.events.paint.disconnect(self._on_committed_paint)
         except (RuntimeError, ValueError, AttributeError):  # viewer already gone
             pass
         self._closed = True
@@ -846,6 +847,7 @@ class ClickSegWidget(Container):
         layer.events.selected_label.connect(self._on_selected_label)
         layer.events.data.connect(self._on_committed_data)
         layer.events.mode.connect(self._on_committed_mode)
+        layer.events.paint.connect(self._on_committed_paint)
 
     def annotated_images(self) -> tuple[list[AnnotatedImage], list[str]]:
         """Every image with committed objects (the bound image first, even with its layer
@@ -1052,6 +1054,31 @@ class ClickSegWidget(Container):
     def _on_committed_mode(self, event: Any) -> None:
         if str(event.source.mode) in ("paint", "fill"):
             self._forget_erased_label(event.source)
+
+    def _on_committed_paint(self, event: Any) -> None:
+        """A recorded id painted where it had no pixel left (its object erased, then the id
+        painted again, e.g. through ``layer.paint`` with no label chosen): a new object,
+        which does not inherit the erased one's clicks."""
+        session = event.source.metadata.get(SESSION_KEY)
+        if not isinstance(session, AnnotationSession) or not session.records:
+            return
+        painted: dict[int, int] = {}
+        try:
+            # napari's history atoms end with (old values of the changed pixels, new value(s))
+            for atom in event.value:
+                old = np.asarray(atom[-2])
+                values = np.broadcast_to(np.asarray(atom[-1]), old.shape)
+                ids, counts = np.unique(values[values != old], return_counts=True)
+                for oid, n in zip(ids.tolist(), counts.tolist()):
+                    if oid in session.records:
+                        painted[oid] = painted.get(oid, 0) + n
+        except (TypeError, ValueError, IndexError):  # another napari's history: the records stay
+            return
+        fresh = [oid for oid, n in painted.items() if np.count_nonzero(session.labels == oid) <= n]
+        for oid in fresh:
+            del session.records[oid]
+        if fresh:
+            self._status(f"object(s) {', '.join(map(str, fresh))} painted anew: a new object gets no clicks")
 
     def _forget_erased_label(self, layer: Any) -> None:
         """The label of an object erased since its commit is chosen (napari's "new label"
