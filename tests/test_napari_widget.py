@@ -1568,7 +1568,20 @@ def test_what_counts_as_the_same_image_opened_again(open_dock, fluo, tmp_path):
     (b,) = viewer.open(snap)
     w.bind(b)
     assert w.session.records == {}
+    w.add_click(20, 20, True)
+    assert w.commit() == 1
+    tifffile.imwrite(snap, fluo)  # overwritten again while b is still shown (review 27c)
+    os.utime(snap, ns=(1, 10**18))
     viewer.layers.remove(b)
+    (c,) = viewer.open(snap)
+    w.bind(c)
+    assert w.session.records == {}
+    viewer.layers.remove(c)
+    from napari_clickseg._napari.widget import _image_identity
+
+    (folder,) = viewer.open(tmp_path, stack=True)  # a folder's stat misses rewritten files
+    assert _image_identity(folder) is None
+    viewer.layers.remove(folder)
 
     img = viewer.layers["image"]
     w.bind(img)

@@ -115,6 +115,8 @@ def _image_identity(layer: Any) -> str | None:
             st = os.stat(path)  # the same path with other contents is another image
         except OSError:
             return None
+        if os.path.isdir(path):  # a folder (of planes, a zarr store) changes no stat when rewritten
+            return None
         return f"file:{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
     data = layer.data[-1] if getattr(layer, "multiscale", False) else layer.data
     if not isinstance(data, np.ndarray):
@@ -482,7 +484,9 @@ class ClickSegWidget(Container):
         # committed layer was made) is the one that, opened again, gets its objects back
         key = _image_id(removed)
         tied = [la for la in self.viewer.layers if la.metadata.get(IMAGE_ID_KEY) == key]
-        if tied:
+        # (a file's identity stays as it was when the layer was made: the file may have been
+        # overwritten since, and the layer still shows the old pixels)
+        if tied and not getattr(getattr(removed, "source", None), "path", None):
             identity = _image_identity(removed)
             for layer in tied:
                 layer.metadata[IDENTITY_KEY] = identity
@@ -1066,9 +1070,13 @@ class ClickSegWidget(Container):
         try:
             # napari's history atoms end with (old values of the changed pixels, new value(s))
             for atom in event.value:
+                new = np.asarray(atom[-1])
+                if new.ndim == 0:  # one label (a brush, a fill): every stored old value changed
+                    if int(new) in session.records:
+                        painted[int(new)] = painted.get(int(new), 0) + int(np.asarray(atom[-2]).size)
+                    continue
                 old = np.asarray(atom[-2])
-                values = np.broadcast_to(np.asarray(atom[-1]), old.shape)
-                ids, counts = np.unique(values[values != old], return_counts=True)
+                ids, counts = np.unique(new[new != old], return_counts=True)
                 for oid, n in zip(ids.tolist(), counts.tolist()):
                     if oid in session.records:
                         painted[oid] = painted.get(oid, 0) + n
@@ -1078,7 +1086,10 @@ class ClickSegWidget(Container):
         for oid in fresh:
             del session.records[oid]
         if fresh:
-            self._status(f"object(s) {', '.join(map(str, fresh))} painted anew: a new object gets no clicks")
+            self._status(
+                f"object(s) {', '.join(map(str, fresh))} painted anew: a new object, without the erased "
+                "one's clicks (napari's undo does not bring them back)"
+            )
 
     def _forget_erased_label(self, layer: Any) -> None:
         """The label of an object erased since its commit is chosen (napari's "new label"
