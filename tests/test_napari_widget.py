@@ -1274,6 +1274,24 @@ def test_a_pyramid_is_read_around_the_clicks_with_statistics_from_a_coarser_leve
     assert (viewer.layers["committed objects"].data[1] == 1).sum() == mask.sum()
 
 
+def test_the_preview_is_drawn_and_cleared_in_the_zoom_box(open_dock, fluo):
+    # a click on a large image thresholded and drew the whole plane (150 ms at 8192^2)
+    big = np.tile(fluo, (4, 4))
+    viewer, w = open_dock(big)
+    preview = viewer.layers["current object"]
+    w.add_click(30, 30, True)
+    first = w._result
+    assert first.box is not None and first.box[2] - first.box[0] < big.shape[0]
+    np.testing.assert_array_equal(w.current_mask(), first.prob >= 0.5)
+    np.testing.assert_array_equal(preview.data == 1, first.prob >= 0.5)
+    w.clear()
+    w.add_click(200, 220, True)  # another object, far away: nothing of the first is left
+    np.testing.assert_array_equal(preview.data == 1, w._result.prob >= 0.5)
+    assert preview.data[:64, :64].max() == 0 and preview.data[200, 220] == 1
+    w.threshold_slider.value = 0.9
+    np.testing.assert_array_equal(preview.data == 1, w._result.prob >= 0.9)
+
+
 # --- audit fixes: closing the dock or the viewer, changing the image --------------------------
 
 

@@ -231,6 +231,8 @@ class PredictionResult:
         seconds: wall time of the engine calls.
         set_image_seconds: part of it spent on ``set_image`` (0 when cached).
         error: message of a failure, or None.
+        box: (row0, col0, row1, col1) outside which ``prob`` is 0 (the engine's zoom box), or
+            None when unknown: a large image's mask is then made in the box alone.
     """
 
     generation: int
@@ -238,6 +240,7 @@ class PredictionResult:
     seconds: float = 0.0
     set_image_seconds: float = 0.0
     error: str | None = None
+    box: tuple[int, int, int, int] | None = None
 
 
 def run_prediction(req: PredictionRequest) -> PredictionResult:
@@ -258,7 +261,10 @@ def run_prediction(req: PredictionRequest) -> PredictionResult:
                 h.image_key = req.image_key
                 t_img = time.perf_counter() - t0
             prob = h.predictor.predict(list(req.clicks), **req.options)
+            box = getattr(h.predictor, "last_stats", {}).get("box")
     except (ValueError, RuntimeError, MemoryError) as e:
         return PredictionResult(req.generation, None, time.perf_counter() - t0, t_img, str(e))
     prob = np.asarray(prob, dtype=np.float32)
-    return PredictionResult(req.generation, prob, time.perf_counter() - t0, t_img)
+    return PredictionResult(
+        req.generation, prob, time.perf_counter() - t0, t_img, box=None if box is None else tuple(map(int, box))
+    )

@@ -220,7 +220,7 @@ class ClickSegWidget(Container):
         self._files: list[str] = []
         self._generation = 0
         self._result: PredictionResult | None = None
-        self._preview_plane: Plane | None = None
+        self._preview_plane: tuple[Plane, tuple[slice, slice]] | None = None  # where the preview is drawn
         self._worker: Any = None
         self._removal_selection: list[Any] | None = None  # while napari removes the bound image
         self._pending: PredictionRequest | None = None
@@ -1452,10 +1452,26 @@ class ClickSegWidget(Container):
 
     def current_mask(self) -> np.ndarray | None:
         """Binary mask of the latest prediction at the threshold, or None."""
+        found = self._box_mask()
+        if found is None:
+            return None
+        box, inside = found
+        mask = np.zeros(self._result.prob.shape, dtype=bool)  # calloc: free outside the box
+        mask[box] = inside
+        return mask
+
+    def _box_mask(self) -> tuple[tuple[slice, slice], np.ndarray] | None:
+        """(box, mask inside it) of the latest prediction, outside which it is empty: the
+        zoom box, so a click on a large image thresholds only the region it changed."""
         res = self._result
         if res is None or res.prob is None or res.generation != self._generation:
             return None
-        return res.prob >= float(self.threshold_slider.value)
+        if res.box is None:
+            box = (slice(None), slice(None))
+        else:
+            y0, x0, y1, x1 = res.box
+            box = (slice(y0, y1), slice(x0, x1))
+        return box, res.prob[box] >= float(self.threshold_slider.value)
 
     def _show_preview(self) -> None:
         layer = self.layers.get("preview")
@@ -1463,18 +1479,20 @@ class ClickSegWidget(Container):
             return
         arr = self._preview_array
         if self._preview_plane is not None:
+            plane, box = self._preview_plane
             try:
-                self._preview_plane.view(arr)[...] = 0
+                plane.view(arr)[box] = 0
             except ValueError:
                 arr[...] = 0
             self._preview_plane = None
-        mask = self.current_mask()
+        found = self._box_mask()
         plane = self.session.plane if self.session is not None else None
-        if mask is not None and plane is not None:
+        if found is not None and plane is not None:
+            box, inside = found
             view = plane.view(arr)
-            if view.shape == mask.shape:
-                view[mask] = 1
-                self._preview_plane = plane
+            if view.shape == self._result.prob.shape:
+                view[box][inside] = 1
+                self._preview_plane = (plane, box)
         layer.refresh()
 
     # --- objects -------------------------------------------------------------------------
