@@ -10,7 +10,8 @@ out=${1:?output dir}
 n=${2:-50}
 data=${DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 sets=(--data "$data/dsb2018/val" --data "$data/ph2/val" --data "$data/grabcut")
-common=(--max-clicks 20 --max-objects "$n" --seed 0 --stop-iou 0.99 --device cpu -q)
+# float32, as the cards were scored (on a CPU with native bfloat16 "auto" would pick that)
+common=(--max-clicks 20 --max-objects "$n" --seed 0 --stop-iou 0.99 --device cpu --dtype float32 -q)
 export OMP_NUM_THREADS=1
 napari-clickseg evaluate --model two_stream --model early --model multi_stage --model fca --model hires "${sets[@]}" "${common[@]}" --out "$out/a" &
 models=$!

@@ -502,11 +502,12 @@ def test_evaluate_options_reach_every_run(tmp_path, tiny_weights, capsys):
     out = tmp_path / "ev"
     assert main(["evaluate", "--model", str(tiny_weights), "--data", str(root), "--max-clicks", "1",
                  "--structural-integrity", "--graph-cut", "--click-radius", "0", "--no-zoom-in",
-                 "--no-objects", "--device", "cpu", "--out", str(out), "-q"]) == 0
+                 "--no-objects", "--device", "cpu", "--dtype", "float32", "--out", str(out), "-q"]) == 0
     run = json.loads((out / "evaluation.json").read_text())["runs"][0]
     s = run["settings"]
     assert (s["structural_integrity"], s["graph_cut"], s["click_radius"], s["zoom_in"]) == (True, True, 0.0, False)
     assert "objects" not in run
+    assert run["model"]["dtype"] == "float32"  # the precision it ran in is reported
 
 
 def test_reports_are_replaced_all_together_or_not_at_all(tmp_path, monkeypatch):

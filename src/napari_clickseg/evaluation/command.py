@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "are n/a). Default: never stop early",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="inference precision (default auto: bfloat16 where the device computes it "
+                   "natively; the model cards were scored in float32)")
     p.add_argument("--no-objects", action="store_true",
                    help="leave per-object curves and clicks out of the JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         for d in args.data
     ]
     # every model loads (or fails) before the first is evaluated
-    predictors = {name: load_predictor(name, device=args.device, zoom_in=args.zoom_in) for name in models}
+    predictors = {name: load_predictor(name, device=args.device, zoom_in=args.zoom_in, dtype=args.dtype) for name in models}
     with removed_if_left_empty(args.out):
         out = check_out(args.out, args.overwrite)  # after --data and the models are known good
         results = _evaluate_all(args, predictors, modes, sets, progress)

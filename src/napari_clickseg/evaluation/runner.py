@@ -226,11 +226,13 @@ def load_predictor(
     device: str | None = None,
     zoom_in: bool | None = None,
     click_radius: float | None = None,
+    dtype: str = "auto",
 ) -> Any:
     """A predictor for a shipped model name, a weights file, ``random_walker``, a model or a predictor.
 
     Anything with ``set_image`` and ``predict`` is returned unchanged. ``zoom_in`` and
-    ``click_radius`` (None: the predictor's defaults) apply to predictors that have them.
+    ``click_radius`` (None: the predictor's defaults) apply to predictors that have them;
+    ``dtype`` ("auto", "float32", "bfloat16") to the ones built here.
     """
     if hasattr(model, "set_image") and hasattr(model, "predict"):
         _configure(model, zoom_in, click_radius)
@@ -250,6 +252,7 @@ def load_predictor(
     params = _params(ctor) | _params(Predictor)
     if device is not None:
         kwargs["device"] = device
+    kwargs["dtype"] = dtype
     if zoom_in is not None and "zoom_in" in params:
         kwargs["zoom_in"] = zoom_in
     p = ctor(arg, **kwargs)
