@@ -891,12 +891,17 @@ def test_napari_undo_on_the_committed_layer_never_replays_edits_from_before_a_co
     assert (layer.data == oid).any()
 
 
-def test_an_object_erased_by_hand_loses_its_clicks_unless_the_erase_is_undone(open_dock, fluo, tmp_path):
-    viewer, w = open_dock(fluo)
+def commit_two_objects(w):
+    """Commit objects 1 and 2 (one click each, at (20, 20) and (45, 45)); the committed layer."""
     for center in ((20, 20), (45, 45)):
         w.add_click(*center, True)
         w.commit()
-    layer = w.layers["committed"]
+    return w.layers["committed"]
+
+
+def test_an_object_erased_by_hand_loses_its_clicks_unless_the_erase_is_undone(open_dock, fluo, tmp_path):
+    viewer, w = open_dock(fluo)
+    layer = commit_two_objects(w)
     layer.fill((45, 45), 0)
     layer.undo()  # napari's Ctrl+Z on the layer: the pixels and their record are back
     assert (layer.data == 2).any() and w.reopen(2) and len(w.session.clicks) == 1
@@ -910,10 +915,7 @@ def test_an_object_erased_by_hand_loses_its_clicks_unless_the_erase_is_undone(op
 def test_a_label_chosen_to_paint_after_an_erase_gets_no_old_clicks(open_dock, fluo):
     # napari's "new label" (M) hands out the largest id again once that object is erased
     viewer, w = open_dock(fluo)
-    for center in ((20, 20), (45, 45)):
-        w.add_click(*center, True)
-        w.commit()
-    layer = w.layers["committed"]
+    layer = commit_two_objects(w)
     layer.selected_label = 1
     layer.fill((45, 45), 0)
     layer.selected_label = 2  # chosen to paint a new object by hand
@@ -933,10 +935,7 @@ def test_a_label_chosen_to_paint_after_an_erase_gets_no_old_clicks(open_dock, fl
 def test_an_erased_id_painted_again_through_the_api_gets_no_old_clicks(open_dock, fluo):
     # left out in session 26: layer.paint with an explicit label changes no chosen label
     viewer, w = open_dock(fluo)
-    for center in ((20, 20), (45, 45)):
-        w.add_click(*center, True)
-        w.commit()
-    layer = w.layers["committed"]
+    layer = commit_two_objects(w)
     layer.paint((45, 45), 2)  # touching up object 2: its record stays
     assert set(w.session.records) == {1, 2}
     layer.fill((45, 45), 0)
