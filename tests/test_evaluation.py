@@ -101,11 +101,21 @@ def test_growing_predictor_curve_noc_and_options_passed():
     assert r["model"]["arch"] == "growing"
 
 
+class AlmostGrowingPredictor(GrowingPredictor):
+    """GrowingPredictor missing one object pixel: its IoU stops just short of 1."""
+
+    def predict(self, clicks, **kwargs):
+        prob = super().predict(clicks, **kwargs)
+        r, c = np.argwhere(self.gt)[0]
+        prob[r, c] = 0.0
+        return prob
+
+
 def test_stop_iou_stops_early_and_fills_curve():
     image, labels, samples = _arrays()
     gt = samples[2][1]
-    full = evaluate(GrowingPredictor(gt), [(image, gt)], max_clicks=6, stop_iou=None)
-    pred = GrowingPredictor(gt)
+    full = evaluate(AlmostGrowingPredictor(gt), [(image, gt)], max_clicks=6, stop_iou=None)
+    pred = AlmostGrowingPredictor(gt)
     r = evaluate(pred, [(image, gt)], max_clicks=6, stop_iou=0.9)
     ious = r["objects"][0]["ious"]
     assert ious[-1] >= 0.9 and all(v < 0.9 for v in ious[:-1])
@@ -529,3 +539,52 @@ def test_reports_are_replaced_all_together_or_not_at_all(tmp_path, monkeypatch):
         report.write_reports([], out)
     assert {p.name: p.read_text() for p in out.iterdir()} == old  # every earlier report whole, no temporary file
 
+
+
+def test_stop_iou_one_counts_a_perfect_object_as_no_error():
+    # an object with no error left would stop in a full run too: the shares after 20 clicks stay known
+    image, labels, samples = _arrays()
+    oracle = OraclePredictor([s[1] for s in samples])
+    r = evaluate(oracle, samples, max_clicks=5, stop_iou=1.0)
+    assert all(o["stopped"] == "no_error" for o in r["objects"])
+    assert r["metrics"]["stopped_at_stop_iou"] == 0
+    assert r["metrics"]["above95"] == 1.0 and r["metrics"]["above99"] == 1.0
+
+
+def test_relative_dataset_path_keeps_name_and_split(tmp_path, monkeypatch):
+    import tifffile
+
+    image, labels = _blobs()
+    val = tmp_path / "mydata" / "val"
+    (val / "images").mkdir(parents=True)
+    (val / "labels").mkdir()
+    tifffile.imwrite(val / "images" / "a.tif", image)
+    tifffile.imwrite(val / "labels" / "a.tif", labels)
+    monkeypatch.chdir(val)
+    es = load_eval_set(".")
+    assert (es.name, es.split) == ("mydata/val", "val")
+    monkeypatch.chdir(val / "images")
+    assert load_eval_set("..").name == "mydata/val"
+
+
+def test_plot_names_weights_sha_and_sample(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from napari_clickseg.evaluation import report
+
+    image, labels, samples = _arrays()
+    r = evaluate(OraclePredictor([s[1] for s in samples]), samples, max_clicks=3, max_objects=2, seed=1)
+    r["model"].update(weights_path="/x/hires.safetensors", weights_sha256="ab" * 32)
+    texts = []
+    real_savefig = Figure.savefig
+
+    def savefig(fig, *a, **k):
+        texts.extend(t.get_text() for t in fig.texts)
+        texts.extend(ax.get_title() for ax in fig.axes)
+        return real_savefig(fig, *a, **k)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    report.plot_miou([r], tmp_path / "p.png")
+    joined = "\n".join(texts)
+    assert "hires.safetensors sha256 abababababab" in joined
+    assert "2 of 3 objects, seed 1" in joined

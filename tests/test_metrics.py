@@ -188,3 +188,13 @@ def test_summarize_with_fewer_clicks_reports_available_k():
     s = M.summarize([[0.5, 0.6, 0.7]], max_clicks=3)
     assert set(s["miou"]) == {"1", "3"}
     assert s["above95"] == 0.0
+
+
+def test_corrective_accuracy_keeps_touching_fn_and_fp_apart():
+    # gt [0:10, 0:10], previous prediction [5:15, 5:15]: the FN and FP L-shapes touch at a corner
+    gt = np.zeros((16, 16), bool)
+    gt[:10, :10] = True
+    prev = np.zeros_like(gt)
+    prev[5:15, 5:15] = True
+    new = prev & gt  # a negative click at (7, 12) removed every false positive and nothing else
+    assert M.corrective_accuracy(prev, new, gt, 7, 12) == 1.0

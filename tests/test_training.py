@@ -703,3 +703,42 @@ def test_imagenet_init_loads_the_packaged_encoder_weights():
         else:
             torch.testing.assert_close(v, ref[k], msg=k)
     assert math.isfinite(float(sum(v.float().sum() for v in backbone.state_dict().values())))
+
+
+def test_resume_without_checkpoint_keeps_a_finished_runs_weights(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, out), log=lambda m: None)
+    before = {n: (out / n).read_bytes() for n in ("best.safetensors", "last.safetensors", "log.csv")}
+    (out / "checkpoint.pt").unlink()  # removed to save space after the run finished
+    with pytest.raises(RunDirError, match="no checkpoint.pt.*--init"):
+        train(_cfg(data, out, iterations=3), resume=True, log=lambda m: None)
+    assert {n: (out / n).read_bytes() for n in before} == before
+
+
+def test_resume_refuses_another_runs_checkpoint(data, tmp_path):
+    early, other = tmp_path / "early", tmp_path / "other"
+    train(_cfg(data, early), log=lambda m: None)
+    own = load_checkpoint(early / "checkpoint.pt")
+    train(_cfg(data, other, model="two_stream", model_kwargs={}, iterations=1, val_every=0), log=lambda m: None)
+    shutil.copy(other / "checkpoint.pt", early / "checkpoint.pt")
+    with pytest.raises(RunDirError, match="'two_stream' run"):
+        train(_cfg(data, early, iterations=3), resume=True, log=lambda m: None)
+    own["optimizer"] = {"state": {}}  # its own checkpoint with a damaged optimizer state
+    save_checkpoint(early / "checkpoint.pt", own)
+    before = (early / "best.safetensors").read_bytes()
+    with pytest.raises(RunDirError, match="does not match this run's model or is damaged"):
+        train(_cfg(data, early, iterations=3), resume=True, log=lambda m: None)
+    assert (early / "best.safetensors").read_bytes() == before
+
+
+def test_resume_survives_an_edited_log(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, out, iterations=4), log=lambda m: None, stop_after=2)
+    text = (out / "log.csv").read_text().splitlines()
+    (out / "log.csv").write_text("\n".join([text[0], *text[1:], text[1].replace(text[1].split(",")[0], "1.0", 1)]) + "\n")
+    messages = []
+    assert train(_cfg(data, out, iterations=4), resume=True, log=messages.append)["steps"] == 4
+    assert any("no integer step" in m for m in messages)
+    (out / "log.csv").write_text("Step;Loss\n1;0.5\n")  # re-saved by a spreadsheet
+    train(_cfg(data, out, iterations=5), resume=True, log=messages.append)
+    assert _log_steps(out)[-1] == 5

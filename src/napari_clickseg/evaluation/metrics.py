@@ -180,6 +180,7 @@ def corrective_accuracy(
         raise ValueError(f"click ({row}, {col}) lies outside the {error.shape[0]}x{error.shape[1]} masks")
     if not error[row, col]:
         return float("nan")
+    error &= gt == gt[row, col]  # only the clicked kind of error (FN or FP) is the clicked region
     lab, _ = ndimage.label(error, structure=np.ones((3, 3), dtype=bool))
     region = lab == lab[row, col]
     fixed = new_pred[region] == gt[region]

@@ -251,7 +251,9 @@ def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
     names = [name for name, _ in datasets]
     labels = run_labels(results)
     n = max(1, len(datasets))
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+    footer = list(dict.fromkeys(_provenance(r, label) for r, label in zip(results, labels)))
+    footer_h = 0.15 * len(footer) + 0.1  # inches
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2 + footer_h), squeeze=False)
     for ax, key in zip(axes[0], datasets):
         for r, label in zip(results, labels):
             if _dataset_key(r) != key:
@@ -263,19 +265,38 @@ def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
         d = next(r["dataset"] for r in results if _dataset_key(r) == key)
         name, folder = key
         where = f"{name} at {folder}" if names.count(name) > 1 else name  # two folders of one name
-        ax.set_title(f"{where} ({d.get('n_objects')} objects)", fontsize=10 if where != name else None)
+        count = (
+            f"{d.get('n_objects')} of {d.get('n_objects_total')} objects, seed {d.get('sample_seed')}"
+            if d.get("sampled")
+            else f"{d.get('n_objects')} objects"
+        )
+        split = f", split {d.get('split')}" if d.get("split") not in (None, "all") and not name.endswith(f"/{d.get('split')}") else ""
+        ax.set_title(f"{where} ({count}{split})", fontsize=10 if where != name else None)
         ax.set_xlabel("clicks")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mean IoU")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig.text(0.01, 0.05 / fig.get_figheight(), "\n".join(footer), fontsize=7, va="bottom", ha="left")
+    fig.tight_layout(rect=(0, footer_h / fig.get_figheight(), 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _provenance(result: dict, label: str) -> str:
+    """One line for the plot: the run's weights, their sha256 and its settings."""
+    mod, s = result.get("model", {}), result.get("settings", {})
+    weights = Path(mod["weights_path"]).name if mod.get("weights_path") else "no weights"
+    sha = (mod.get("weights_sha256") or "")[:12]
+    return (
+        f"{label}: {weights}{f' sha256 {sha}' if sha else ''}; BRS {s.get('brs')}, structural integrity "
+        f"{s.get('structural_integrity')}, zoom-in {s.get('zoom_in')}, graph cut {s.get('graph_cut')}, "
+        f"{mod.get('dtype', 'n/a')} (evaluation.md has the rest)"
+    )
 
 
 def report_paths(out_dir: str | os.PathLike, stem: str = "evaluation") -> dict[str, Path]:

@@ -114,7 +114,7 @@ def _from_folder(ds: Any, max_objects: int | None, seed: int) -> EvalSet:
     """EvalSet over a ``napari_clickseg.data.folder.FolderDataset``."""
     from ..data.folder import IGNORE_LABEL
 
-    root = Path(ds.root)
+    root = Path(ds.root).resolve()  # "." or ".." name no split
     name, split = _dataset_name(root)
     objs = list(range(len(ds.objects)))
     chosen, sampled = _sample(objs, max_objects, seed)
@@ -130,7 +130,7 @@ def _from_folder(ds: Any, max_objects: int | None, seed: int) -> EvalSet:
 
     return EvalSet(
         name=name,
-        path=str(root.resolve()),
+        path=str(root),
         split=split,
         kind=ds.kind,
         n_images=len(ds.names),
@@ -340,7 +340,8 @@ def run_object(
             di[str(k + 1)] = M.decidability_index(prob, clicks, gt, ignore=ignore)
         pred = new
         if stop_iou is not None and ious[-1] >= stop_iou:
-            stopped = "stop_iou"
+            # a prediction with no error left ends the object as a full run would (exact)
+            stopped = "no_error" if next_click(gt, pred, ignore) is None else "stop_iou"
             break
     if not ious:  # no error at all before the first click: nothing to segment
         ious = [M.iou(pred, gt, ignore)]

@@ -253,11 +253,30 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
             w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
 
 
-def _read_log(path: Path, upto_step: int) -> list[dict[str, Any]]:
+def _read_log(path: Path, upto_step: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The log's rows up to ``upto_step``; rows that cannot be read are dropped with a warning.
+
+    The log only feeds the curves: an edited or damaged log.csv must not stop a resume.
+    """
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if int(r["step"]) <= upto_step]
+    rows, bad = [], 0
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                try:
+                    step = int(str(r.get("step")))
+                except ValueError:
+                    bad += 1
+                    continue
+                if step <= upto_step:
+                    rows.append(r)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        log(f"warning: cannot read {path} ({e}); its earlier rows are left out of the new log")
+        return []
+    if bad:
+        log(f"warning: {bad} rows of {path} have no integer step (edited?); they are left out of the new log")
+    return rows
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], log: Callable[[str], None]) -> None:
@@ -414,6 +433,13 @@ def _run_to_start(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str
     if resume:
         if not ckpt_path.is_file() and not (out / "config.json").is_file():
             raise RunDirError(f"nothing to resume: no {CHECKPOINT_NAME} in {out}")
+        # the first checkpoint is written before any other output: files without it mean it was removed
+        if not ckpt_path.is_file() and (trained := [n for n in RUN_FILES[2:] if (out / n).exists()]):
+            raise RunDirError(
+                f"{out} holds {', '.join(trained)} but no {CHECKPOINT_NAME}, so it cannot be resumed, "
+                f"and starting it again would replace them; start a new run from its weights with "
+                f"--init {out / 'best.safetensors'} (or last.safetensors) and another --out"
+            )
         saved = TrainConfig.load(out / "config.json")
         same = [os.path.abspath(d) for d in cfg.train_dirs] == [os.path.abspath(d) for d in saved.train_dirs]
         if cfg.train_dirs and not same:
@@ -429,6 +455,12 @@ def _run_to_start(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str
         cfg = saved
         if ckpt_path.is_file():  # else it was killed before its first checkpoint: start it again
             state = load_checkpoint(ckpt_path)
+            saved_model = state["config"].get("model") if isinstance(state["config"], dict) else None
+            if saved_model != cfg.model:
+                raise RunDirError(
+                    f"{ckpt_path} is a checkpoint of a {saved_model!r} run, but {out / 'config.json'} "
+                    f"trains {cfg.model!r}: it does not belong to this run"
+                )
     elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
         raise RunDirError(
             f"{out} already holds {', '.join(found)}: a training run (use --resume to continue it) "
@@ -517,7 +549,10 @@ def _train(
 
     # the model first: bad --init weights fail before the (slow) data loading
     if state is not None:  # the checkpoint replaces the weights: skip the init
-        model = create_model(cfg.model, **state["arch_kwargs"])
+        try:
+            model = create_model(cfg.model, **state["arch_kwargs"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"{ckpt_path}: cannot rebuild its {cfg.model} model ({e})") from None
         earlier_stages = list(state.get("earlier_stages", []))
         engine = dict(state.get("engine", {}))
     else:
@@ -548,18 +583,22 @@ def _train(
     step, elapsed_before, best = 0, 0.0, {"step": -1, "metrics": {}}
     rows: list[dict[str, Any]] = []
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, elapsed_before = int(state["step"]), float(state["elapsed"])
+            torch.set_rng_state(state["rng"]["torch"])
+            random.setstate(_to_tuple(state["rng"]["python"]))
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunDirError(f"{ckpt_path}: does not match this run's model or is damaged ({first})") from None
         best = state.get("best", best)
         old_best = out / "best.safetensors"
         if "score" in best and "noc@90" not in best and dist.main and old_best.is_file():
             # chosen by the crop validation of older versions: kept, as the new one may choose otherwise
             old_best.rename(out / "best_crop_validation.safetensors")
             log(f"{old_best} was chosen by the older crop validation: kept as best_crop_validation.safetensors")
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(_to_tuple(state["rng"]["python"]))
-        rows = _read_log(out / "log.csv", step)
+        rows = _read_log(out / "log.csv", step, log)
         log(f"resuming {out} at iteration {step} ({_fmt_time(elapsed_before)} done)")
     if dist.main:  # the folder was made before the lock was taken
         cfg.save(out / "config.json")
