@@ -106,7 +106,8 @@ def test_bench_rejects_unknown_models(capsys):
         (["--random-init", "--train-batch", "1"], "--train-batch must be at least 2, got 1"),  # BatchNorm trains
         (["--train-iters", "-1"], "--train-iters must be at least 0, got -1"),
         (["--threads", "0"], "--threads must be at least 1, got 0"),
-        (["--case-timeout", "0"], "--case-timeout must be positive, got 0.0"),
+        (["--case-timeout", "0"], "--case-timeout must be a number of seconds in (0, 1e6], got 0.0"),
+        (["--case-timeout", "inf"], "--case-timeout must be a number of seconds in (0, 1e6], got inf"),
         (["--sizes", "96,x"], "--sizes takes comma-separated integers, got '96,x'"),
         (["--sizes", ","], "--sizes must be at least 64, got ','"),
         (["--models", ","], "--models names no model"),  # benched nothing, silently

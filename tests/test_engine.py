@@ -559,6 +559,9 @@ def test_device_and_dtype():
     assert pick_device("cpu").type == "cpu"
     with pytest.raises(ValueError):
         pick_device("warp-drive")
+    for other in ("meta", "xpu", "hpu"):  # devices torch knows but the engine does not run on
+        with pytest.raises(ValueError, match="not supported"):
+            pick_device(other)
     with pytest.raises(ValueError, match="dtype"):
         pick_dtype("float16", torch.device("cpu"))
     assert pick_dtype("float32", torch.device("cpu")) == torch.float32

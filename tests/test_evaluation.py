@@ -588,3 +588,57 @@ def test_plot_names_weights_sha_and_sample(tmp_path, monkeypatch):
     joined = "\n".join(texts)
     assert "hires.safetensors sha256 abababababab" in joined
     assert "2 of 3 objects, seed 1" in joined
+
+
+def test_cli_evaluate_keeps_the_runs_that_finished_when_a_later_one_fails(tmp_path, capsys, monkeypatch):
+    from napari_clickseg.cli import main
+    from napari_clickseg.evaluation import runner
+
+    real, calls = runner.evaluate, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("predictor returned non-finite probabilities")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", second_fails)
+    root = _write_folder(tmp_path / "toy" / "val")
+    other = _write_folder(tmp_path / "toy2" / "val")
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", "random_walker", "--data", str(root), "--data", str(other),
+            "--max-clicks", "1", "--max-objects", "1", "--out", str(out), "-q"]  # fmt: skip
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "non-finite" in captured.err and "1 runs that finished" in captured.err
+    assert "random_walker" in captured.out  # the table of the finished run
+    assert len(_strict_json(out / "evaluation.json")["runs"]) == 1
+
+
+def test_cli_evaluate_prints_the_table_when_the_reports_cannot_be_written(tmp_path, capsys, monkeypatch):
+    from napari_clickseg.cli import main
+    from napari_clickseg.evaluation import report
+
+    def full_disk(results, out, stem="evaluation"):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_reports", full_disk)
+    root = _write_folder(tmp_path / "toy" / "val")
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", "random_walker", "--data", str(root), "--max-clicks", "1",
+            "--max-objects", "1", "--out", str(out), "-q"]  # fmt: skip
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "NoC@90" in captured.out and "random_walker" in captured.out
+    assert "cannot write the reports" in captured.err and "No space left" in captured.err
+
+
+def test_random_walker_on_a_flat_image_diffuses_from_the_seeds():
+    from napari_clickseg.clicks import Click
+    from napari_clickseg.evaluation.baseline import RandomWalkerPredictor
+
+    p = RandomWalkerPredictor()
+    p.set_image(np.full((40, 40), 7, np.uint8))
+    prob = p.predict([Click(20, 20, True), Click(5, 5, False)])
+    assert np.isfinite(prob).all()
+    assert prob[20, 20] > 0.5 > prob[5, 5]

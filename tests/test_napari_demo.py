@@ -71,6 +71,15 @@ def test_demo_replaces_its_own_results_but_never_a_users_files(no_weights, tmp_p
     out = tmp_path / "out"
     assert main([*argv, "--out", str(out)]) == 0
     assert main([*argv, "--out", str(out)]) == 0  # the quick start run twice
+    # labels edited after the demo wrote them (in Fiji, say) are not replaced
+    edited = tifffile.imread(out / "labels.tif")
+    edited[:5, :5] = 7
+    tifffile.imwrite(out / "labels.tif", edited)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "changed after the demo wrote it" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     mine = tmp_path / "mine"
     mine.mkdir()
     tifffile.imwrite(mine / "labels.tif", np.full((10, 10), 5, np.uint16))

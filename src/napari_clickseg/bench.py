@@ -573,8 +573,8 @@ def run(args: argparse.Namespace) -> int:
     train_batch = _at_least(args.train_batch, 2 if quick else 8, "--train-batch", minimum=2 if args.random_init else 1)
     if args.threads is not None:
         _at_least(args.threads, 1, "--threads")
-    if not args.case_timeout > 0:
-        raise ValueError(f"--case-timeout must be positive, got {args.case_timeout}")
+    if not 0 < args.case_timeout <= 1e6:
+        raise ValueError(f"--case-timeout must be a number of seconds in (0, 1e6], got {args.case_timeout}")
     modes = (
         [m.strip() for m in args.brs_modes.split(",") if m.strip()] if args.brs_modes is not None
         else (["fbrs"] if quick else ["fbrs", "brs"])

@@ -157,6 +157,26 @@ def _check_out(out: Path) -> None:
             f"{out} holds {', '.join(taken)}, not written by an earlier demo; "
             "choose another --out (nothing was written)"
         )
+    if (out / "labels.tif").exists() and not _unchanged_since_demo(out):
+        raise ValueError(
+            f"{out / 'labels.tif'} was changed after the demo wrote it (edited labels?); "
+            "choose another --out (nothing was written)"
+        )
+
+
+def _unchanged_since_demo(out: Path) -> bool:
+    """Whether ``out/labels.tif`` still holds the labels its labels.json recorded."""
+    import json
+
+    import tifffile
+
+    from ._napari.session import _labels_digest
+
+    try:
+        recorded = json.loads((out / "labels.json").read_text()).get("labels_digest")
+        return isinstance(recorded, str) and recorded == _labels_digest(tifffile.imread(out / "labels.tif"))
+    except Exception:  # unreadable: not what the demo wrote
+        return False
 
 
 def run_headless(args: argparse.Namespace) -> int:

@@ -202,6 +202,10 @@ class RandomWalkerPredictor:
             return out  # nothing tells foreground from background
         import warnings
 
+        if np.ptp(crop) == 0:
+            # scikit-image scales beta by the data's spread: a flat crop gives NaN. A checkerboard
+            # far below any real contrast leaves every edge weight ~1, i.e. plain diffusion from the seeds
+            crop = crop + 1e-6 * ((np.indices(crop.shape[:2]).sum(0) % 2)[..., None])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # probability-range warnings of the solver
             prob = random_walker(

@@ -137,9 +137,25 @@ def run(args: argparse.Namespace) -> int:
     predictors = {name: load_predictor(name, device=args.device, zoom_in=args.zoom_in, dtype=args.dtype) for name in models}
     with removed_if_left_empty(args.out):
         out = check_out(args.out, args.overwrite)  # after --data and the models are known good
-        results = _evaluate_all(args, predictors, modes, sets, progress)
-    paths = write_reports(results, out)
-    print(markdown_table(results))
+        results: list[dict] = []
+        try:
+            _evaluate_all(args, predictors, modes, sets, progress, results)
+        except (Exception, KeyboardInterrupt) as e:
+            if not results:
+                raise
+            # the runs that finished are kept: written, then the failure is reported
+            print(markdown_table(results), flush=True)
+            write_reports(results, out)
+            kept = f"the {len(results)} runs that finished are in {out}"
+            if isinstance(e, (ValueError, OSError)):  # a user error: one line
+                raise ValueError(f"{e}; {kept}") from None
+            print(kept, file=sys.stderr)
+            raise
+        print(markdown_table(results), flush=True)  # first: a failed write leaves the table on screen
+        try:
+            paths = write_reports(results, out)
+        except OSError as e:
+            raise OSError(f"cannot write the reports into {out}: {e.strerror or e} (the table above is the result)") from None
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -168,11 +184,10 @@ def removed_if_left_empty(out: str | os.PathLike | None) -> Iterator[None]:
 
 
 def _evaluate_all(args: argparse.Namespace, predictors: dict, modes: list[str], sets: list,
-                  progress: Callable[[str], None]) -> list[dict]:
-    """Every model x BRS mode x dataset, in that order."""
+                  progress: Callable[[str], None], results: list[dict]) -> list[dict]:
+    """Every model x BRS mode x dataset, in that order, appended to ``results`` as each finishes."""
     from .runner import evaluate
 
-    results = []
     for name, predictor in predictors.items():
         for mode in modes:
             if name == "random_walker" and mode != modes[0]:
