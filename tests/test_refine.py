@@ -124,3 +124,50 @@ def test_predictor_refines_every_click(mode):
     two = p.predict([*clicks, (40, 10, False)], brs=mode, structural_integrity=False)
     assert p.last_stats["forwards"] == 1
     assert two[20, 30] >= 0.5 and two[40, 10] < 0.5
+
+
+def _scripted_search(script):
+    """A _Search over scripted (energy, clicks satisfied) values; logits record the evaluation's index."""
+    import time
+
+    from napari_clickseg.engine.refine import _Search
+
+    x = torch.zeros(3, requires_grad=True)
+    calls = []
+
+    def energy():
+        k = len(calls)
+        calls.append(k)
+        value, ok = script[min(k, len(script) - 1)]
+        loss = value + x.sum() - x.sum().detach()  # the scripted value, with a gradient to follow
+        return loss, torch.full((1, 1, 2, 2), float(k)), torch.tensor([0.9 if ok else 0.1])
+
+    logits, n, ok = _Search([x], energy, torch.tensor([1.0]), 20, 10.0).run(time.perf_counter())
+    return int(logits[0, 0, 0, 0]), n, ok
+
+
+def test_search_answers_with_the_lowest_energy_not_the_first_point_that_satisfies():
+    # regression (audit 28): an overshooting line-search trial that satisfied the clicks at three
+    # times the best energy was returned, and one click took a lesion's IoU from 0.95 to 0.58
+    assert _scripted_search([(5.0, False), (16.0, True)]) == (0, 2, False)
+    assert _scripted_search([(16.0, False), (5.0, True)]) == (1, 2, True)
+
+
+def test_refinement_runs_in_float32_under_bfloat16_inference(monkeypatch):
+    # regression (audit 28): under bf16 autocast the energy jittered in its third digit and BRS stalled
+    import napari_clickseg.engine.predictor as predictor_module
+
+    seen = []
+    real = predictor_module.refine
+
+    def spy(mode, model, image, feats, maps, prev, *args, **kwargs):
+        tensors = [image, maps, prev, *[v for v in feats.values() if torch.is_tensor(v)]]
+        seen.append(({t.dtype for t in tensors if t is not None}, torch.is_autocast_enabled("cpu"), kwargs.get("amp")))
+        return real(mode, model, image, feats, maps, prev, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "refine", spy)
+    p = Predictor(Tiny(), device="cpu", dtype="bfloat16", click_radius=0)
+    p.set_image(np.random.default_rng(0).random((48, 56)).astype(np.float32))
+    on = p.predict([(20, 30, True)], brs="brs", structural_integrity=False)
+    assert seen and all(dtypes == {torch.float32} and not autocast and amp is None for dtypes, autocast, amp in seen)
+    assert on[20, 30] >= 0.5

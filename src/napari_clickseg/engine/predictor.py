@@ -47,6 +47,17 @@ _SMALL_OBJECT = 0.25
 _FIRST_ZOOM_GAIN = 1.25
 
 
+def _float32(x: Any) -> Any:
+    """``x`` with its floating-point tensors (also inside dicts, lists and tuples) in float32."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _float32(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_float32(v) for v in x)
+    return x
+
+
 @dataclass(frozen=True)
 class _State:
     """Prediction after one click prefix: probability ``patch`` inside ``box``, 0 outside."""
@@ -488,10 +499,11 @@ class Predictor:
             with autocast(self.device, self.dtype):
                 logits = self.model(image, maps_t, prev, feats)["logits"]
         else:
+            # in float32: bfloat16 energies jitter in their third digit, and the line search stalls
             res = refine(
-                brs, self.model, image, feats, maps_t, prev, tr.points(clicks),
-                [c.positive for c in clicks], max_evals=self.brs_max_evals,
-                time_cap=self.brs_time_cap, amp=lambda: autocast(self.device, self.dtype),
+                brs, self.model, _float32(image), _float32(feats), _float32(maps_t), _float32(prev),
+                tr.points(clicks), [c.positive for c in clicks], max_evals=self.brs_max_evals,
+                time_cap=self.brs_time_cap,
             )
             logits, iters = res.logits, res.iterations
         # in place: nothing reads the logits again, and a box-size second tensor costs page faults

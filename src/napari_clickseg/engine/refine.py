@@ -88,8 +88,7 @@ class _Search:
         self.params, self.energy, self.labels = params, energy, labels
         self.max_evals, self.time_cap = max_evals, time_cap
         self.evals = 0
-        self.best: tuple[float, Tensor] | None = None
-        self.done: Tensor | None = None
+        self.best: tuple[float, Tensor, bool] | None = None  # energy, logits, clicks satisfied
 
     def run(self, t0: float) -> tuple[Tensor | None, int, bool]:
         """Logits of the solution (None if nothing was evaluated), evaluations, satisfied."""
@@ -104,28 +103,24 @@ class _Search:
                 raise _Stop
             self.evals += 1
             loss, logits, p_clicks = self.energy()
-            if _satisfied(p_clicks.detach(), self.labels):
-                self.done = logits.detach()
-                raise _Stop
             value = float(loss.detach())
             if not torch.isfinite(loss):
                 raise _Stop
+            satisfied = _satisfied(p_clicks.detach(), self.labels)
             if self.best is None or value < self.best[0]:
-                self.best = (value, logits.detach())
+                self.best = (value, logits.detach(), satisfied)
+            if satisfied:  # stop, but answer with the lowest energy seen (as RITM's f-BRS does), not
+                raise _Stop  # with whatever line-search trial point first satisfied the clicks
             grads = torch.autograd.grad(loss, self.params)
             for prm, g in zip(self.params, grads):
                 prm.grad = g.contiguous()
             return loss.detach()
 
         with contextlib.suppress(_Stop):
-            for _ in range(self.max_evals):
-                before = self.evals
-                opt.step(closure)
-                if self.evals == before:  # converged: L-BFGS made no evaluation
-                    break
-        if self.done is not None:
-            return self.done, self.evals, True
-        return (None if self.best is None else self.best[1]), self.evals, False
+            opt.step(closure)  # one call runs up to max_evals evaluations; it returns early only once converged
+        if self.best is None:
+            return None, self.evals, False
+        return self.best[1], self.evals, self.best[2]
 
 
 def _points(points: Sequence[tuple[float, float]], device: torch.device) -> tuple[Tensor, Tensor]:
