@@ -1,7 +1,9 @@
 """Test-time refinement: BRS (Jang & Kim 2019) and f-BRS (Sofiiuk et al. 2020).
 
-Both minimise, with L-BFGS, an energy that is small when every clicked pixel
-carries its label, and stop as soon as that holds:
+Both minimise, with L-BFGS in float32, an energy that is small when every
+clicked pixel carries its label, and stop as soon as that holds; the answer is
+the map of the lowest energy evaluated (as in RITM's code), not the line-search
+trial that first satisfied the clicks, which can overshoot far:
 
 - ``brs``: an additive correction ``dz`` of the click maps; energy
   ``sum_clicks (label - p(click))^2 + lam * sum(dz^2)``; every step re-runs
