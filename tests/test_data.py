@@ -58,9 +58,17 @@ def test_labels_folder(tmp_path):
     assert len(ds) == 4 and ds.skipped_small == 2  # two discs per image; tiny objects skipped
     assert {o.label for o in ds.objects} == {3, 7}
     img, mask, ignore = ds.object_masks(0)
-    assert img.shape == (64, 80, 3) and img.dtype == np.float16
-    assert 0.0 <= img.min() and img.max() <= 1.0
+    assert img.shape == (64, 80, 3)
+    full = img[:, :]
+    assert full.shape == (64, 80, 3) and full.dtype == np.float32
+    assert 0.0 <= full.min() and full.max() <= 1.0
     assert mask.sum() == ds.objects[0].area and not ignore.any()
+    # the raw pixels are kept (no float copy), and a slice is normalised as the whole image is
+    assert ds.images[0].dtype == np.uint8
+    np.testing.assert_array_equal(img[10:30, 5:50], full[10:30, 5:50])
+    from napari_clickseg.engine.image import prepare_image
+
+    np.testing.assert_array_equal(full, prepare_image(ds.images[0], -1))
 
 
 @pytest.mark.parametrize("big", [2**32 - 1, 2**31 + 7, 5_000_000])

@@ -123,7 +123,7 @@ def object_crop(
     """Crop around an object, resize to ``cfg.crop_size`` and augment.
 
     Args:
-        image: (H, W, 3) in [0, 1] (float16 or float32).
+        image: (H, W, 3) in [0, 1], an array or anything sliced like one (a ``NormalizedView``).
         mask, ignore: (H, W) bool object and ignore masks.
         bbox: the object's box (r0, c0, r1, c1), end exclusive.
         cfg: settings.

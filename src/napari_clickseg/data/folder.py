@@ -12,8 +12,11 @@ error naming the file.
   non-zero value is the object (a file with several, e.g. an instance map, is
   refused; with ``ignore_value=None`` every non-zero value is the object).
 
-Images are cached as the engine sees them: ``prepare_image`` (float (H, W, 3)
-in [0, 1], robust percentile scaling over the whole image), stored as float16.
+Images are cached as read (validated, (H, W, C), no copy), each with the
+``Normalizer`` the engine would fit on it: ``image(i)`` gives a view whose
+slices come out normalised (float32 (h, w, 3) in [0, 1]), so training crops
+normalise only their own pixels and evaluation hands the predictor the pixels
+the napari dock would.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..engine.image import prepare_image
+from ..engine.image import Normalizer, sample_box, validate_image
 from .io import IMAGE_SUFFIXES, MIN_OBJECT_PX, DataError, available_cpus, read_array
 
 __all__ = ["FolderDataset", "ObjectRef", "MIN_OBJECT_PX", "IGNORE_LABEL"]
@@ -66,6 +69,22 @@ def _smallest_int(arr: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"{path}: label values out of range")
 
 
+class NormalizedView:
+    """An image as the engine normalises it, computed only for the pixels sliced.
+
+    ``view[r0:r1, c0:c1]`` is float32 (h, w, 3) in [0, 1]; ``shape`` is (H, W, 3).
+    """
+
+    def __init__(self, raw: np.ndarray, normalizer: Normalizer) -> None:
+        self.raw, self.normalizer = raw, normalizer
+        self.shape = (*raw.shape[:2], 3)
+
+    def __getitem__(self, box: tuple[slice, slice]) -> np.ndarray:
+        if not (isinstance(box, tuple) and len(box) == 2 and all(isinstance(b, slice) for b in box)):
+            raise IndexError("a NormalizedView takes two slices (rows, columns)")
+        return self.normalizer(self.raw[box])
+
+
 class FolderDataset:
     """Images with instance labels or binary masks, validated and cached (see module docstring).
 
@@ -73,7 +92,8 @@ class FolderDataset:
         root: the dataset folder.
         kind: ``"labels"`` or ``"masks"``.
         names: image stems, in sorted order.
-        images: cached images, float16 (H, W, 3) in [0, 1].
+        images: the images as read, (H, W, C) in their own dtype.
+        normalizers: each image's ``Normalizer`` (fitted as ``prepare_image`` fits it).
         targets: integer maps (H, W): object labels, 0 background, ``IGNORE_LABEL`` ignored.
         objects: every object of at least ``min_object_px`` pixels.
     """
@@ -118,14 +138,16 @@ class FolderDataset:
 
         self.names: list[str] = sorted(images)
         self.images: list[np.ndarray] = []
+        self.normalizers: list[Normalizer] = []
         self.targets: list[np.ndarray] = []
         self.objects: list[ObjectRef] = []
         self.skipped_small = 0
-        def load(stem: str) -> tuple[np.ndarray, np.ndarray]:
+        def load(stem: str) -> tuple[np.ndarray, Normalizer, np.ndarray]:
             img_path, gt_path = images[stem], gts[stem]
             raw = read_array(img_path)
             try:
-                img = prepare_image(raw, -1 if raw.ndim == 3 else None)  # read_array gives (H, W, C)
+                img = validate_image(raw, -1 if raw.ndim == 3 else None)  # read_array gives (H, W, C)
+                normalizer = Normalizer.fit(img[sample_box(img.shape)])
             except ValueError as e:
                 raise DataError(f"{img_path}: {e}") from None
             gt = read_array(gt_path)
@@ -144,16 +166,17 @@ class FolderDataset:
                     gt = gt.astype(np.int64)
                 else:
                     raise DataError(f"{gt_path}: {self.kind} must hold integers, got {gt.dtype}")
-            return img.astype(np.float16), self._target(gt, gt_path)
+            return img, normalizer, self._target(gt, gt_path)
 
         # decoding and percentile scaling release the GIL for much of their time
         n_threads = max(1, min(4, available_cpus()))
         with ThreadPoolExecutor(n_threads) as pool:
             # results come back in order, so the first broken file (sorted) is the one reported
-            for i, (img, target) in enumerate(pool.map(load, self.names)):
+            for i, (img, normalizer, target) in enumerate(pool.map(load, self.names)):
                 if progress is not None and i % 100 == 0:
                     progress(f"reading {self.root} {i}/{len(self.names)}")
                 self.images.append(img)
+                self.normalizers.append(normalizer)
                 self.targets.append(target)
                 self._add_objects(i, target)
         if not self.objects:
@@ -208,11 +231,15 @@ class FolderDataset:
         """Number of objects (samples)."""
         return len(self.objects)
 
-    def object_masks(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image (H, W, 3) float16, object mask and ignore mask (H, W) bool of object ``k``."""
+    def image(self, i: int) -> NormalizedView:
+        """Image ``i`` as the engine normalises it, computed for the pixels sliced from it."""
+        return NormalizedView(self.images[i], self.normalizers[i])
+
+    def object_masks(self, k: int) -> tuple[NormalizedView, np.ndarray, np.ndarray]:
+        """Normalised image view, object mask and ignore mask (H, W) bool of object ``k``."""
         obj = self.objects[k]
         t = self.targets[obj.image]
-        return self.images[obj.image], t == obj.label, t == IGNORE_LABEL
+        return self.image(obj.image), t == obj.label, t == IGNORE_LABEL
 
     def describe(self) -> dict:
         """Short description for training metadata."""

@@ -59,6 +59,7 @@ class EvalSet:
         items: ``(image_index, image_name, object_id)`` per selected object, in image order.
         get_image: image for an image index.
         get_object: ``(gt, ignore)`` masks for an item.
+        channel_axis: where the images hold their channels (None: the predictor's guess).
     """
 
     name: str
@@ -71,6 +72,7 @@ class EvalSet:
     get_image: Callable[[int], np.ndarray]
     get_object: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]]
     skipped_small: int = 0
+    channel_axis: int | None = None
     sampled: bool = False
     seed: int | None = None
     extra: dict = field(default_factory=dict)
@@ -121,7 +123,7 @@ def _from_folder(ds: Any, max_objects: int | None, seed: int) -> EvalSet:
     items = [(ds.objects[k].image, ds.names[ds.objects[k].image], ds.objects[k].label) for k in chosen]
 
     def get_image(i: int) -> np.ndarray:
-        return np.asarray(ds.images[i], dtype=np.float32)
+        return ds.images[i]  # as read, (H, W, C): the pixels the napari dock would get
 
     def get_object(i: int, label: int) -> tuple[np.ndarray, np.ndarray | None]:
         t = ds.targets[i]
@@ -141,7 +143,8 @@ def _from_folder(ds: Any, max_objects: int | None, seed: int) -> EvalSet:
         skipped_small=int(getattr(ds, "skipped_small", 0)),
         sampled=sampled,
         seed=seed if sampled else None,
-        extra={"images_prepared_by": "FolderDataset (prepare_image, float16 cache)"},
+        channel_axis=-1,
+        extra={"images": "as read from the files; the predictor normalises them"},
     )
 
 
@@ -444,7 +447,10 @@ def evaluate(
         if img_idx != current:
             image = evalset.get_image(img_idx)
             t0 = time.perf_counter()
-            predictor.set_image(image)
+            if evalset.channel_axis is not None and "channel_axis" in _params(predictor.set_image):
+                predictor.set_image(image, channel_axis=evalset.channel_axis)
+            else:
+                predictor.set_image(image)
             set_image_s.append(time.perf_counter() - t0)
             current = img_idx
         # no reset between objects: the engine keys its history by the click list,

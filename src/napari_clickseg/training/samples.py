@@ -68,7 +68,7 @@ class ClickSamples(torch.utils.data.Dataset):
         ignore = target == IGNORE_LABEL
         # other instances: Xu et al.'s negative clicks on neighbouring objects
         others = (target > 0) & ~mask if ds.kind == "labels" else None
-        img, m, ign, oth = object_crop(ds.images[obj.image], mask, ignore, obj.bbox, self.aug, rng, others=others)
+        img, m, ign, oth = object_crop(ds.image(obj.image), mask, ignore, obj.bbox, self.aug, rng, others=others)
         clicks = sample_clicks(m, ign, rng, self.clicks, oth)
         maps = encode_clicks(clicks, m.shape, self.encoding, self.first_click)
         return {
