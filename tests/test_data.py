@@ -64,7 +64,7 @@ def test_labels_folder(tmp_path):
     assert 0.0 <= full.min() and full.max() <= 1.0
     assert mask.sum() == ds.objects[0].area and not ignore.any()
     # the raw pixels are kept (no float copy), and a slice is normalised as the whole image is
-    assert ds.images[0].dtype == np.uint8
+    assert ds.images[0].dtype == np.uint8 and not ds.images[0].flags.writeable  # shared: read-only
     np.testing.assert_array_equal(img[10:30, 5:50], full[10:30, 5:50])
     from napari_clickseg.engine.image import prepare_image
 

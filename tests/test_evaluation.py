@@ -588,6 +588,9 @@ def test_plot_names_weights_sha_and_sample(tmp_path, monkeypatch):
     joined = "\n".join(texts)
     assert "hires.safetensors sha256 abababababab" in joined
     assert "2 of 3 objects, seed 1" in joined
+    # one panel holds about 150 characters a line: longer lines are wrapped, not cut off
+    footer = [line for t in texts for line in t.splitlines()]
+    assert max(len(line) for line in footer) <= 150 and "graph cut False" in joined
 
 
 def test_cli_evaluate_keeps_the_runs_that_finished_when_a_later_one_fails(tmp_path, capsys, monkeypatch):
@@ -642,3 +645,64 @@ def test_random_walker_on_a_flat_image_diffuses_from_the_seeds():
     prob = p.predict([Click(20, 20, True), Click(5, 5, False)])
     assert np.isfinite(prob).all()
     assert prob[20, 20] > 0.5 > prob[5, 5]
+
+
+def test_folder_evaluation_hands_the_predictor_the_files_pixels(tmp_path):
+    # evaluation gives the predictor what the napari dock would: the file's pixels, channels last
+    root = _write_folder(tmp_path / "toy" / "val")
+    seen = []
+
+    class Spy(OraclePredictor):
+        def set_image(self, image, channel_axis=None):
+            seen.append((image.dtype, image.shape, channel_axis, image.flags.writeable))
+
+    from napari_clickseg.data.folder import FolderDataset
+
+    ds = FolderDataset(root)
+    es = load_eval_set(ds, max_objects=1)
+    spy = Spy([])
+    spy.predict = lambda clicks, **k: np.zeros(ds.targets[0].shape, np.float32)
+    evaluate(spy, es, max_clicks=1)
+    raw = ds.images[es.items[0][0]]
+    assert seen == [(raw.dtype, raw.shape, -1, False)] and raw.dtype != np.float16
+
+
+def test_dataset_name_follows_the_path_given_not_a_links_target(tmp_path, monkeypatch):
+    image, labels = _blobs()
+    target = tmp_path / "elsewhere" / "gc"
+    (target / "images").mkdir(parents=True)
+    (target / "labels").mkdir()
+    import tifffile
+
+    tifffile.imwrite(target / "images" / "a.tif", image)
+    tifffile.imwrite(target / "labels" / "a.tif", labels)
+    (tmp_path / "mydata").mkdir()
+    (tmp_path / "mydata" / "val").symlink_to(target)
+    es = load_eval_set(tmp_path / "mydata" / "val")
+    assert (es.name, es.split) == ("mydata/val", "val")
+
+
+def test_cli_evaluate_reports_the_runs_failure_when_the_partial_reports_cannot_be_written(tmp_path, capsys, monkeypatch):
+    from napari_clickseg.cli import main
+    from napari_clickseg.evaluation import report, runner
+
+    real, calls = runner.evaluate, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("predictor returned non-finite probabilities")
+        return real(*args, **kwargs)
+
+    def full_disk(results, out, stem="evaluation"):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "evaluate", second_fails)
+    monkeypatch.setattr(report, "write_reports", full_disk)
+    root = _write_folder(tmp_path / "toy" / "val")
+    other = _write_folder(tmp_path / "toy2" / "val")
+    argv = ["evaluate", "--model", "random_walker", "--data", str(root), "--data", str(other),
+            "--max-clicks", "1", "--max-objects", "1", "--out", str(tmp_path / "eval"), "-q"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "non-finite" in err and "could not be written" in err and "No space left" in err

@@ -80,6 +80,11 @@ def test_demo_replaces_its_own_results_but_never_a_users_files(no_weights, tmp_p
     assert main([*argv, "--out", str(out)]) == 2
     assert "changed after the demo wrote it" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a demo of a version that recorded no digest is replaced, as it was then
+    doc = json.loads((out / "labels.json").read_text())
+    del doc["labels_digest"]
+    (out / "labels.json").write_text(json.dumps(doc))
+    assert main([*argv, "--out", str(out)]) == 0
     mine = tmp_path / "mine"
     mine.mkdir()
     tifffile.imwrite(mine / "labels.tif", np.full((10, 10), 5, np.uint16))

@@ -723,6 +723,11 @@ def test_resume_refuses_another_runs_checkpoint(data, tmp_path):
     shutil.copy(other / "checkpoint.pt", early / "checkpoint.pt")
     with pytest.raises(RunDirError, match="'two_stream' run"):
         train(_cfg(data, early, iterations=3), resume=True, log=lambda m: None)
+    twin = tmp_path / "twin"  # the same model with another seed
+    train(_cfg(data, twin, seed=7), log=lambda m: None)
+    shutil.copy(twin / "checkpoint.pt", early / "checkpoint.pt")
+    with pytest.raises(RunDirError, match="other settings.*seed"):
+        train(_cfg(data, early, iterations=3), resume=True, log=lambda m: None)
     own["optimizer"] = {"state": {}}  # its own checkpoint with a damaged optimizer state
     save_checkpoint(early / "checkpoint.pt", own)
     before = (early / "best.safetensors").read_bytes()
@@ -742,3 +747,9 @@ def test_resume_survives_an_edited_log(data, tmp_path):
     (out / "log.csv").write_text("Step;Loss\n1;0.5\n")  # re-saved by a spreadsheet
     train(_cfg(data, out, iterations=5), resume=True, log=messages.append)
     assert _log_steps(out)[-1] == 5
+    rows = (out / "log.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    cells = rows[1].split(",")
+    cells[head.index("loss")] = "0,5 (edited)"  # a value cell edited by hand
+    (out / "log.csv").write_text("\n".join([rows[0], ",".join(cells), *rows[2:]]) + "\n")
+    assert train(_cfg(data, out, iterations=6), resume=True, log=messages.append)["steps"] == 6

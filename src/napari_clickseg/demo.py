@@ -174,6 +174,8 @@ def _unchanged_since_demo(out: Path) -> bool:
 
     try:
         recorded = json.loads((out / "labels.json").read_text()).get("labels_digest")
+        if recorded is None:  # written by a version that recorded no digest: nothing to compare
+            return True
         return isinstance(recorded, str) and recorded == _labels_digest(tifffile.imread(out / "labels.tif"))
     except Exception:  # unreadable: not what the demo wrote
         return False

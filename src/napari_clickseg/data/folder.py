@@ -146,6 +146,7 @@ class FolderDataset:
             img_path, gt_path = images[stem], gts[stem]
             raw = read_array(img_path)
             try:
+                raw.setflags(write=False)  # shared with every predictor and crop: nobody edits it
                 img = validate_image(raw, -1 if raw.ndim == 3 else None)  # read_array gives (H, W, C)
                 normalizer = Normalizer.fit(img[sample_box(img.shape)])
             except ValueError as e:

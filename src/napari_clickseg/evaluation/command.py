@@ -145,8 +145,12 @@ def run(args: argparse.Namespace) -> int:
                 raise
             # the runs that finished are kept: written, then the failure is reported
             print(markdown_table(results), flush=True)
-            write_reports(results, out)
-            kept = f"the {len(results)} runs that finished are in {out}"
+            try:
+                write_reports(results, out)
+                kept = f"the {len(results)} runs that finished are in {out}"
+            except OSError as w:  # the run's own failure is the one to report
+                kept = (f"the {len(results)} runs that finished could not be written into {out} "
+                        f"({w.strerror or w}): the table above is their result")
             if isinstance(e, (ValueError, OSError)):  # a user error: one line
                 raise ValueError(f"{e}; {kept}") from None
             print(kept, file=sys.stderr)

@@ -251,7 +251,11 @@ def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
     names = [name for name, _ in datasets]
     labels = run_labels(results)
     n = max(1, len(datasets))
-    footer = list(dict.fromkeys(_provenance(r, label) for r, label in zip(results, labels)))
+    import textwrap
+
+    # about 150 characters of 7-pt text fit in a 5.5-inch panel's width
+    footer = [line for p in dict.fromkeys(_provenance(r, label) for r, label in zip(results, labels))
+              for line in textwrap.wrap(p, width=int(27 * 5.5 * n), subsequent_indent="    ")]
     footer_h = 0.15 * len(footer) + 0.1  # inches
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2 + footer_h), squeeze=False)
     for ax, key in zip(axes[0], datasets):
@@ -293,9 +297,9 @@ def _provenance(result: dict, label: str) -> str:
     weights = Path(mod["weights_path"]).name if mod.get("weights_path") else "no weights"
     sha = (mod.get("weights_sha256") or "")[:12]
     return (
-        f"{label}: {weights}{f' sha256 {sha}' if sha else ''}; BRS {s.get('brs')}, structural integrity "
-        f"{s.get('structural_integrity')}, zoom-in {s.get('zoom_in')}, graph cut {s.get('graph_cut')}, "
-        f"{mod.get('dtype', 'n/a')} (evaluation.md has the rest)"
+        f"{label}: {weights}{f' sha256 {sha}' if sha else ''}, {mod.get('dtype', 'n/a')}; BRS {s.get('brs')}, "
+        f"structural integrity {s.get('structural_integrity')}, zoom-in {s.get('zoom_in')}, "
+        f"graph cut {s.get('graph_cut')} (evaluation.md has the rest)"
     )
 
 

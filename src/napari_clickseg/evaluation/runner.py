@@ -116,8 +116,9 @@ def _from_folder(ds: Any, max_objects: int | None, seed: int) -> EvalSet:
     """EvalSet over a ``napari_clickseg.data.folder.FolderDataset``."""
     from ..data.folder import IGNORE_LABEL
 
-    root = Path(ds.root).resolve()  # "." or ".." name no split
-    name, split = _dataset_name(root)
+    root = Path(ds.root).resolve()
+    # named as given ("." and ".." spelled out, symlinks kept): resolve() would name a link's target
+    name, split = _dataset_name(Path(os.path.abspath(ds.root)))
     objs = list(range(len(ds.objects)))
     chosen, sampled = _sample(objs, max_objects, seed)
     items = [(ds.objects[k].image, ds.names[ds.objects[k].image], ds.objects[k].label) for k in chosen]

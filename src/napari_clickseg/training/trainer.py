@@ -15,6 +15,7 @@ overwritten: pass ``resume=True`` to continue it.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import platform
@@ -288,8 +289,16 @@ def _plot(path: Path, rows: list[dict[str, Any]], log: Callable[[str], None]) ->
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         log("matplotlib is not installed: no curves.png")
         return
-    tr = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss") not in ("", None)]
-    va = [(int(r["step"]), float(r["val_noc@90"])) for r in rows if r.get("val_noc@90") not in ("", None)]
+    def points(key: str) -> list[tuple[int, float]]:
+        out = []
+        for r in rows:
+            try:
+                out.append((int(r["step"]), float(r[key])))
+            except (KeyError, TypeError, ValueError):  # empty, or edited by hand: not plotted
+                pass
+        return out
+
+    tr, va = points("loss"), points("val_noc@90")
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     if tr:
         ax[0].plot(*zip(*tr), lw=1)
@@ -385,6 +394,30 @@ def _where(state: dict[str, Any] | None) -> tuple[int, float] | None:
     return None if state is None else (int(state["step"]), float(state["elapsed"]))
 
 
+def _check_belongs(ckpt_path: Path, state: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
+    """Raise unless the checkpoint was written by the run ``out/config.json`` describes.
+
+    Raises:
+        RunDirError: another model, or settings other than the budget, machine and folder.
+    """
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{ckpt_path} records no training settings: it does not belong to this run")
+    if saved.get("model") != cfg.model:
+        raise RunDirError(
+            f"{ckpt_path} is a checkpoint of a {saved.get('model')!r} run, but {out / 'config.json'} "
+            f"trains {cfg.model!r}: it does not belong to this run"
+        )
+    here = json.loads(json.dumps(cfg.to_dict(), default=str))
+    there = json.loads(json.dumps(saved, default=str))
+    differ = sorted(k for k in set(here) | set(there) if k not in RESUME_MAY_CHANGE and here.get(k) != there.get(k))
+    if differ:
+        raise RunDirError(
+            f"{ckpt_path} was written with other settings than {out / 'config.json'} "
+            f"({', '.join(differ)}): it does not belong to this run"
+        )
+
+
 def _check_unchanged(out: Path, resume: bool, state: dict[str, Any] | None) -> None:
     """Raise if another run wrote ``out`` between this run's checks and its taking the lock.
 
@@ -455,12 +488,7 @@ def _run_to_start(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str
         cfg = saved
         if ckpt_path.is_file():  # else it was killed before its first checkpoint: start it again
             state = load_checkpoint(ckpt_path)
-            saved_model = state["config"].get("model") if isinstance(state["config"], dict) else None
-            if saved_model != cfg.model:
-                raise RunDirError(
-                    f"{ckpt_path} is a checkpoint of a {saved_model!r} run, but {out / 'config.json'} "
-                    f"trains {cfg.model!r}: it does not belong to this run"
-                )
+            _check_belongs(ckpt_path, state, cfg, out)
     elif found := [n for n in RUN_FILES if (out / n).exists()]:  # a run's, or the user's own files
         raise RunDirError(
             f"{out} already holds {', '.join(found)}: a training run (use --resume to continue it) "
