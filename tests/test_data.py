@@ -408,3 +408,24 @@ def test_a_thin_image_with_many_channels_read_from_a_file_is_used_as_read(tmp_pa
     assert "read as 40 channels" in capsys.readouterr().err  # the CLI prints the warning as one line
     assert tifffile.imread(tmp_path / "out.tif").shape == (32, 64)
 
+
+
+def test_palette_images_give_their_colours_and_palette_labels_their_indices(tmp_path):
+    from PIL import Image
+
+    from napari_clickseg.data.io import read_array
+
+    idx = np.zeros((40, 40), np.uint8)
+    idx[10:30, 10:30] = 1
+    im = Image.fromarray(idx, mode="P")
+    im.putpalette([0, 0, 0, 200, 120, 40] + [0] * 762)
+    root = tmp_path / "pal"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    im.save(root / "images" / "a.png")
+    im.save(root / "labels" / "a.png")  # a VOC-style palette label map
+    assert read_array(root / "labels" / "a.png").shape == (40, 40)
+    rgb = read_array(root / "images" / "a.png", palette_colours=True)
+    assert rgb.shape == (40, 40, 3) and tuple(rgb[20, 20]) == (200, 120, 40)
+    ds = FolderDataset(root)
+    assert ds.images[0].shape == (40, 40, 3) and len(ds.objects) == 1

@@ -148,7 +148,7 @@ def _source(
     if image is not None:
         if labels is None:
             raise ValueError("--image needs --labels (an instance map or mask of the same size)")
-        img, lab = read_array(image), read_array(labels).astype(np.int64)
+        img, lab = read_array(image, palette_colours=True), read_array(labels).astype(np.int64)
         if lab.ndim != 2 or lab.shape != img.shape[:2]:
             raise ValueError(
                 f"{labels}: labels of shape {lab.shape} do not fit {image} of shape {img.shape}; "
@@ -167,7 +167,7 @@ def _source(
                     continue
                 cand = read_array(lp).astype(np.int64)
                 if len(np.unique(cand)) > 20:
-                    return read_array(p), cand, str(p)
+                    return read_array(p, palette_colours=True), cand, str(p)
     img, lab = _synthetic(np.random.default_rng(seed))
     return img, lab, "synthetic blobs"
 

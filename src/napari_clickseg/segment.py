@@ -51,7 +51,7 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    return read_array(path)
+    return read_array(path, palette_colours=True)
 
 
 def file_channel_axis(path: str | Path, image: np.ndarray, axis: int | None) -> int | None:

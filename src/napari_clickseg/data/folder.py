@@ -144,7 +144,7 @@ class FolderDataset:
         self.skipped_small = 0
         def load(stem: str) -> tuple[np.ndarray, Normalizer, np.ndarray]:
             img_path, gt_path = images[stem], gts[stem]
-            raw = read_array(img_path)
+            raw = read_array(img_path, palette_colours=True)
             try:
                 raw.setflags(write=False)  # shared with every predictor and crop: nobody edits it
                 img = validate_image(raw, -1 if raw.ndim == 3 else None)  # read_array gives (H, W, C)

@@ -98,7 +98,7 @@ def _refuse_deep_colour_png(path: Path) -> None:
             )
 
 
-def read_array(path: str | os.PathLike) -> np.ndarray:
+def read_array(path: str | os.PathLike, *, palette_colours: bool = False) -> np.ndarray:
     """Read a 2D image file as an array: (H, W) or (H, W, C).
 
     TIFF files are read with tifffile (any dtype, channels last or, for small
@@ -109,7 +109,8 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     an (H, W, C) image, with that warning when C > 4 and each page is at least 16x16 and
     no more than 4 times as long as wide; a file whose axes end in C, such as YXC, stays
     as it is);
-    other formats with Pillow (palette images become their indices, a gray or palette
+    other formats with Pillow (palette images become their indices, or with
+    ``palette_colours`` the RGB colours a viewer shows, as images need; a gray or palette
     image's alpha is dropped, 16-bit gray
     PNGs stay uint16; 16-bit colour PNGs are refused, as Pillow reads only their
     high bytes). A single channel comes back as (H, W).
@@ -131,8 +132,8 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
             _refuse_deep_colour_png(path)
             with Image.open(path) as im:
                 if im.mode == "P":
-                    # palette PNGs (e.g. VOC-style label maps): keep indices
-                    arr = np.asarray(im)
+                    # palette PNGs: an image's colours, or a label map's indices (VOC-style)
+                    arr = np.asarray(im.convert("RGB")) if palette_colours else np.asarray(im)
                 elif im.mode in ("LA", "La", "PA"):
                     # gray or palette + alpha: the alpha is transparency, not image data
                     # (as for 8-bit RGBA, whose alpha prepare_image drops)
