@@ -3,7 +3,8 @@
 # structural integrity, zoom-in on) on dsb2018/val, ph2/val and GrabCut, with the random-walker
 # baseline on the same objects: two processes side by side, one CPU thread each (the random
 # walker, slowest by far, alone in one). The model cards use the default, 50 objects per set
-# (dsb2018/val sampled with seed 0; ph2/val and GrabCut have 42 and 50): 23.5 minutes on the 2-core dev machine.
+# (dsb2018/val sampled with seed 0; ph2/val and GrabCut have 42 and 50): the models 7.6 minutes and the
+# random walker 10.4 on the 2-core dev machine (session 28).
 # Usage: bash scripts/evaluate_shipped.sh OUT_DIR [MAX_OBJECTS]
 set -euo pipefail
 out=${1:?output dir}
