@@ -615,14 +615,16 @@ def test_cli_evaluate_keeps_the_runs_that_finished_when_a_later_one_fails(tmp_pa
     captured = capsys.readouterr()
     assert "non-finite" in captured.err and "1 runs that finished" in captured.err
     assert "random_walker" in captured.out  # the table of the finished run
-    assert len(_strict_json(out / "evaluation.json")["runs"]) == 1
+    doc = _strict_json(out / "evaluation.json")
+    assert len(doc["runs"]) == 1 and "non-finite" in doc["incomplete"]
+    assert "**Incomplete:** stopped after 1 runs" in (out / "evaluation.md").read_text()
 
 
 def test_cli_evaluate_prints_the_table_when_the_reports_cannot_be_written(tmp_path, capsys, monkeypatch):
     from napari_clickseg.cli import main
     from napari_clickseg.evaluation import report
 
-    def full_disk(results, out, stem="evaluation"):
+    def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(report, "write_reports", full_disk)
@@ -694,7 +696,7 @@ def test_cli_evaluate_reports_the_runs_failure_when_the_partial_reports_cannot_b
             raise ValueError("predictor returned non-finite probabilities")
         return real(*args, **kwargs)
 
-    def full_disk(results, out, stem="evaluation"):
+    def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(runner, "evaluate", second_fails)

@@ -145,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
                 raise
             # the runs that finished are kept: written, then the failure is reported
             print(markdown_table(results), flush=True)
+            reason = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
             try:
-                write_reports(results, out)
+                write_reports(results, out, incomplete=f"stopped after {len(results)} runs: {reason}")
                 kept = f"the {len(results)} runs that finished are in {out}"
             except OSError as w:  # the run's own failure is the one to report
                 kept = (f"the {len(results)} runs that finished could not be written into {out} "

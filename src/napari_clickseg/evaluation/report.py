@@ -310,18 +310,21 @@ def report_paths(out_dir: str | os.PathLike, stem: str = "evaluation") -> dict[s
 
 
 def write_reports(
-    results: Sequence[dict], out_dir: str | os.PathLike, stem: str = "evaluation"
+    results: Sequence[dict], out_dir: str | os.PathLike, stem: str = "evaluation", incomplete: str | None = None
 ) -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``miou.png`` into ``out_dir``; returns their paths.
 
     All three are written to temporary files first and replace earlier ones only when all
     were written: a full disk or an interrupt leaves the earlier reports whole.
+    ``incomplete``: why the evaluation stopped before its last run (recorded in both reports).
     """
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = report_paths(out_dir, stem)
     with ExitStack() as stack:
         tmp = {k: stack.enter_context(replacing(p)) for k, p in paths.items()}
-        tmp["json"].write_text(json.dumps(jsonable({"runs": list(results)}), indent=1) + "\n")
-        tmp["markdown"].write_text("# Robot-user evaluation\n\n" + markdown_table(results))
+        doc = {"runs": list(results), **({"incomplete": incomplete} if incomplete else {})}
+        tmp["json"].write_text(json.dumps(jsonable(doc), indent=1) + "\n")
+        warning = f"**Incomplete:** {incomplete}\n\n" if incomplete else ""
+        tmp["markdown"].write_text("# Robot-user evaluation\n\n" + warning + markdown_table(results))
         plot_miou(results, tmp["plot"])
     return paths
