@@ -753,3 +753,21 @@ def test_resume_survives_an_edited_log(data, tmp_path):
     cells[head.index("loss")] = "0,5 (edited)"  # a value cell edited by hand
     (out / "log.csv").write_text("\n".join([rows[0], ",".join(cells), *rows[2:]]) + "\n")
     assert train(_cfg(data, out, iterations=6), resume=True, log=messages.append)["steps"] == 6
+
+
+def test_resume_takes_runs_of_older_versions_and_moved_folders(data, tmp_path):
+    import json
+
+    old = tmp_path / "old"
+    train(_cfg(data, old, iterations=4), log=lambda m: None, stop_after=2)
+    # written by a version that still had the crop validation's batch size
+    state = load_checkpoint(old / "checkpoint.pt")
+    state["config"]["val_batch_size"] = 8
+    save_checkpoint(old / "checkpoint.pt", state)
+    doc = json.loads((old / "config.json").read_text())
+    doc["val_batch_size"] = 8
+    (old / "config.json").write_text(json.dumps(doc))
+    moved = tmp_path / "moved"
+    shutil.move(old, moved)
+    assert train(_cfg(data, moved, iterations=4), resume=True, log=lambda m: None)["steps"] == 4
+    assert TrainConfig.load(moved / "config.json").out == str(moved)

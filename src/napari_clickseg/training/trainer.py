@@ -409,6 +409,10 @@ def _check_belongs(ckpt_path: Path, state: dict[str, Any], cfg: TrainConfig, out
             f"trains {cfg.model!r}: it does not belong to this run"
         )
     here = json.loads(json.dumps(cfg.to_dict(), default=str))
+    try:  # as config.json is read: retired keys dropped, fields added since at their defaults
+        saved = TrainConfig.from_dict(saved).to_dict()
+    except (TypeError, ValueError) as e:
+        raise RunDirError(f"{ckpt_path} records unreadable training settings ({e}): it does not belong to this run") from None
     there = json.loads(json.dumps(saved, default=str))
     differ = sorted(k for k in set(here) | set(there) if k not in RESUME_MAY_CHANGE and here.get(k) != there.get(k))
     if differ:
@@ -485,6 +489,7 @@ def _run_to_start(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str
                 setattr(saved, k, getattr(cfg, k))
         for k in RESUME_MACHINE:  # where this part runs: this call's settings, saved or not
             setattr(saved, k, getattr(cfg, k))
+        saved.out = cfg.out  # where the run is now (the folder may have been moved)
         cfg = saved
         if ckpt_path.is_file():  # else it was killed before its first checkpoint: start it again
             state = load_checkpoint(ckpt_path)
