@@ -593,8 +593,8 @@ def test_plot_names_weights_sha_and_sample(tmp_path, monkeypatch):
     assert max(len(line) for line in footer) <= 150 and "graph cut False" in joined
 
 
-def test_cli_evaluate_keeps_the_runs_that_finished_when_a_later_one_fails(tmp_path, capsys, monkeypatch):
-    from napari_clickseg.cli import main
+def _second_run_fails(tmp_path, monkeypatch):
+    """argv of an evaluation of two datasets whose second run raises ValueError."""
     from napari_clickseg.evaluation import runner
 
     real, calls = runner.evaluate, []
@@ -608,10 +608,15 @@ def test_cli_evaluate_keeps_the_runs_that_finished_when_a_later_one_fails(tmp_pa
     monkeypatch.setattr(runner, "evaluate", second_fails)
     root = _write_folder(tmp_path / "toy" / "val")
     other = _write_folder(tmp_path / "toy2" / "val")
+    return ["evaluate", "--model", "random_walker", "--data", str(root), "--data", str(other),
+            "--max-clicks", "1", "--max-objects", "1", "--out", str(tmp_path / "eval"), "-q"]  # fmt: skip
+
+
+def test_cli_evaluate_keeps_the_runs_that_finished_when_a_later_one_fails(tmp_path, capsys, monkeypatch):
+    from napari_clickseg.cli import main
+
     out = tmp_path / "eval"
-    argv = ["evaluate", "--model", "random_walker", "--data", str(root), "--data", str(other),
-            "--max-clicks", "1", "--max-objects", "1", "--out", str(out), "-q"]  # fmt: skip
-    assert main(argv) == 2
+    assert main(_second_run_fails(tmp_path, monkeypatch)) == 2
     captured = capsys.readouterr()
     assert "non-finite" in captured.err and "1 runs that finished" in captured.err
     assert "random_walker" in captured.out  # the table of the finished run
@@ -686,25 +691,13 @@ def test_dataset_name_follows_the_path_given_not_a_links_target(tmp_path, monkey
 
 def test_cli_evaluate_reports_the_runs_failure_when_the_partial_reports_cannot_be_written(tmp_path, capsys, monkeypatch):
     from napari_clickseg.cli import main
-    from napari_clickseg.evaluation import report, runner
-
-    real, calls = runner.evaluate, []
-
-    def second_fails(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise ValueError("predictor returned non-finite probabilities")
-        return real(*args, **kwargs)
+    from napari_clickseg.evaluation import report
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner, "evaluate", second_fails)
+    argv = _second_run_fails(tmp_path, monkeypatch)
     monkeypatch.setattr(report, "write_reports", full_disk)
-    root = _write_folder(tmp_path / "toy" / "val")
-    other = _write_folder(tmp_path / "toy2" / "val")
-    argv = ["evaluate", "--model", "random_walker", "--data", str(root), "--data", str(other),
-            "--max-clicks", "1", "--max-objects", "1", "--out", str(tmp_path / "eval"), "-q"]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "non-finite" in err and "could not be written" in err and "No space left" in err
