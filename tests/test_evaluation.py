@@ -551,22 +551,6 @@ def test_stop_iou_one_counts_a_perfect_object_as_no_error():
     assert r["metrics"]["above95"] == 1.0 and r["metrics"]["above99"] == 1.0
 
 
-def test_relative_dataset_path_keeps_name_and_split(tmp_path, monkeypatch):
-    import tifffile
-
-    image, labels = _blobs()
-    val = tmp_path / "mydata" / "val"
-    (val / "images").mkdir(parents=True)
-    (val / "labels").mkdir()
-    tifffile.imwrite(val / "images" / "a.tif", image)
-    tifffile.imwrite(val / "labels" / "a.tif", labels)
-    monkeypatch.chdir(val)
-    es = load_eval_set(".")
-    assert (es.name, es.split) == ("mydata/val", "val")
-    monkeypatch.chdir(val / "images")
-    assert load_eval_set("..").name == "mydata/val"
-
-
 def test_plot_names_weights_sha_and_sample(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
@@ -674,19 +658,24 @@ def test_folder_evaluation_hands_the_predictor_the_files_pixels(tmp_path):
     assert seen == [(raw.dtype, raw.shape, -1, False)] and raw.dtype != np.float16
 
 
-def test_dataset_name_follows_the_path_given_not_a_links_target(tmp_path, monkeypatch):
-    image, labels = _blobs()
-    target = tmp_path / "elsewhere" / "gc"
-    (target / "images").mkdir(parents=True)
-    (target / "labels").mkdir()
+def test_dataset_name_and_split_follow_the_path_given(tmp_path, monkeypatch):
     import tifffile
 
-    tifffile.imwrite(target / "images" / "a.tif", image)
-    tifffile.imwrite(target / "labels" / "a.tif", labels)
-    (tmp_path / "mydata").mkdir()
-    (tmp_path / "mydata" / "val").symlink_to(target)
-    es = load_eval_set(tmp_path / "mydata" / "val")
+    image, labels = _blobs()
+    val = tmp_path / "mydata" / "val"
+    (val / "images").mkdir(parents=True)
+    (val / "labels").mkdir()
+    tifffile.imwrite(val / "images" / "a.tif", image)
+    tifffile.imwrite(val / "labels" / "a.tif", labels)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "test").symlink_to(val)  # named by the link, not by its target
+    es = load_eval_set(tmp_path / "linked" / "test")
+    assert (es.name, es.split) == ("linked/test", "test")
+    monkeypatch.chdir(val)  # "." and ".." spelled out
+    es = load_eval_set(".")
     assert (es.name, es.split) == ("mydata/val", "val")
+    monkeypatch.chdir(val / "images")
+    assert load_eval_set("..").name == "mydata/val"
 
 
 def test_cli_evaluate_reports_the_runs_failure_when_the_partial_reports_cannot_be_written(tmp_path, capsys, monkeypatch):
