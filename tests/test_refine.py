@@ -171,3 +171,21 @@ def test_refinement_runs_in_float32_under_bfloat16_inference(monkeypatch):
     on = p.predict([(20, 30, True)], brs="brs", structural_integrity=False)
     assert seen and all(dtypes == {torch.float32} and not autocast and amp is None for dtypes, autocast, amp in seen)
     assert on[20, 30] >= 0.5
+
+
+@pytest.mark.parametrize("mode", ["brs", "fbrs"])
+def test_refinement_satisfies_clicks_at_the_callers_threshold(mode):
+    # regression (audit 28): refinement judged clicks at 0.5 whatever threshold the caller applies
+    p = Predictor(Tiny(), device="cpu", click_radius=0)
+    p.set_image(np.random.default_rng(0).random((48, 56)).astype(np.float32))
+    clicks = [(20, 30, True)]
+    at_half = p.predict(clicks, brs=mode, structural_integrity=False)
+    strict = p.predict(clicks, brs=mode, structural_integrity=False, threshold=0.8)
+    assert p.last_stats["forwards"] >= 1  # refined again for the new threshold, not from the history
+    assert at_half[20, 30] >= 0.5
+    # BRS gets there; f-BRS, held back by its inertia term on this tiny model, moves towards it
+    assert strict[20, 30] >= 0.8 if mode == "brs" else strict[20, 30] > at_half[20, 30] + 0.05
+    # unrefined predictions do not depend on the threshold: they come from the history
+    p.predict(clicks, structural_integrity=False)
+    p.predict(clicks, structural_integrity=False, threshold=0.8)
+    assert p.last_stats["forwards"] == 0

@@ -323,7 +323,7 @@ class ClickSegWidget(Container):
         self.image_combo.changed.connect(self._on_image_changed)
         self.channel_combo.changed.connect(self._on_channel_changed)
         self.model_combo.changed.connect(self._on_model_changed)
-        # the threshold reaches post-processing too; clicks already seen come from the history
+        # the threshold reaches post-processing and refinement too; unrefined clicks come from the history
         for w in (self.refinement_combo, self.integrity_check, self.graphcut_check, self.threshold_slider):
             w.changed.connect(lambda *_: self.request_prediction())
         self.commit_button.changed.connect(lambda *_: self.commit())

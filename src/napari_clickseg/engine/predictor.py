@@ -372,7 +372,7 @@ class Predictor:
             shape = self.image_shape
             validate_clicks(clicks, shape)
             t0 = time.perf_counter()
-            state, forwards, iters = self._state_for(clicks, brs)
+            state, forwards, iters = self._state_for(clicks, brs, threshold)
             out = np.zeros(shape, dtype=np.float32)  # calloc: untouched pages stay free
             out[state.box.slices] = self._postprocess(state, clicks, structural_integrity, graph_cut, threshold)
             self.last_stats = {
@@ -385,16 +385,17 @@ class Predictor:
             }
             return out
 
-    def _state_for(self, clicks: list[Click], brs: str) -> tuple[_State, int, int]:
+    def _state_for(self, clicks: list[Click], brs: str, threshold: float = 0.5) -> tuple[_State, int, int]:
         key: _Key = tuple((c.row, c.col, c.positive) for c in clicks)
-        mode = (brs, *(getattr(self, name) for name in _SETTINGS))
+        # a refined map depends on the threshold its clicks must be satisfied at; an unrefined one does not
+        mode = (brs, None if brs == "off" else threshold, *(getattr(self, name) for name in _SETTINGS))
         k = len(key)
         while k > 0 and self._history.get((mode, key[:k])) is None:
             k -= 1
         state = self._history.get((mode, key[:k])) if k else None
         forwards = iters = 0
         for i in range(k + 1, len(key) + 1):
-            state = self._step(state, clicks[:i], brs)
+            state = self._step(state, clicks[:i], brs, threshold)
             self._history.put((mode, key[:i]), state)
             forwards += state.passes
             iters += state.refine_iterations
@@ -448,31 +449,33 @@ class Predictor:
         return image, feats
 
     @torch.no_grad()
-    def _step(self, parent: _State | None, clicks: list[Click], brs: str) -> _State:
+    def _step(self, parent: _State | None, clicks: list[Click], brs: str, threshold: float = 0.5) -> _State:
         if not self.model.training:  # the usual case; eval() walks every module (~6 ms for hires)
-            return self._step_eval(parent, clicks, brs)
+            return self._step_eval(parent, clicks, brs, threshold)
         self.model.eval()
         try:
-            return self._step_eval(parent, clicks, brs)
+            return self._step_eval(parent, clicks, brs, threshold)
         finally:
             self.model.train()
 
-    def _step_eval(self, parent: _State | None, clicks: list[Click], brs: str) -> _State:
+    def _step_eval(self, parent: _State | None, clicks: list[Click], brs: str, threshold: float = 0.5) -> _State:
         tr = self._transform(parent, clicks)
         if parent is not None or not self.zoom_in:
-            return self._forward(tr, parent, clicks, brs)
+            return self._forward(tr, parent, clicks, brs, threshold)
         # first click: localise on the (downscaled) window, then zoom in on what was found
         first = self._forward(tr, None, clicks, "off")
         found = mask_bbox(first.patch >= 0.5)
         if found is None or max(found.height, found.width) * tr.scale[0] < _SMALL_OBJECT * self.target_size:
             zoom = self._transform(first, clicks)
             if zoom.scale[0] > _FIRST_ZOOM_GAIN * tr.scale[0]:
-                return dataclasses.replace(self._forward(zoom, first, clicks, brs), passes=2)
+                return dataclasses.replace(self._forward(zoom, first, clicks, brs, threshold), passes=2)
         if brs == "off":
             return first
-        return dataclasses.replace(self._forward(tr, None, clicks, brs), passes=2)
+        return dataclasses.replace(self._forward(tr, None, clicks, brs, threshold), passes=2)
 
-    def _forward(self, tr: ZoomTransform, parent: _State | None, clicks: list[Click], brs: str) -> _State:
+    def _forward(
+        self, tr: ZoomTransform, parent: _State | None, clicks: list[Click], brs: str, threshold: float = 0.5
+    ) -> _State:
         image, feats = self._image_features(tr)
         inputs = self.model.inputs
         maps = encode_clicks(tr.clicks(clicks), tr.padded, inputs.encoding, inputs.first_click)
@@ -503,7 +506,7 @@ class Predictor:
             res = refine(
                 brs, self.model, _float32(image), _float32(feats), _float32(maps_t), _float32(prev),
                 tr.points(clicks), [c.positive for c in clicks], max_evals=self.brs_max_evals,
-                time_cap=self.brs_time_cap,
+                time_cap=self.brs_time_cap, threshold=threshold,
             )
             logits, iters = res.logits, res.iterations
         # in place: nothing reads the logits again, and a box-size second tensor costs page faults

@@ -72,8 +72,8 @@ class _Stop(Exception):
     pass
 
 
-def _satisfied(p: Tensor, labels: Tensor) -> bool:
-    return bool(torch.all((p >= 0.5) == labels.bool()))
+def _satisfied(p: Tensor, labels: Tensor, threshold: float = 0.5) -> bool:
+    return bool(torch.all((p >= threshold) == labels.bool()))
 
 
 class _Search:
@@ -86,8 +86,10 @@ class _Search:
         labels: Tensor,
         max_evals: int,
         time_cap: float,
+        threshold: float = 0.5,
     ) -> None:
         self.params, self.energy, self.labels = params, energy, labels
+        self.threshold = threshold
         self.max_evals, self.time_cap = max_evals, time_cap
         self.evals = 0
         self.best: tuple[float, Tensor, bool] | None = None  # energy, logits, clicks satisfied
@@ -108,7 +110,7 @@ class _Search:
             value = float(loss.detach())
             if not torch.isfinite(loss):
                 raise _Stop
-            satisfied = _satisfied(p_clicks.detach(), self.labels)
+            satisfied = _satisfied(p_clicks.detach(), self.labels, self.threshold)
             if self.best is None or value < self.best[0]:
                 self.best = (value, logits.detach(), satisfied)
             if satisfied:  # stop, but answer with the lowest energy seen (as RITM's f-BRS does), not
@@ -159,6 +161,7 @@ def brs(
     labels: Sequence[bool],
     *,
     max_evals: int = 20,
+    threshold: float = 0.5,
     time_cap: float = 10.0,
     lam: float = LAMBDA,
     amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -171,6 +174,7 @@ def brs(
         points: (row, col) crop coordinates of the clicks; labels: True for positive.
         max_evals: cap on network evaluations with gradient.
         time_cap: cap on wall time in seconds.
+        threshold: a click is satisfied when its probability is on its side of this (>= for positive).
         lam: weight of the L2 penalty on the correction.
         amp: factory of the autocast context.
     """
@@ -179,7 +183,7 @@ def brs(
     target = torch.tensor([float(v) for v in labels], device=image.device)
     with torch.no_grad(), amp():
         logits0 = _logits(model.decode(model.encode(image, image_feats, click_maps, prev_mask), image))
-    if _satisfied(torch.sigmoid(_sample(logits0, ys, xs)), target):
+    if _satisfied(torch.sigmoid(_sample(logits0, ys, xs)), target, threshold):
         return RefineResult(logits0, 0, True, time.perf_counter() - t0)
     dz = torch.zeros(click_maps.shape, device=click_maps.device, requires_grad=True)
 
@@ -191,7 +195,7 @@ def brs(
         loss = ((target - p) ** 2).sum() + lam * (dz**2).sum()
         return loss, logits, p
 
-    logits, n, ok = _Search([dz], energy, target, max_evals, time_cap).run(t0)
+    logits, n, ok = _Search([dz], energy, target, max_evals, time_cap, threshold).run(t0)
     if logits is None:
         logits = logits0
     return RefineResult(logits, n, ok, time.perf_counter() - t0)
@@ -216,6 +220,7 @@ def fbrs(
     labels: Sequence[bool],
     *,
     max_evals: int = 20,
+    threshold: float = 0.5,
     time_cap: float = 5.0,
     lam: float = LAMBDA,
     inertia: float = INERTIA,
@@ -228,7 +233,7 @@ def fbrs(
     with torch.no_grad(), amp():
         enc = model.encode(image, image_feats, click_maps, prev_mask)
         logits0 = _logits(model.decode(enc, image))
-    if _satisfied(torch.sigmoid(_sample(logits0, ys, xs)), target):
+    if _satisfied(torch.sigmoid(_sample(logits0, ys, xs)), target, threshold):
         return RefineResult(logits0, 0, True, time.perf_counter() - t0)
     x = enc["x"]
     p0 = torch.sigmoid(logits0)
@@ -247,7 +252,7 @@ def fbrs(
         loss = ((patch_target - p_patch) ** 2).sum() + lam * ((s**2).sum() + (b**2).sum()) + inertia * change
         return loss, logits, torch.sigmoid(_sample(logits, ys, xs))
 
-    logits, n, ok = _Search([s, b], energy, target, max_evals, time_cap).run(t0)
+    logits, n, ok = _Search([s, b], energy, target, max_evals, time_cap, threshold).run(t0)
     if logits is None:
         logits = logits0
     return RefineResult(logits, n, ok, time.perf_counter() - t0)
