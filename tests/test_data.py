@@ -322,7 +322,7 @@ def test_augmentation_keeps_the_object(tmp_path, seed):
     rows, cols = np.nonzero(mask)
     bbox = (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
     cfg = AugmentConfig(crop_size=64)
-    img, m, ign, oth = object_crop(image, mask, ignore, bbox, cfg, np.random.default_rng(seed))
+    img, m, ign, oth, _ = object_crop(image, mask, ignore, bbox, cfg, np.random.default_rng(seed))
     assert img.shape == (64, 64, 3) and img.dtype == np.float32
     assert m.shape == ign.shape == (64, 64) and m.dtype == bool and oth is None
     assert m.sum() >= min(cfg.min_object_px, mask.sum())
@@ -352,7 +352,7 @@ def test_a_thin_object_survives_its_crop():
     image = np.zeros((*shape, 3), np.float32)
     cfg = AugmentConfig(crop_size=320)
     for seed in range(10):
-        _, m, _, _ = object_crop(image, mask, np.zeros(shape, bool), (200, 500, 800, 501), cfg,
+        _, m, _, _, _ = object_crop(image, mask, np.zeros(shape, bool), (200, 500, 800, 501), cfg,
                                  np.random.default_rng(seed), augment=seed % 2 == 0)
         assert m.any(), seed
 
@@ -364,7 +364,7 @@ def test_big_object_in_small_image_is_not_lost_in_padding():
     image = np.full((*shape, 3), 0.5, np.float32)
     cfg = AugmentConfig(crop_size=64, color_prob=0.0)
     for seed in range(10):
-        img, m, _, _ = object_crop(image, mask, np.zeros(shape, bool), (10, 40, 110, 160), cfg,
+        img, m, _, _, _ = object_crop(image, mask, np.zeros(shape, bool), (10, 40, 110, 160), cfg,
                                    np.random.default_rng(seed))
         padding = (img == 0).all(-1).mean()
         assert padding < 0.45 and m.mean() > 0.2
@@ -384,7 +384,7 @@ def test_augmentation_moves_image_and_mask_together(seed):
     rows, cols = np.nonzero(mask)
     bbox = (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
     cfg = AugmentConfig(crop_size=64, color_prob=0.0)
-    img, m, _, _ = object_crop(image, mask, np.zeros(shape, bool), bbox, cfg, np.random.default_rng(seed))
+    img, m, _, _, _ = object_crop(image, mask, np.zeros(shape, bool), bbox, cfg, np.random.default_rng(seed))
     np.testing.assert_array_equal(img[..., 0] > 0.5, m)
 
 

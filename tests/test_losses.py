@@ -102,3 +102,15 @@ def test_nfl_matches_its_formula():
         beta = beta * valid.sum() / beta.sum()
         total += float((-alpha * beta * torch.log(pt)).sum() / valid.sum())
     assert got == pytest.approx(total / gt.shape[0], rel=1e-4)
+
+
+def test_nfl_stays_normalised_when_the_model_is_confident():
+    # regression (audit 28): with epsilon 1e-6 the focal weights stopped summing to the pixel count at logit +-12
+    gt = torch.zeros(1, 1, 320, 320)
+    gt[..., 100:200, 100:200] = 1
+    ignore = torch.zeros_like(gt, dtype=torch.bool)
+    losses = [float(get_loss("nfl", "hires")({"logits": (2 * gt - 1) * z}, gt, ignore, [[]])) for z in (6.0, 14.0)]
+    # a confident, correct model: the normalised loss is alpha (0.5) times the per-pixel log-loss,
+    # not that scaled down by a vanishing weight sum
+    for z, loss in zip((6.0, 14.0), losses):
+        assert loss == pytest.approx(0.5 * float(torch.nn.functional.softplus(torch.tensor(-z))), rel=0.05)

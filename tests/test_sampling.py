@@ -99,3 +99,41 @@ def test_pack_roundtrip():
 def test_empty_mask_rejected():
     with pytest.raises(ValueError, match="empty"):
         sample_clicks(np.zeros((8, 8), bool), None, np.random.default_rng(0))
+
+
+def test_first_click_keeps_off_ignored_pixels():
+    # regression (audit 28): a thin object inside a GrabCut-style ignore band got its first click on ignored pixels
+    mask = _mask()
+    ignore = np.zeros_like(mask)
+    ignore[40:100, :] = True  # most of the object, its centre included, is ignored
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        clicks = sample_clicks(mask, ignore, rng)
+        assert all(not ignore[int(c.row), int(c.col)] for c in clicks)
+        assert mask[int(clicks[0].row), int(clicks[0].col)]
+
+
+def test_training_crops_keep_clicks_inside_the_image_and_the_object_off_ignore():
+    from napari_clickseg.data.augment import AugmentConfig, object_crop
+
+    shape = (200, 600)  # a wide image: square crops around a long object are padded
+    mask = np.zeros(shape, bool)
+    mask[60:140, 50:550] = True
+    image = np.random.default_rng(0).random((*shape, 3)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    padded = 0
+    for _ in range(30):
+        img, m, ign, oth, inside = object_crop(image, mask, np.zeros(shape, bool), (60, 50, 140, 550),
+                                               AugmentConfig(crop_size=96), rng)
+        padded += int((~inside).any())
+        assert not (m & ign).any() and m[inside].sum() == m.sum()  # the object lies inside the image
+        for c in sample_clicks(m, ign | ~inside, rng):
+            assert inside[int(c.row), int(c.col)]
+    assert padded > 0
+    # a 1-px line in a 5-px ignore band: its pixels stay the object's, not ignored
+    line = np.zeros((64, 64), bool)
+    line[32, 10:54] = True
+    band = ndimage.binary_dilation(line, iterations=5) & ~line
+    _, m, ign, _, _ = object_crop(np.zeros((64, 64, 3), np.float32), line, band, (32, 10, 33, 54),
+                                  AugmentConfig(crop_size=64), rng)
+    assert m.any() and not (m & ign).any()

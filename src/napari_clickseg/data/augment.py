@@ -119,7 +119,7 @@ def object_crop(
     augment: bool = True,
     others: np.ndarray | None = None,
     tries: int = 5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Crop around an object, resize to ``cfg.crop_size`` and augment.
 
     Args:
@@ -133,8 +133,9 @@ def object_crop(
         others: optional (H, W) bool mask (other objects) cropped alike.
 
     Returns:
-        image (S, S, 3) float32 in [0, 1], mask, ignore and others (S, S) bool
-        (others None when not given).
+        image (S, S, 3) float32 in [0, 1], mask, ignore, others and inside (S, S) bool
+        (others None when not given; inside: the pixels within the image, not its zero padding,
+        where no user could click).
     """
     s = cfg.crop_size
     geometries = []
@@ -147,24 +148,27 @@ def object_crop(
         layers = [image, mask[..., None], ignore[..., None]]
         if others is not None:
             layers.append(others[..., None])
+        layers.append(np.broadcast_to(np.ones((1, 1, 1), np.float32), (*mask.shape, 1)))  # inside the image
         out = _crop_resize(layers, top, left, side, s)
         m = out[..., 3] > 0.5
         if m.sum() >= min(cfg.min_object_px, max(1, int(mask.sum()))):
             break
     if not m.any() and out[..., 3].max() > 0:  # a thin object shrunk below half a pixel's width
         m = out[..., 3] >= 0.5 * out[..., 3].max()
-    img, ign = out[..., :3], out[..., 4] > 0.5
+    img, ign = out[..., :3], (out[..., 4] > 0.5) & ~m  # a thin object's pixels stay the object's
     oth = out[..., 5] > 0.5 if others is not None else None
+    inside = out[..., -1] > 0.5
     if augment:
         if cfg.flips and rng.random() < 0.5:
-            img, m, ign = img[:, ::-1], m[:, ::-1], ign[:, ::-1]
+            img, m, ign, inside = img[:, ::-1], m[:, ::-1], ign[:, ::-1], inside[:, ::-1]
             oth = oth[:, ::-1] if oth is not None else None
         if cfg.rot90:
             k = int(rng.integers(4))
             if k:
-                img, m, ign = np.rot90(img, k), np.rot90(m, k), np.rot90(ign, k)
+                img, m, ign, inside = np.rot90(img, k), np.rot90(m, k), np.rot90(ign, k), np.rot90(inside, k)
                 oth = np.rot90(oth, k) if oth is not None else None
         img = color_jitter(img, cfg, rng)
     if oth is not None:
         oth = np.ascontiguousarray(oth)
-    return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(m), np.ascontiguousarray(ign), oth
+    return (np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(m), np.ascontiguousarray(ign), oth,
+            np.ascontiguousarray(inside))

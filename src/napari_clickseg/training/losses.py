@@ -40,6 +40,8 @@ LossFn = Callable[[dict, Tensor, Tensor, Sequence[Sequence[Click]]], Tensor]
 
 FCA_TAU, FCA_ALPHA, FCA_BETA = 100.0, 0.8, 2.0
 EPS = 1e-6
+#: the normalized focal loss's epsilon (RITM's): 1e-6 stopped normalising once the model was confident
+NFL_EPS = 1e-12
 
 
 def _valid(ignore: Tensor) -> Tensor:
@@ -136,7 +138,7 @@ def _nfl(logits: Tensor, gt: Tensor, ignore: Tensor) -> Tensor:
     alpha = torch.where(gt > 0.5, NFL_ALPHA, 1.0 - NFL_ALPHA) * valid
     beta = (1.0 - pt) ** NFL_GAMMA * valid
     # normalise the focal weights per image (detached, as in RITM)
-    mult = (valid.flatten(1).sum(1) / (beta.detach().flatten(1).sum(1) + EPS)).view(-1, 1, 1, 1)
+    mult = (valid.flatten(1).sum(1) / (beta.detach().flatten(1).sum(1) + NFL_EPS)).view(-1, 1, 1, 1)
     # log(pt) from logits for stability: log sigmoid(+-x)
     log_pt = F.logsigmoid(torch.where(gt > 0.5, logits, -logits))
     per_pixel = -alpha * beta * mult.detach() * log_pt

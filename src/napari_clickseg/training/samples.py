@@ -68,13 +68,15 @@ class ClickSamples(torch.utils.data.Dataset):
         ignore = target == IGNORE_LABEL
         # other instances: Xu et al.'s negative clicks on neighbouring objects
         others = (target > 0) & ~mask if ds.kind == "labels" else None
-        img, m, ign, oth = object_crop(ds.image(obj.image), mask, ignore, obj.bbox, self.aug, rng, others=others)
-        clicks = sample_clicks(m, ign, rng, self.clicks, oth)
+        img, m, ign, oth, inside = object_crop(ds.image(obj.image), mask, ignore, obj.bbox, self.aug, rng, others=others)
+        no_click = ign | ~inside  # ignored pixels and the crop's padding: the loss still sees the padding
+        clicks = sample_clicks(m, no_click, rng, self.clicks, oth)
         maps = encode_clicks(clicks, m.shape, self.encoding, self.first_click)
         return {
             "image": standardize(img, self.normalization).astype(np.float32),
             "mask": m,
             "ignore": ign,
+            "no_click": no_click,
             "click_maps": maps,
             "clicks": clicks_to_array(clicks, self.clicks.max_clicks),
         }

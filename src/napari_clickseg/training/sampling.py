@@ -82,27 +82,38 @@ def _pick_spread(
 
 
 def first_click(
-    mask: np.ndarray, rng: np.random.Generator, cfg: ClickSamplingConfig, inner: np.ndarray | None = None
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    cfg: ClickSamplingConfig,
+    inner: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
 ) -> Click:
-    """The first positive click (see module docstring); ``mask`` must not be empty."""
+    """The first positive click (see module docstring); ``mask`` must not be empty.
+
+    ``valid``: pixels a click may land on (not ignored, inside the image); the click keeps to
+    them where the object has any.
+    """
     if inner is None:
         inner = _edt(mask)
+    allowed = mask & valid if valid is not None and (mask & valid).any() else mask
     u = rng.random()
     if u < cfg.first_central_prob:
-        r, c = np.unravel_index(int(np.argmax(inner)), inner.shape)
+        r, c = np.unravel_index(int(np.argmax(np.where(allowed, inner, -1.0))), inner.shape)
         return Click(float(r), float(c), True, 0)
-    coords = np.argwhere(mask)
+    coords = np.argwhere(allowed)
     if u < cfg.first_central_prob + cfg.first_com_prob:
         com = coords.mean(0)
         size = coords.max(0) - coords.min(0) + 1
         p = com + rng.uniform(-1, 1, 2) * cfg.com_jitter * size
         p = np.round(p).astype(int)
         h, w = mask.shape
-        if not (0 <= p[0] < h and 0 <= p[1] < w and mask[p[0], p[1]]):
+        if not (0 <= p[0] < h and 0 <= p[1] < w and allowed[p[0], p[1]]):
             p = coords[int(np.argmin(((coords - p) ** 2).sum(1)))]
         return Click(float(p[0]), float(p[1]), True, 0)
-    p1 = min(float(rng.choice(cfg.p1)), inner.max() / 2)
-    cand = np.argwhere(inner >= max(p1, 1.0))
+    p1 = min(float(rng.choice(cfg.p1)), inner[allowed].max() / 2)
+    cand = np.argwhere((inner >= max(p1, 1.0)) & allowed)
+    if len(cand) == 0:
+        cand = coords
     p = cand[int(rng.integers(len(cand)))]
     return Click(float(p[0]), float(p[1]), True, 0)
 
@@ -129,7 +140,7 @@ def sample_clicks(
         raise ValueError("cannot sample clicks on an empty mask")
     valid = np.ones_like(mask) if ignore is None else ~np.asarray(ignore, dtype=bool)
     inner = _edt(mask)
-    first = first_click(mask, rng, cfg, inner)
+    first = first_click(mask, rng, cfg, inner, valid)
     clicks = [first]
 
     n_pos = _draw_count(1, cfg.max_positive, cfg.decay, rng) - 1

@@ -863,7 +863,8 @@ def _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, devi
         images = images.contiguous(memory_format=torch.channels_last)
     gt = batch["mask"].to(device)[:, None].float()
     ignore = batch["ignore"].to(device)[:, None]
-    masks_np, ign_np = batch["mask"].numpy(), batch["ignore"].numpy()
+    # the robot clicks neither on ignored pixels nor in a crop's padding, where no user could
+    masks_np, ign_np = batch["mask"].numpy(), batch["no_click"].numpy()
     shape = tuple(images.shape[-2:])
     rng = np.random.default_rng([cfg.seed, step, 1])
     optimizer.zero_grad(set_to_none=True)
