@@ -189,7 +189,7 @@ def removed_if_left_empty(out: str | os.PathLike | None) -> Iterator[None]:
 
 
 def _evaluate_all(args: argparse.Namespace, predictors: dict, modes: list[str], sets: list,
-                  progress: Callable[[str], None], results: list[dict]) -> list[dict]:
+                  progress: Callable[[str], None], results: list[dict]) -> None:
     """Every model x BRS mode x dataset, in that order, appended to ``results`` as each finishes."""
     from .runner import evaluate
 
@@ -218,4 +218,3 @@ def _evaluate_all(args: argparse.Namespace, predictors: dict, modes: list[str], 
                 if name == "random_walker":
                     r["settings"]["brs"] = "off"
                 results.append(r)
-    return results

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -251,8 +252,6 @@ def plot_miou(results: Sequence[dict], path: str | os.PathLike) -> Path:
     names = [name for name, _ in datasets]
     labels = run_labels(results)
     n = max(1, len(datasets))
-    import textwrap
-
     # about 150 characters of 7-pt text fit in a 5.5-inch panel's width
     footer = [line for p in dict.fromkeys(_provenance(r, label) for r, label in zip(results, labels))
               for line in textwrap.wrap(p, width=int(27 * 5.5 * n), subsequent_indent="    ")]
