@@ -243,6 +243,74 @@ def test_no_data_pixels_outside_the_pca_sample_stay_finite(monkeypatch):
     assert np.isfinite(image_module.prepare_image(x)).all()
 
 
+def test_float32_channels_with_a_huge_no_data_value_keep_their_contrast():
+    # regression (API audit, session 29): float32 with more than 3 channels skipped the robust
+    # centring, so one -3.4e38 pixel made every other pixel the same grey
+    from napari_clickseg.engine.image import prepare_image
+
+    x = np.random.default_rng(0).random((32, 32, 5), dtype=np.float32) * 30
+    x[8:24, 8:24] += 300
+    ref = prepare_image(x)
+    for no_data in (-1e20, np.finfo(np.float32).min):
+        y = x.copy()
+        y[0, 0] = no_data
+        out = prepare_image(y)
+        assert np.isfinite(out).all()
+        assert abs(out[8:24, 8:24].mean() - out[26:].mean()) > 0.5
+        np.testing.assert_allclose(out[1:], ref[1:], atol=0.05)
+
+
+def test_tiny_float32_values_beside_a_huge_one_are_not_nan():
+    # regression (API audit, session 29): divided by the peak in float32, values of 1e-7 beside
+    # one float32-max pixel underflowed to 0 and 0 / 0 gave NaN probabilities
+    from napari_clickseg.engine.image import prepare_image
+
+    x = np.random.default_rng(0).random((32, 32), dtype=np.float32) * np.float32(1e-7)
+    x[8:24, 8:24] += np.float32(2e-7)
+    ref = prepare_image(x)
+    for scale in (1.0, 1e-1):
+        y = x * np.float32(scale)
+        y[0, 0] = np.finfo(np.float32).max
+        out = prepare_image(y)
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out[1:], ref[1:], atol=1e-3)  # not 2 grey levels
+
+
+@pytest.mark.parametrize("cast", ["half", "double"])
+def test_a_model_cast_to_another_precision_runs_in_float32(early, image, cast):
+    # regression (API audit, session 29): torch's "expected scalar type Float but found Half"
+    # came out of the BatchNorm folding; the caller's model stays as it was
+    import copy
+
+    model = getattr(copy.deepcopy(early), cast)()
+    p = Predictor(model, device="cpu", dtype="float32")
+    p.set_image(image)
+    ref = Predictor(early, device="cpu", dtype="float32")
+    ref.set_image(image)
+    assert next(model.parameters()).dtype != torch.float32
+    out = p.predict([(35, 45, True)])
+    assert np.abs(out - ref.predict([(35, 45, True)])).max() < (0.05 if cast == "half" else 1e-5)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("target_size", 0), ("target_size", float("inf")), ("target_size", 192.5), ("max_upscale", 0.0),
+    ("min_crop_size", "64"), ("expansion", "1.4"), ("brs_max_evals", float("inf")), ("click_radius", -1),
+    ("brs_time_cap", True),
+])
+def test_settings_are_checked_when_set_later_too(early, name, value):
+    # regression (API audit, session 29): inf raised OverflowError, strings TypeError, and values
+    # assigned after construction were never checked (target_size = 0 gave wrong masks)
+    with pytest.raises(ValueError, match=name):
+        Predictor(early, device="cpu", **{name: value})
+    p = Predictor(early, device="cpu")
+    before = getattr(p, name)
+    with pytest.raises(ValueError, match=name):
+        setattr(p, name, value)
+    assert getattr(p, name) == before
+    setattr(p, name, np.int64(64) if name != "expansion" else np.float32(2.0))  # numpy numbers are fine
+    assert type(getattr(p, name)) in (int, float)
+
+
 def test_output_and_info(early, image):
     p = Predictor(early, device="cpu")
     p.set_image(image)
@@ -818,7 +886,7 @@ def test_lazy_image_errors(early):
     bad = np.zeros((64, 80), dtype=np.float32)
     bad[5, 5] = np.nan
     p.set_image(ReadLog(bad), reference=np.zeros((16, 20), np.float32))  # NaN is found when read
-    with pytest.raises(ValueError, match="NaN or infinite values .*region read around the clicks"):
+    with pytest.raises(ValueError, match="NaN or infinite values .*pixels read from the lazy image"):
         p.predict([(6, 6, True)])
     with pytest.raises(ValueError, match="NaN"):
         p.set_image(ReadLog(bad))  # the statistics' sample reads it

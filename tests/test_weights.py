@@ -198,8 +198,8 @@ def test_untrained_is_refused_unless_allowed(model, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         load_weights(tmp_path / "nope.safetensors")
-    with pytest.raises(WeightsError, match="not found"):
-        read_metadata(tmp_path)  # a folder is not a file
+    with pytest.raises(WeightsError, match="is a folder, not a weights file$"):
+        read_metadata(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -463,6 +463,32 @@ def test_resolve_default_and_name(weights_folder):
     path, sha = resolve_weights("default")
     model, meta = load_weights(path, expected_sha256=sha)
     assert meta["sha256"] == digest and model.arch_name == ARCH
+
+
+def test_set_engine_settings_refuses_a_shipped_file(weights_folder):
+    # regression (API audit, session 29): it rewrote the shipped file, whose sha256 the manifest
+    # checks, so "default" failed as corrupt until the package was reinstalled
+    folder, digest = weights_folder
+    f = folder / "early-v1.safetensors"
+    with pytest.raises(WeightsError, match="shipped 'early' weights file.*change a copy"):
+        set_engine_settings(f, {"min_crop_size": 64})
+    assert sha256_file(f) == digest
+    path, sha = resolve_weights("default")
+    load_weights(path, expected_sha256=sha)
+
+
+def test_a_folder_or_a_training_checkpoint_is_named_as_such(saved, tmp_path):
+    # regression (API audit, session 29): a run folder was "not found" and its checkpoint.pt "corrupt"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(saved[0].read_bytes())
+    torch.save({"model": {}}, run / "checkpoint.pt")
+    with pytest.raises(WeightsError, match="is a folder, not a weights file; it holds best.safetensors"):
+        resolve_weights(str(run))
+    with pytest.raises(WeightsError, match="is a folder"):
+        read_metadata(run)
+    with pytest.raises(WeightsError, match="PyTorch file .*checkpoint.pt.*best.safetensors or last.safetensors"):
+        load_weights(run / "checkpoint.pt")
 
 
 def test_resolve_tampered_shipped_file_fails_on_load(weights_folder):

@@ -181,11 +181,19 @@ def set_engine_settings(path: str | os.PathLike, changes: dict[str, Any]) -> str
     Returns the file's new sha256.
 
     Raises:
-        WeightsError: unreadable file or invalid settings.
+        WeightsError: unreadable file, invalid settings, or a shipped file (whose
+            sha256 the manifest checks on every load).
     """
     from safetensors import safe_open
 
     meta = read_metadata(path)
+    for name, entry in shipped_manifest()["models"].items():
+        shipped = weights_dir() / entry["file"]
+        if shipped.is_file() and Path(path).samefile(shipped):
+            raise WeightsError(
+                f"{path} is the shipped {name!r} weights file, which is checked against its sha256 on every "
+                f"load; change a copy, or pass the settings to Predictor.from_pretrained({name!r}, ...)"
+            )
     check_engine_changes(changes)
     merged = {k: v for k, v in {**meta.get("engine", {}), **changes}.items() if v is not None}
     engine = check_engine_settings(merged)
@@ -198,6 +206,30 @@ def set_engine_settings(path: str | os.PathLike, changes: dict[str, Any]) -> str
     return _write(state, meta, path)
 
 
+def _not_a_weights_file(path: Path) -> WeightsError:
+    """The error for a ``path`` that is no file: missing, or a folder (a training run?)."""
+    if path.is_dir():
+        files = sorted(f.name for f in path.glob("*.safetensors"))
+        hint = f"; it holds {', '.join(files)}" if files else ""
+        return WeightsError(f"{path} is a folder, not a weights file{hint}")
+    return WeightsError(f"weights file not found: {path}")
+
+
+def _unreadable(path: Path, error: Exception) -> WeightsError:
+    """The error for a file safetensors cannot read; a PyTorch zip (``checkpoint.pt``) is named as such."""
+    try:
+        with open(path, "rb") as f:
+            torch_zip = f.read(4) == b"PK\x03\x04"
+    except OSError:
+        torch_zip = False
+    if torch_zip:
+        return WeightsError(
+            f"{path} is a PyTorch file (a training run's checkpoint.pt?), not safetensors weights; "
+            "load the run's best.safetensors or last.safetensors"
+        )
+    return WeightsError(f"cannot read weights file {path}: corrupt or not safetensors ({error})")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Metadata of a weights file without loading tensors.
 
@@ -208,12 +240,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+        raise _not_a_weights_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)
     except Exception as e:  # safetensors raises several error types for corrupt files
-        raise WeightsError(f"cannot read weights file {path}: corrupt or not safetensors ({e})") from None
+        raise _unreadable(path, e) from None
     if raw is None:
         raise WeightsError(f"{path} is a safetensors file but has no napari-clickseg metadata")
     try:
@@ -393,7 +425,7 @@ def resolve_weights(name_or_path: str | os.PathLike) -> tuple[Path, str | None]:
     p = Path(s)
     if p.suffix == ".safetensors" or p.exists() or os.sep in s:
         if not p.is_file():
-            raise WeightsError(f"weights file not found: {p}")
+            raise _not_a_weights_file(p)
         return p, None
     from .models import list_models
 

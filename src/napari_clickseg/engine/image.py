@@ -138,7 +138,7 @@ class LazyImage:
         if self._axis is not None:
             index.insert(self._axis, slice(None))
         region = _to_hwc(np.asarray(self._data[tuple(index)]), self._axis)
-        _check_finite(region, " (in the region read around the clicks)")
+        _check_finite(region, " (in pixels read from the lazy image)")
         return region
 
 
@@ -152,7 +152,8 @@ def _refuse_channels_first(shape: tuple[int, ...]) -> None:
     if shape[0] < shape[-1] and shape[0] <= MAX_CHANNELS and shape[-1] > 4:
         raise ValueError(
             f"image of shape {shape} looks channels-first (C, H, W); pass channel_axis=0 "
-            "(or channel_axis=-1 if it really is (H, W, C))"
+            "(or channel_axis=-1 if it really is (H, W, C)); a z-stack or time series is "
+            "segmented plane by plane: pass one plane, e.g. image[z]"
         )
 
 
@@ -233,8 +234,8 @@ class Normalizer:
     def _window(self, x: np.ndarray) -> np.ndarray:
         if self.hi <= self.lo:
             return np.zeros(x.shape, dtype=np.float32)
-        if self.peak != 1.0:  # a global factor changes nothing here and keeps hi - lo finite
-            x = x / self.peak
+        if self.peak != 1.0:  # a global factor changes nothing here and keeps hi - lo finite;
+            x = x.astype(np.float64) / self.peak  # in float64: tiny values do not underflow
         # float32 holds uint8, uint16 and float32 values exactly; wider types lose the offset in
         # float64 first, so contrast riding on a large value (0.01 on 1e6) is kept
         work = np.float32 if np.can_cast(x.dtype, np.float32) else np.float64
@@ -249,7 +250,7 @@ class Normalizer:
         if self.hi <= self.lo:
             return np.zeros((h, w, 3), dtype=np.float32)
         assert self.mean is not None and self.components is not None
-        flat = _pca_input(src, self.peak, self.centre, self.spread)
+        flat = _pca_input(src, self.centre, self.spread)
         proj = (flat - self.mean) @ self.components.T
         proj /= self.hi - self.lo
         np.clip(proj, -1e6, 1e6, out=proj)  # outliers: no inf - inf below
@@ -275,16 +276,16 @@ def _percentile_window(x: np.ndarray) -> tuple[float, float, float]:
     return peak, float(lo), float(hi)
 
 
-def _pca_input(src: np.ndarray, peak: float, centre: np.ndarray | None, spread: float | None) -> np.ndarray:
+def _pca_input(src: np.ndarray, centre: np.ndarray | None, spread: float | None) -> np.ndarray:
     """(N, C) raw pixels as float32 on the scale the principal components were fitted on."""
     if centre is None:
-        # a global scale (which PCA ignores) keeps float32 values and their squares finite;
         # values the statistics did not see (a no-data pixel off the sample) are capped so that
         # the projection stays finite
-        flat = (src / peak).astype(np.float32) if peak != 1.0 else src.astype(np.float32)
+        flat = src.astype(np.float32)
         return np.clip(flat, -1e30, 1e30, out=flat) if src.dtype.kind == "f" else flat
-    # wider types (float64, 32/64-bit integers) are centred and scaled in float64 first, in
-    # row blocks, so contrast riding on a large offset (0.01 on 1e6) survives float32
+    # wider types (float64, 32/64-bit integers) and floats beyond 1e6 are centred and scaled in
+    # float64 first, in row blocks, so contrast riding on a large offset (0.01 on 1e6) survives
+    # float32
     assert spread is not None
     flat = np.empty(src.shape, dtype=np.float32)
     for i in range(0, src.shape[0], _MAX_SAMPLES):
@@ -305,23 +306,25 @@ def _pca_fit(x: np.ndarray) -> tuple:
     """
     src = x.reshape(-1, x.shape[-1])
     step = max(1, src.shape[0] // _MAX_SAMPLES)
-    peak, centre, spread = 1.0, None, None
-    if np.can_cast(src.dtype, np.float32):
-        if src.dtype.kind == "f" and float(np.abs(src).max()) > 1e6:
-            peak = float(np.abs(src).max())
-    else:
+    centre, spread = None, None
+    wide = not np.can_cast(src.dtype, np.float32)
+    if wide or (src.dtype.kind == "f" and float(np.abs(src).max()) > 1e6):
+        # wide types, and floats with values beyond 1e6 (often a no-data value such as -3.4e38)
         sample = src[::step].astype(np.float64)
         centre = np.median(sample, 0)
         dev = np.abs(sample - centre)
         spread = float(np.percentile(dev, 99.9)) or float(dev.max()) or 1.0  # robust to no-data values
-    sample = _pca_input(src[::step], peak, centre, spread)
+    sample = _pca_input(src[::step], centre, spread)
+    if centre is not None:  # outliers (no-data pixels) are left out of the fit
+        inliers = (np.abs(sample) < 50).all(1)
+        sample = sample[inliers] if inliers.any() else sample
     mean = sample.mean(0)
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
     vt = vt[:3].copy()
     if vt[0].sum() < 0:
         vt[0] = -vt[0]
     lo, hi = np.percentile((sample - mean) @ vt[0], PERCENTILES)
-    return peak, float(lo), float(hi), centre, spread, mean, vt
+    return 1.0, float(lo), float(hi), centre, spread, mean, vt
 
 
 def _opaque(alpha: np.ndarray, dtype: np.dtype) -> bool:

@@ -41,6 +41,25 @@ _Key = tuple[tuple[float, float, bool], ...]
 _SETTINGS = ("zoom_in", "target_size", "min_crop_size", "first_window", "expansion", "max_upscale",
              "full_max_side", "brs_max_evals", "brs_time_cap")
 
+#: numeric settings, checked whenever one is set: name -> (type, bound, whether the bound is excluded)
+_LIMITS: dict[str, tuple[type, float, bool]] = {
+    "target_size": (int, 32, False), "first_window": (int, 32, False), "full_max_side": (int, 32, False),
+    "min_crop_size": (int, 1, False), "expansion": (float, 1.0, False), "max_upscale": (float, 0.0, True),
+    "click_radius": (float, 0.0, False), "brs_max_evals": (int, 1, False), "brs_time_cap": (float, 0.0, True),
+}
+
+
+def _checked_setting(name: str, value: Any) -> int | float:
+    """``value`` of the setting ``name`` cast to its type, or ValueError naming it."""
+    kind, bound, excluded = _LIMITS[name]
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and (value > bound if excluded else value >= bound) and (kind is float or value == int(value)))
+    if not ok:
+        what = "an integer" if kind is int else "a finite number"
+        raise ValueError(f"{name} must be {what} {'>' if excluded else '>='} {bound:g}, got {value!r}")
+    return kind(value)
+
+
 #: the first click gets a second, zoomed pass when the object it found is small (its long
 #: side under this fraction of ``target_size``) and the zoom magnifies at least this much more
 _SMALL_OBJECT = 0.25
@@ -102,8 +121,8 @@ class _History:
 
 def _folded_copy(model: ClickSegModel, device: torch.device) -> ClickSegModel:
     """An eval-mode copy with BatchNorm folded into its convolutions (1.4x faster on CPU).
-    The caller's model is never modified."""
-    folded = copy.deepcopy(model).to(device).eval()
+    The caller's model is never modified; the copy is float32 (precision is ``dtype``'s job)."""
+    folded = copy.deepcopy(model).float().to(device).eval()
     if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules()):
         return folded
     s = 2 * int(getattr(folded, "size_divisor", 32))
@@ -191,12 +210,13 @@ class Predictor:
     ) -> None:
         if not isinstance(model, ClickSegModel):
             raise ValueError(f"model must be a ClickSegModel, got {type(model).__name__}")
-        if not (target_size >= 32 and first_window >= 32 and full_max_side >= 32 and min_crop_size >= 1):
-            raise ValueError("target_size, first_window and full_max_side must be >= 32, min_crop_size >= 1")
-        if not (1.0 <= expansion < math.inf and 0 < max_upscale < math.inf):
-            raise ValueError("expansion must be >= 1 and max_upscale > 0, both finite")
-        if not (brs_max_evals >= 1 and brs_time_cap > 0):
-            raise ValueError("brs_max_evals must be >= 1 and brs_time_cap > 0")
+        self.zoom_in = bool(zoom_in)
+        # checked by __setattr__, here and whenever a caller changes one
+        self.target_size, self.min_crop_size = target_size, min_crop_size
+        self.first_window, self.expansion = first_window, expansion
+        self.max_upscale, self.full_max_side = max_upscale, full_max_side
+        self.click_radius = click_radius
+        self.brs_max_evals, self.brs_time_cap = brs_max_evals, brs_time_cap
         from ..weights import check_normalization
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -206,12 +226,6 @@ class Predictor:
         if self._channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
-        self.zoom_in = bool(zoom_in)
-        self.target_size, self.min_crop_size = int(target_size), int(min_crop_size)
-        self.first_window, self.expansion = int(first_window), float(expansion)
-        self.max_upscale, self.full_max_side = float(max_upscale), int(full_max_side)
-        self.click_radius = click_radius  # validated by the setter
-        self.brs_max_evals, self.brs_time_cap = int(brs_max_evals), float(brs_time_cap)
         try:
             self.normalization = check_normalization(normalization or model.normalization)
         except ValueError as e:  # WeightsError; this is an argument here
@@ -273,16 +287,10 @@ class Predictor:
             "threads": torch.get_num_threads(),
         }
 
-    @property
-    def click_radius(self) -> float:
-        """Click honouring radius in view pixels (0: off); see the class docstring."""
-        return self._click_radius
-
-    @click_radius.setter
-    def click_radius(self, value: float) -> None:
-        if isinstance(value, bool) or not (isinstance(value, numbers.Real) and np.isfinite(value) and value >= 0):
-            raise ValueError(f"click_radius must be a finite number >= 0, got {value!r}")
-        self._click_radius = float(value)
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LIMITS:
+            value = _checked_setting(name, value)
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: Any, channel_axis: int | None = None, reference: Any = None) -> None:
@@ -512,6 +520,8 @@ class Predictor:
         # in place: nothing reads the logits again, and a box-size second tensor costs page faults
         prob = tr.inverse(logits.detach().float()).sigmoid_()[0, 0]
         patch = np.ascontiguousarray(prob.cpu().numpy(), dtype=np.float32)
+        if not np.isfinite(patch).all():
+            raise RuntimeError("the model returned NaN probabilities (check the image's values and the weights)")
         return _State(tr.box, patch, tr, iters)
 
     def _postprocess(
