@@ -530,6 +530,36 @@ def test_model_default_is_the_shipped_default(data, tmp_path, monkeypatch):
         _cfg(data, out, model="default").validate()
 
 
+def test_fine_tuning_continues_the_recipe_the_weights_record(tmp_path):
+    # regression (docs audit, session 29): --init default (and the dock's fine-tune) trained the
+    # shipped hires with the paper's soft-IoU loss, which its last rounds never used and which
+    # cost 2.13 clicks when tried (docs/training-history.md, round 10)
+    from napari_clickseg.models import create_model
+    from napari_clickseg.weights import save_weights
+
+    def resolved(**kw):
+        return TrainConfig(train_dirs=["a"], minutes=1, **kw).resolved()
+
+    r = resolved(model="hires")  # the shipped file is an average of three nfl fine-tunes
+    assert (r.loss, r.click_schedule) == ("nfl", "click_by_click")
+    assert resolved(model="hires", init="imagenet").loss == "soft_iou_click"  # a new model: its paper's
+    assert resolved(model="hires", loss="fca", click_schedule="iterative").loss == "fca"  # asked for
+    model = create_model("early")
+    cases = [
+        ({"config": {"loss": "fca", "click_schedule": "click_by_click"}}, ("fca", "click_by_click")),
+        (None, ("balanced_bce", "iterative")),  # records nothing: the paper's
+        ({"averaged": [{"training": {"config": {"loss": "nfl"}}}, {"training": {"config": {"loss": "fca"}}}]},
+         ("balanced_bce", "iterative")),  # members that disagree
+        ({"config": {"loss": "retired_loss"}}, ("balanced_bce", "iterative")),
+        ({"averaged": [None, 3]}, ("balanced_bce", "iterative")),
+    ]
+    for i, (training, expected) in enumerate(cases):
+        f = tmp_path / f"w{i}.safetensors"
+        save_weights(model, f, training=training)
+        r = resolved(model="early", init=str(f))
+        assert (r.loss, r.click_schedule) == expected, training
+
+
 def test_bad_data_fails_before_writing(tmp_path):
     bad = _folder(tmp_path / "bad", n=2)
     (bad / "masks" / "s1.png").unlink()

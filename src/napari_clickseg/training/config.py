@@ -58,6 +58,37 @@ _CLI_FIELDS = {
 }
 
 
+def recorded_recipe(init: str, model: str) -> dict[str, str]:
+    """The loss and click schedule that the weights ``init`` names were last trained with.
+
+    Fine-tuning continues with them unless told otherwise. For an averaged file, the
+    members' recipe when they agree. Empty for ImageNet or scratch, a file that records
+    none, or one that cannot be read (the trainer reports that when it loads it).
+    """
+    if init in ("imagenet", "scratch"):
+        return {}
+    from ..weights import WeightsError, read_metadata, resolve_weights
+    from .losses import LOSSES
+
+    try:
+        meta = read_metadata(resolve_weights(model if init == "default" else init)[0])
+    except (WeightsError, OSError):
+        return {}
+    def as_dict(x: Any) -> dict:
+        return x if isinstance(x, dict) else {}
+
+    training = as_dict(meta.get("training"))
+    members = training.get("averaged") if isinstance(training.get("averaged"), list) else []
+    configs = [as_dict(as_dict(m).get("training")).get("config") for m in members] or [training.get("config")]
+    known = {"loss": set(LOSSES), "click_schedule": set(CLICK_SCHEDULES)}
+    recipe = {}
+    for key, valid in known.items():
+        values = {c.get(key) if isinstance(c, dict) else None for c in configs}
+        if len(values) == 1 and (value := values.pop()) in valid:
+            recipe[key] = value
+    return recipe
+
+
 def resolve_model_name(name: str) -> str:
     """``name`` itself, or for "default" the model the shipped weights manifest names default.
 
@@ -110,7 +141,9 @@ class TrainConfig:
     """Everything a training run depends on.
 
     ``None`` fields are resolved by ``resolved()`` from the model and init
-    (loss, click schedule, learning rate, backbone lr factor, threads).
+    (loss, click schedule, learning rate, backbone lr factor, threads): loss and
+    click schedule are those the init weights record (``recorded_recipe``), else
+    the model's paper's.
     """
 
     model: str = "default"  # a registered name, or "default": the shipped default model (manifest)
@@ -203,14 +236,16 @@ class TrainConfig:
 
         finetune = self.init not in ("imagenet", "scratch")
         model = resolve_model_name(self.model)
+        # fine-tuning continues the recipe the weights were trained with; a new model its paper's
+        recipe = recorded_recipe(self.init, model) if self.loss is None or self.click_schedule is None else {}
         return replace(
             self,
             model=model,
             # absolute, so that config.json (and --resume from another folder) finds the data
             train_dirs=[os.path.abspath(d) for d in self.train_dirs],
             val_dirs=[os.path.abspath(d) for d in self.val_dirs],
-            loss=self.loss or DEFAULT_LOSS.get(model, "balanced_bce"),
-            click_schedule=self.click_schedule or DEFAULT_SCHEDULE.get(model, "iterative"),
+            loss=self.loss or recipe.get("loss") or DEFAULT_LOSS.get(model, "balanced_bce"),
+            click_schedule=self.click_schedule or recipe.get("click_schedule") or DEFAULT_SCHEDULE.get(model, "iterative"),
             lr=self.lr if self.lr is not None else (1e-4 if finetune else 5e-4),
             backbone_lr_mult=(
                 self.backbone_lr_mult
