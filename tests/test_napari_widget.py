@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,12 @@ def test_dock_from_manifest_binds_to_image(make_napari_viewer, monkeypatch, fluo
     assert n_points(widget, "negative") == 2
     assert [c.positive for c in widget.session.clicks] == [True, False, False]
     assert "ms" in widget.time_label.value
+    # regression (docs audit, session 29): a commit read a private layer attribute through the
+    # proxy, which napari warns about (a popup) and will refuse from 0.10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        widget.commit()
+    assert widget.layers["committed"].data.max() == 1
 
 
 def test_dock_without_models_says_so(make_napari_viewer, monkeypatch, fluo):

@@ -1630,7 +1630,7 @@ class ClickSegWidget(Container):
             layer.refresh()
         # napari's own undo on this layer (Ctrl+Z with it selected) would replay hand edits
         # made before this write as old pixel values, over the dock's objects: it starts over
-        reset = getattr(layer, "_reset_history", None)  # napari has no public call for this
+        reset = getattr(_unwrap(layer), "_reset_history", None)  # napari has no public call for this
         if callable(reset):
             reset()
         self._brush_new_id(layer)
