@@ -345,6 +345,25 @@ def test_cli_evaluate_writes_reports(tmp_path, capsys):
     assert (out / "evaluation.md").is_file() and (out / "miou.png").is_file()
 
 
+def test_cli_evaluate_piped_into_a_closed_reader_still_writes_its_reports(tmp_path, monkeypatch):
+    # regression (docs audit, session 29): `evaluate ... | head` failed with "Broken pipe" while
+    # printing the table, and the folder with the run's results was removed
+    import os
+
+    from napari_clickseg.cli import main
+
+    root = _write_folder(tmp_path / "toy" / "val")
+    out = tmp_path / "eval"
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone
+    with os.fdopen(w, "w") as pipe:
+        monkeypatch.setattr("sys.stdout", pipe)
+        rc = main(["evaluate", "--model", "random_walker", "--data", str(root), "--max-clicks", "1",
+                   "--max-objects", "2", "--out", str(out), "-q"])
+    assert rc == 0
+    assert {p.name for p in out.iterdir()} == {"evaluation.json", "evaluation.md", "miou.png"}
+
+
 def test_cli_evaluate_never_replaces_results_without_overwrite(tmp_path, capsys):
     # regression: a second run into the same --out silently replaced the first run's table
     from napari_clickseg.cli import main

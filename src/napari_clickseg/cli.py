@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import sys
 import warnings
 
@@ -30,13 +32,58 @@ def main(argv: list[str] | None = None) -> int:
     and keeps its traceback. Ctrl-C exits with code 130. The package's own warnings
     (e.g. a TIFF's pages read as channels) are printed as one line each.
     """
+    stdout = sys.stdout
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_for_ours(warnings.showwarning)
+        sys.stdout = _QuietOnceClosed(stdout)
         try:
             return _main(sys.argv[1:] if argv is None else argv)
         except KeyboardInterrupt:  # Ctrl-C while loading or before a command's own handling
             print("napari-clickseg: interrupted", file=sys.stderr)
             return 130
+        finally:
+            sys.stdout = stdout
+
+
+class _QuietOnceClosed(io.TextIOBase):
+    """Standard output that goes quiet when its reader has gone (``evaluate ... | head``),
+    so that the command still writes its files instead of failing on a broken pipe."""
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        # the descriptor, not just this object: the interpreter flushes the stream at exit
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        self._stream = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
 
 
 def _one_line_for_ours(show_any):  # noqa: ANN001, ANN202
