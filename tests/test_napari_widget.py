@@ -1885,3 +1885,123 @@ def test_a_script_that_ends_while_the_dock_fine_tunes_cancels_the_run(tmp_path):
     assert "training at exit" in run.stdout, run.stdout + run.stderr
     assert run.returncode == 0, run.stderr[-2000:]
     assert [p.read_text() for p in (tmp_path / "ft").rglob("checkpoint.pt")] == ["ckpt"]
+
+
+# --- journeys (audit, session 29) ---------------------------------------------------------------
+
+
+def _three_objects(w):
+    for c in ((30, 30), (70, 70), (100, 40)):
+        w.add_click(*c, True)
+        w.commit()
+
+
+@pytest.mark.parametrize("how", ["delete", "erase"])
+def test_undo_never_reopens_an_id_that_was_freed(open_dock, how):
+    # regression: re-open 3, Esc, free id 3 (Delete, or erase it by hand), paint a new object 3,
+    # Ctrl+Z in the dock: the old object 3's clicks came back as "editing 3", and C erased the
+    # hand-painted object and gave its record the old clicks
+    image = load_sample("nuclei_fluorescence")[0][:128, :128]
+    _, w = open_dock(image)
+    lab = w.layers["committed"]
+    _three_objects(w)
+    assert w.reopen(3) and w.clear()
+    if how == "delete":
+        assert w.delete(3)
+    else:
+        lab.fill((100, 40), 0)
+    lab.paint((20, 100), 3)
+    new_obj = lab.data == 3
+    assert new_obj.any()
+    assert w.undo()
+    assert w.session.editing is None  # a new object, not object 3
+    oid = w.commit()
+    assert oid != 3 and (lab.data[new_obj] == 3).all()
+
+
+def test_a_lazy_image_replaced_while_the_dock_is_away_is_read_again(make_napari_viewer, monkeypatch, tmp_path):
+    # regression: dask image A with an open object; the dock goes to B; A's data is replaced by a
+    # new array of the same shape; back on A the preview (and a commit) came from the old pixels
+    import dask.array as da
+
+    from napari_clickseg.engine.predictor import Predictor
+
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", str(tmp_path))
+    image = load_sample("nuclei_fluorescence")[0][:128, :128]
+    viewer = make_napari_viewer()
+    a = viewer.add_image(da.from_array(image.copy(), chunks=64), name="A")
+    b = viewer.add_image(image[::-1].copy(), name="B")
+    w = ClickSegWidget(viewer, models={"bright": IntensityStandIn}, synchronous=True, predictor_kwargs=FAST)
+    viewer.window.add_dock_widget(w)
+    w.bind(a)
+    w.add_click(64, 64, True)
+    w.bind(b)
+    new = np.ascontiguousarray(255 - image)
+    a.data = da.from_array(new, chunks=64)
+    w.bind(a)
+    oid = w.commit()
+    p = Predictor(IntensityStandIn(), **FAST)
+    p.set_image(new)
+    expected = p.predict(list(w.session.records[oid].clicks)) >= 0.5
+    np.testing.assert_array_equal(w.session.labels == oid, expected)
+
+
+def test_a_renamed_image_removed_and_opened_again_gets_its_objects_back(open_dock, qtbot):
+    # regression: the parked layer kept the name the image had when the dock first saw it, and
+    # the image opened again under its new name did not get its objects back
+    image = load_sample("nuclei_fluorescence")[0][:128, :128]
+    viewer, w = open_dock(image)
+    w.add_click(30, 30, True)
+    assert w.commit() == 1
+    w.image_layer.name = "cells day 1"
+    qtbot.wait(20)
+    viewer.layers.remove("cells day 1")
+    qtbot.wait(50)
+    assert "committed objects (cells day 1)" in [la.name for la in viewer.layers]
+    viewer.add_image(image.copy(), name="cells day 1")
+    qtbot.wait(20)
+    assert w.session.object_ids() == [1]
+
+
+@pytest.mark.parametrize("bound", [False, True])
+def test_deleting_an_image_with_its_committed_layer_keeps_unsaved_objects(open_dock, qtbot, bound):
+    # regression: deleted together with its committed layer, an image the dock was NOT on lost
+    # its unsaved objects (the dock's own image had them put back)
+    from napari.layers import Labels
+
+    image = load_sample("nuclei_fluorescence")[0][:128, :128]
+    viewer, w = open_dock(image)
+    a = w.image_layer
+    w.add_click(30, 30, True)
+    assert w.commit() == 1
+    b = viewer.add_image(image[::-1].copy(), name="B")
+    if bound:
+        committed = w.layers["committed"]
+    else:
+        w.bind(b)
+        w.add_click(60, 60, True)
+        assert w.commit() == 1
+        committed = viewer.layers["committed objects (image)"]
+    viewer.layers.selection = {a, committed}
+    viewer.layers.remove_selected()
+    qtbot.wait(50)
+    kept = [la for la in viewer.layers if isinstance(unwrap(la), Labels) and la.metadata.get("clickseg_image") == "image"]
+    assert len(kept) == 1 and (kept[0].data == 1).any()
+    assert "not saved, stay in" in w.last_status
+
+
+def test_strokes_painted_on_the_current_object_are_taken_back(open_dock, qtbot):
+    # regression: the preview is a Labels layer; strokes painted on it were ignored by the commit
+    # and those outside the zoom box stayed on screen as if part of the next object
+    image = load_sample("nuclei_fluorescence")[0][:128, :128]
+    viewer, w = open_dock(image)
+    w.add_click(30, 30, True)
+    prev = w.layers["preview"]
+    shown = prev.data.copy()
+    prev.brush_size = 5
+    prev.paint((90, 90), 1)
+    qtbot.wait(20)
+    np.testing.assert_array_equal(prev.data, shown)
+    assert "follows the clicks" in w.last_status
+    w.commit()
+    assert prev.data.sum() == 0 and w.layers["committed"].data[90, 90] == 0

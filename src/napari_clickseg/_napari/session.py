@@ -238,6 +238,7 @@ class AnnotationSession:
         gone = sorted(k for k in wanted if k not in present)
         for k in gone:
             del self.records[k]
+        self.forget_in_history(gone)
         return gone
 
     def object_ids_present(self) -> list[int]:
@@ -540,7 +541,15 @@ class AnnotationSession:
             self._state = replace(self._state, editing=None)
             self._undo.clear()
             self._redo.clear()
+        self.forget_in_history([oid])
         return n
+
+    def forget_in_history(self, ids: Iterable[int]) -> None:
+        """Undo/redo states re-opening one of ``ids`` (deleted, erased, painted anew) become new
+        objects: the id may belong to another object now."""
+        ids = set(ids)
+        self._undo = [replace(st, editing=None) if st.editing in ids else st for st in self._undo]
+        self._redo = [replace(st, editing=None) if st.editing in ids else st for st in self._redo]
 
     # --- save / load ---------------------------------------------------------------------
 

@@ -223,6 +223,7 @@ class ClickSegWidget(Container):
         self._preview_plane: tuple[Plane, tuple[slice, slice]] | None = None  # where the preview is drawn
         self._worker: Any = None
         self._removal_selection: list[Any] | None = None  # while napari removes the bound image
+        self._removed_parked: list[Any] = []  # layers with unsaved objects removed in this Qt turn
         self._pending: PredictionRequest | None = None
         self._syncing = False
         self._points_seen: tuple[int, int] = (-1, -1)  # points layers' sizes at the last sync
@@ -457,6 +458,9 @@ class ClickSegWidget(Container):
         if self._closed:
             return
         removed = event.value
+        for layer in self.viewer.layers:  # its objects are named after it as it was when removed
+            if layer.metadata.get(IMAGE_ID_KEY) == _image_id(removed):
+                layer.metadata["clickseg_image"] = removed.name
         if _same(removed, self.image_layer):
             # napari may be removing a snapshot of the selection, and bringing back a deleted
             # committed layer changes the selection: what napari goes on to remove is what is
@@ -480,6 +484,7 @@ class ClickSegWidget(Container):
             for k, layer in list(self.layers.items()):
                 if _same(layer, removed):
                     del self.layers[k]
+            self._keep_parked_objects(removed)
         # the image as it was when removed (its data may have been replaced since its
         # committed layer was made) is the one that, opened again, gets its objects back
         key = _image_id(removed)
@@ -491,6 +496,29 @@ class ClickSegWidget(Container):
             for layer in tied:
                 layer.metadata[IDENTITY_KEY] = identity
         self.image_combo.reset_choices()
+
+    def _keep_parked_objects(self, removed: Any) -> None:
+        """Unsaved objects of an image the dock is not on survive the deletion of that image
+        with their layer (in either order): a layer holding them is remembered for this Qt
+        turn, and a removed image's are put back once napari's removal is done."""
+        from napari.layers import Image
+        from qtpy.QtCore import QTimer
+
+        def unsaved(layer: Any) -> AnnotationSession | None:
+            session = layer.metadata.get(SESSION_KEY)
+            return session if session is not None and session.unsaved and session.has_objects else None
+
+        if unsaved(removed) is not None:
+            if not self._removed_parked:
+                QTimer.singleShot(0, self._removed_parked.clear)
+            self._removed_parked.append(removed)
+        if not isinstance(_unwrap(removed), Image):
+            return
+        key, name = _image_id(removed), removed.name
+        for layer in [*self.viewer.layers, *self._removed_parked]:
+            session = unsaved(layer)
+            if session is not None and layer.metadata.get(IMAGE_ID_KEY) == key:
+                QTimer.singleShot(0, lambda s=session, la=layer: self._keep_objects(name, s, la, False))
 
     def _keep_objects(self, image: str, session: AnnotationSession, parked: Any, no_image: bool) -> None:
         """Once napari's removal of image ``image`` is done: its unsaved objects stay in a
@@ -790,6 +818,7 @@ class ClickSegWidget(Container):
                     ),
                     **common,
                 )
+                layer.events.paint.connect(self._on_preview_paint)
             self.layers["preview"] = layer
         finally:
             self._syncing = syncing
@@ -1085,6 +1114,7 @@ class ClickSegWidget(Container):
         fresh = [oid for oid, n in painted.items() if np.count_nonzero(session.labels == oid) <= n]
         for oid in fresh:
             del session.records[oid]
+        session.forget_in_history(fresh)
         if fresh:
             self._status(
                 f"object(s) {', '.join(map(str, fresh))} painted anew: a new object, without the erased "
@@ -1136,7 +1166,7 @@ class ClickSegWidget(Container):
         assert g is not None
         multiscale = getattr(img, "multiscale", False)
         data = img.data[0] if multiscale else img.data
-        key: tuple[Any, ...] = (id(_unwrap(img)), self._image_version, g.channel_axis, plane)
+        key: tuple[Any, ...] = (id(_unwrap(img)), id(data), self._image_version, g.channel_axis, plane)
         if self._image_cache is None or self._image_cache[0] != key:
             view = g.plane_view(data, plane)
             image = view.read() if isinstance(data, np.ndarray) else view
@@ -1494,6 +1524,28 @@ class ClickSegWidget(Container):
                 view[box][inside] = 1
                 self._preview_plane = (plane, box)
         layer.refresh()
+
+    def _on_preview_paint(self, event: Any = None) -> None:
+        """The current object shows the prediction: strokes painted on it are taken back
+        (once written: napari announces a stroke before it writes it)."""
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self._retake_preview)
+
+    def _retake_preview(self) -> None:
+        arr = getattr(self, "_preview_array", None)
+        if self._closed or arr is None:
+            return
+        arr[...] = 0
+        self._preview_plane = None
+        if self._result is not None:
+            self._show_preview()
+        else:
+            self.layers["preview"].refresh()
+        self._status(
+            f"{LAYER_NAMES['preview']!r} follows the clicks: correct it with clicks, or paint on "
+            f"{LAYER_NAMES['committed']!r} after committing"
+        )
 
     # --- objects -------------------------------------------------------------------------
 

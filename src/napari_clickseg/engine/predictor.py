@@ -476,7 +476,9 @@ class Predictor:
         if found is None or max(found.height, found.width) * tr.scale[0] < _SMALL_OBJECT * self.target_size:
             zoom = self._transform(first, clicks)
             if zoom.scale[0] > _FIRST_ZOOM_GAIN * tr.scale[0]:
-                return dataclasses.replace(self._forward(zoom, first, clicks, brs, threshold), passes=2)
+                # the box comes from the first pass; its map is no previous mask (the first click
+                # has none, in the paper and in training)
+                return dataclasses.replace(self._forward(zoom, None, clicks, brs, threshold), passes=2)
         if brs == "off":
             return first
         return dataclasses.replace(self._forward(tr, None, clicks, brs, threshold), passes=2)
