@@ -9,7 +9,8 @@ Kept from the paper:
   pyramid pooling head.
 Differs from the paper: the branch sees the guidance maps alone, not the
 image plus guidance (the paper's h x w x 4 input, Sec. 3.2); the image
-reaches the network through the backbone only.
+reaches the network through the backbone only; its init block max-pools 3x3
+(the paper 2x2) and its SE blocks reduce by 4 (the paper 16).
 Scaled for CPU: the ResNet/DeepLab backbone becomes EfficientNet-Lite0
 (ImageNet init, guidance channels start at zero weight); the branch is
 16-64 channels wide and is pooled to the backbone's stride-32 grid; a light

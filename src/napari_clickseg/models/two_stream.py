@@ -15,6 +15,8 @@ Differs from the paper:
   6-layer fusion net (conv5_1-3, fc6-8) follows, in a stride-8 final network;
 - the MSRN's output is added to the upsampled coarse score (a residual), where
   the paper's last refining layer is the output;
+- the MSRN's finest fused scale is stride 2 (both streams' first level is
+  strided); the paper's also fuses the full-resolution conv1_2 features;
 - both nets train together end to end with one loss on the final output
   (``coarse_logits`` is returned but gets no loss of its own), without the
   paper's two stages (the two-stream net first, then the MSRN from scratch on

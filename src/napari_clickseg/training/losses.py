@@ -7,7 +7,8 @@ left out) and the clicks of every sample (list of lists of ``Click``); it
 returns a scalar.
 
 - ``balanced_bce``: class-balanced BCE (HED; multi-stage fusion): per image,
-  positives weigh |Y-| / |Y| and negatives |Y+| / |Y|.
+  positives weigh |Y-| / |Y| and negatives |Y+| / |Y| (the multi-stage fusion
+  paper takes the frequencies over the mini-batch).
 - ``bce``: plain BCE.
 - ``click_bce``: FCA-Net's click loss, BCE weighted by ``alpha + beta * psi``,
   ``psi = max(0, 1 - dist(p, S) / tau)`` with S all clicks, tau = 100,
