@@ -354,14 +354,19 @@ def test_cli_evaluate_piped_into_a_closed_reader_still_writes_its_reports(tmp_pa
 
     root = _write_folder(tmp_path / "toy" / "val")
     out = tmp_path / "eval"
-    r, w = os.pipe()
-    os.close(r)  # the reader is gone
-    with os.fdopen(w, "w") as pipe:
-        monkeypatch.setattr("sys.stdout", pipe)
-        rc = main(["evaluate", "--model", "random_walker", "--data", str(root), "--max-clicks", "1",
-                   "--max-objects", "2", "--out", str(out), "-q"])
-    assert rc == 0
-    assert {p.name for p in out.iterdir()} == {"evaluation.json", "evaluation.md", "miou.png"}
+    for quiet in (["-q"], []):  # stdout alone, then both streams (`2>&1 | head`, progress on stderr)
+        r, w = os.pipe()
+        os.close(r)  # the reader is gone
+        with os.fdopen(w, "w") as pipe:
+            monkeypatch.setattr("sys.stdout", pipe)
+            if not quiet:
+                monkeypatch.setattr("sys.stderr", pipe)
+            rc = main(["evaluate", "--model", "random_walker", "--data", str(root), "--max-clicks", "1",
+                       "--max-objects", "2", "--out", str(out), "--overwrite", *quiet])
+        assert rc == 0
+        assert {p.name for p in out.iterdir()} == {"evaluation.json", "evaluation.md", "miou.png"}
+        for f in out.iterdir():
+            f.unlink()
 
 
 def test_cli_evaluate_never_replaces_results_without_overwrite(tmp_path, capsys):

@@ -32,22 +32,26 @@ def main(argv: list[str] | None = None) -> int:
     and keeps its traceback. Ctrl-C exits with code 130. The package's own warnings
     (e.g. a TIFF's pages read as channels) are printed as one line each.
     """
-    stdout = sys.stdout
+    argv = sys.argv[1:] if argv is None else argv
+    stdout, stderr = sys.stdout, sys.stderr
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_for_ours(warnings.showwarning)
         sys.stdout = _QuietOnceClosed(stdout)
+        if argv[:1] != ["train"]:  # a run whose reader has gone (the dock's fine-tune) stops there
+            sys.stderr = _QuietOnceClosed(stderr)
         try:
-            return _main(sys.argv[1:] if argv is None else argv)
+            return _main(argv)
         except KeyboardInterrupt:  # Ctrl-C while loading or before a command's own handling
             print("napari-clickseg: interrupted", file=sys.stderr)
             return 130
         finally:
-            sys.stdout = stdout
+            sys.stdout, sys.stderr = stdout, stderr
 
 
 class _QuietOnceClosed(io.TextIOBase):
-    """Standard output that goes quiet when its reader has gone (``evaluate ... | head``),
-    so that the command still writes its files instead of failing on a broken pipe."""
+    """Standard output (or error) that goes quiet when its reader has gone (``evaluate ... 2>&1
+    | head``), so that the command still writes its files instead of failing on a broken pipe.
+    ``train`` keeps a plain standard error: the dock's fine-tune child stops when napari goes."""
 
     def __init__(self, stream: io.TextIOBase) -> None:
         self._stream = stream

@@ -316,7 +316,7 @@ def _pca_fit(x: np.ndarray) -> tuple:
         spread = float(np.percentile(dev, 99.9)) or float(dev.max()) or 1.0  # robust to no-data values
     sample = _pca_input(src[::step], centre, spread)
     if centre is not None:  # outliers (no-data pixels) are left out of the fit
-        inliers = (np.abs(sample) < 50).all(1)
+        inliers = (np.abs(sample) < 1000).all(1)  # far beyond any object: sparse bright ones stay
         sample = sample[inliers] if inliers.any() else sample
     mean = sample.mean(0)
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="samples per iteration and process (default: 8)")
     p.add_argument("--crop-size", type=int, help="training crop side, a multiple of 32 (default: 320)")
     p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 from ImageNet, 1e-4 fine-tuning)")
-    p.add_argument("--loss", help="loss name (default: the model's)")
+    p.add_argument("--loss", help="loss name (default: the one the --init weights were trained with, else the model's paper's)")
     p.add_argument("--click-schedule", choices=["iterative", "click_by_click"],
                    help="click simulation (default: click_by_click for hires, else iterative)")
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
