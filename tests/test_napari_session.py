@@ -307,8 +307,35 @@ def test_load_warns_when_the_labels_were_edited_elsewhere_after_saving(tmp_path)
     swapped = tifffile.imread(tif).astype(np.uint16)
     swapped[swapped > 0] = 3 - swapped[swapped > 0]  # 1 <-> 2
     tifffile.imwrite(tif, swapped)
-    warnings = AnnotationSession(np.zeros((16, 16), np.uint16)).load(tif)
-    assert len(warnings) == 1 and "was changed after it was saved with ann.json" in warnings[0]
+    t = AnnotationSession(np.zeros((16, 16), np.uint16))
+    warnings = t.load(tif)
+    assert len(warnings) == 2 and "was changed after it was saved with ann.json" in warnings[0]
+    # (audit, session 29) the clicks of a record no longer on its pixels are dropped
+    assert "object(s) 1, 2: recorded clicks no longer lie on their pixels" in warnings[1]
+    assert t.records[1].clicks == () and t.records[2].clicks == ()
+
+
+def test_load_of_labels_renumbered_elsewhere_keeps_no_stale_clicks_or_records(tmp_path):
+    # regression (journeys audit, session 29): object 2 removed and 3, 4 renumbered 2, 3 in another
+    # program; the load said 4 objects, and re-opening 2 brought back the removed object's clicks,
+    # so C erased the object that now has id 2
+    import tifffile
+
+    s = AnnotationSession(np.zeros((32, 32), np.uint16))
+    centres = ((4, 4), (4, 20), (20, 4), (20, 20))
+    for center in centres:
+        s.add_click(*center, True, P2)
+        s.commit(disk((32, 32), center, 2))
+    tif, _ = s.save(tmp_path / "ann")
+    lab = tifffile.imread(tif)
+    lab[lab == 2] = 0
+    lab[lab == 3], lab[lab == 4] = 2, 3
+    tifffile.imwrite(tif, lab)
+    t = AnnotationSession(np.zeros((32, 32), np.uint16))
+    t.load(tif)
+    assert sorted(t.records) == [1, 2, 3]
+    assert t.records[1].clicks == s.records[1].clicks  # still on its pixels
+    assert t.records[2].clicks == () and t.records[3].clicks == ()
 
 
 def test_load_into_small_dtype_replaces_array(tmp_path):

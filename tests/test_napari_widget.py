@@ -2005,3 +2005,57 @@ def test_strokes_painted_on_the_current_object_are_taken_back(open_dock, qtbot):
     assert "follows the clicks" in w.last_status
     w.commit()
     assert prev.data.sum() == 0 and w.layers["committed"].data[90, 90] == 0
+
+
+def test_a_click_on_a_slice_the_stack_does_not_have_is_refused(open_dock):
+    # regression (journeys audit 2, session 29): with a deeper stack beside it, a click on slice 9 of
+    # a 4-slice stack (where napari draws nothing of it) was committed on its slice 3
+    image = load_sample("nuclei_fluorescence")[0][:128, :128]
+    stack = np.stack([np.roll(image, 5 * z, axis=1) for z in range(4)])
+    viewer, w = open_dock(stack)
+    viewer.add_image(np.zeros((12, 128, 128), np.uint8), name="deep", opacity=0.0)
+    w.bind(viewer.layers["image"])
+    viewer.dims.set_point(0, 9)
+    mouse_click(viewer, (9.0, 30.0, 30.0))
+    assert not w.session.clicks and "has no slice here" in w.last_status
+    viewer.dims.set_point(0, 2)
+    mouse_click(viewer, (2.0, 30.0, 30.0))
+    assert len(w.session.clicks) == 1 and w.commit() == 1
+    assert sorted(set(np.nonzero(w.session.labels)[0])) == [2]
+
+
+def test_the_images_own_file_is_not_loaded_as_annotations(make_napari_viewer, monkeypatch, tmp_path):
+    # regression (journeys audit 2, session 29): picking the image itself in the load dialog read its
+    # grey values as objects (saving there was already refused)
+    import tifffile
+
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", str(tmp_path / "no-weights"))
+    image = load_sample("nuclei_fluorescence")[0][:128, :128]
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "cells.tif"), plugin="napari")
+    w = ClickSegWidget(viewer, models={"disk": DiskModel}, allow_untrained=True, synchronous=True,
+                       predictor_kwargs=FAST)
+    viewer.window.add_dock_widget(w)
+    w.add_click(30, 30, True)
+    assert w.commit() == 1
+    assert not w.load_annotations(tmp_path / "cells.tif", discard_unsaved=True)
+    assert "is the image's own file" in w.last_status and w.session.object_ids() == [1]
+
+
+def test_a_second_dock_on_the_same_viewer_closes_the_first(open_dock):
+    # regression (journeys audit 2, session 29): two docks (from a script) shared the image's session,
+    # both took every click, and the first one's preview and click stayed after a commit
+    image = load_sample("nuclei_fluorescence")[0][:128, :128]
+    viewer, w1 = open_dock(image)
+    w1.add_click(30, 30, True)
+    assert w1.commit() == 1
+    w2 = ClickSegWidget(viewer, models={"disk": DiskModel}, allow_untrained=True, synchronous=True,
+                        predictor_kwargs=FAST)
+    viewer.window.add_dock_widget(w2, name="Click segmentation 2")
+    assert w1._closed and w2.session.object_ids() == [1]
+    mouse_click(viewer, (70.0, 70.0))
+    assert len(w2.session.clicks) == 1 and w2.commit() == 2
+    previews = [la for la in viewer.layers if la.name.startswith("current object")]
+    points = [la for la in viewer.layers if la.name.startswith(("positive clicks", "negative clicks"))]
+    assert all(not np.asarray(la.data).any() for la in previews) and all(len(la.data) == 0 for la in points)

@@ -665,6 +665,7 @@ class AnnotationSession:
             raise SessionError(f"{tif} does not hold integer labels (dtype {data.dtype})")
         warnings: list[str] = []
         records: dict[int, ObjectRecord] = {}
+        dropped: list[int] = []
         if js.is_file():
             try:
                 doc = json.loads(js.read_text())
@@ -679,7 +680,8 @@ class AnnotationSession:
                 raise SessionError(f"{js} was written by a newer napari-clickseg (format {version})")
             owner = self.sidecar_owner(js)
             recorded = doc.get("labels_digest")
-            if owner == tif.name and isinstance(recorded, str) and recorded != _labels_digest(data):
+            edited = owner == tif.name and isinstance(recorded, str) and recorded != _labels_digest(data)
+            if edited:
                 warnings.append(
                     f"{tif.name} was changed after it was saved with {js.name} (edited in another "
                     "program?): an object's recorded clicks may no longer match its pixels; check "
@@ -703,7 +705,15 @@ class AnnotationSession:
                             f"object {r.id}: recorded plane does not fit the labels; dropped it"
                         )
                         r = replace(r, plane=None, clicks=())
+                if edited and not self._clicks_on_object(data, r):
+                    r = replace(r, plane=None, clicks=())  # renumbered or removed in the other program
+                    dropped.append(r.id)
                 records[r.id] = r
+            if dropped:
+                warnings.append(
+                    f"object(s) {', '.join(map(str, dropped))}: recorded clicks no longer lie on their "
+                    "pixels; kept without clicks"
+                )
         else:
             warnings.append(f"no provenance file {js.name}; objects have no recorded clicks")
         info = np.iinfo(self._labels.dtype)
@@ -712,8 +722,21 @@ class AnnotationSession:
         else:  # e.g. negative values painted by hand (saved as they were) in unsigned labels
             self._labels = data.copy()
         self.records = records
+        self.drop_absent()  # records of objects the labels no longer hold
         self._state = _State((), None, None)
         self._undo.clear()
         self._redo.clear()
         self._saved = self._digest()
         return warnings
+
+    @staticmethod
+    def _clicks_on_object(labels: np.ndarray, r: ObjectRecord) -> bool:
+        """Whether a positive click of record ``r`` lies on a pixel of its id (or it has none)."""
+        if r.plane is None or not any(c.positive for c in r.clicks):
+            return True
+        view = r.plane.view(labels)
+        for c in r.clicks:
+            y, x = int(round(c.row)), int(round(c.col))
+            if c.positive and 0 <= y < view.shape[0] and 0 <= x < view.shape[1] and view[y, x] == r.id:
+                return True
+        return False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,6 +187,8 @@ class ClickSegWidget(Container):
             (a model trained in a notebook, a test stub); listed as "custom: name".
     """
 
+    _live: weakref.WeakSet = weakref.WeakSet()  # docks not garbage-collected
+
     def __init__(
         self,
         napari_viewer: napari.viewer.Viewer,
@@ -237,6 +240,13 @@ class ClickSegWidget(Container):
         self._docked = False
         self._model_label: str | None = None
         self.last_status = ""
+
+        # one dock per viewer: a second one would share the image's session with its own click
+        # and preview layers, which the first dock's commits leave stale (and both get the clicks)
+        for other in list(ClickSegWidget._live):
+            if _same(other.viewer, napari_viewer) and not other.__dict__.get("_closed", True):
+                other.close_dock()
+        ClickSegWidget._live.add(self)
 
         self._build()
         self._connect()
@@ -1153,7 +1163,14 @@ class ClickSegWidget(Container):
         offset = dims.ndim - img.ndim
         disp = [d - offset for d in dims.displayed if d >= offset]
         pos = img.world_to_data(dims.point)
-        return self.geometry.plane_at(disp, pos)
+        g = self.geometry
+        for a in g.spatial_axes:  # napari shows nothing of the image on a slice it lacks
+            if a not in disp and not 0 <= int(np.round(float(pos[a]))) < g.data_shape[a]:
+                raise ValueError(
+                    f"{img.name!r} has no slice here (axis {a} at {float(pos[a]):.1f}; it has "
+                    f"{g.data_shape[a]}): move the slider onto one of its slices"
+                )
+        return g.plane_at(disp, pos)
 
     def _plane_image(self, plane: Plane) -> tuple[tuple[Any, ...], Any, int | None, np.ndarray | None]:
         """(key, image, channel axis, reference) of ``plane`` for a ``PredictionRequest``.
@@ -1967,6 +1984,10 @@ class ClickSegWidget(Container):
             return False
         if not tif.is_file():  # said first: there is nothing to ask about
             self._status(f"labels file not found: {tif}")
+            return False
+        source = getattr(getattr(self.image_layer, "source", None), "path", None)
+        if source and _same_file(tif, source):
+            self._status(f"not loaded: {tif} is the image's own file, not its annotations")
             return False
         if s.unsaved and not discard_unsaved:
             self._status(
