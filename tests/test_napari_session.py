@@ -560,3 +560,29 @@ def test_load_reads_files_saved_before_labels_file_was_recorded(tmp_path):
     u = AnnotationSession(np.zeros((8, 8), np.uint16))
     assert any("provenance of old.tif" in w for w in u.load(tmp_path / "old.tiff"))
     assert u.records == {} and u.labels.any()
+
+
+def test_an_edit_elsewhere_leaves_unchanged_objects_their_clicks(tmp_path):
+    # regression (review, session 29): after a harmless edit elsewhere (re-saved as uint32, or a pixel
+    # of another object erased), objects whose positive click does not lie on their own pixels (a
+    # later commit with "overwrite" took it, or the mask never held it) lost their clicks
+    import tifffile
+
+    s = AnnotationSession(np.zeros((64, 64), np.uint16))
+    s.add_click(20, 20, True, P2)
+    s.commit(disk((64, 64), (20, 20), 6))
+    s.add_click(20, 28, True, P2)
+    s.commit(disk((64, 64), (20, 29), 9), overwrite=True)  # takes object 1's clicked pixel
+    s.add_click(45, 40, True, P2)
+    s.commit(disk((64, 64), (45, 45), 4))  # the mask does not hold the clicked pixel
+    s.add_click(50, 10, True, P2)
+    s.commit(disk((64, 64), (50, 10), 3))
+    tif, _ = s.save(tmp_path / "ann")
+    saved = tifffile.imread(tif)
+    for edited in (saved.astype(np.uint32), np.where(np.arange(64)[:, None] == 52, 0, saved).astype(np.uint16)):
+        tifffile.imwrite(tif, edited)
+        t = AnnotationSession(np.zeros((64, 64), np.uint16))
+        warnings = t.load(tif)
+        assert len(warnings) == 1 and "was changed after it was saved" in warnings[0]
+        assert {k: r.clicks for k, r in t.records.items()} == {k: r.clicks for k, r in s.records.items()}
+        assert not t.unsaved

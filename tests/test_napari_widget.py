@@ -2059,3 +2059,30 @@ def test_a_second_dock_on_the_same_viewer_closes_the_first(open_dock):
     previews = [la for la in viewer.layers if la.name.startswith("current object")]
     points = [la for la in viewer.layers if la.name.startswith(("positive clicks", "negative clicks"))]
     assert all(not np.asarray(la.data).any() for la in previews) and all(len(la.data) == 0 for la in points)
+
+
+def test_a_dock_whose_construction_failed_does_not_break_the_next(make_napari_viewer, monkeypatch, tmp_path):
+    # regression (review, session 29): the next dock closes older live docks on its viewer, and
+    # closing one whose _build had failed raised AttributeError (no fine-tune panel yet)
+    import gc
+
+    monkeypatch.setenv("NAPARI_CLICKSEG_WEIGHTS", str(tmp_path / "none"))
+    viewer = make_napari_viewer()
+    viewer.add_image(load_sample("nuclei_fluorescence")[0][:64, :64], name="image")
+    build = ClickSegWidget._build
+
+    def boom(self):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(ClickSegWidget, "_build", boom)
+    gc.disable()  # the half-built dock stays alive until the next one is made
+    try:
+        with pytest.raises(RuntimeError, match="simulated"):
+            ClickSegWidget(viewer, models={"disk": DiskModel}, allow_untrained=True, synchronous=True)
+        monkeypatch.setattr(ClickSegWidget, "_build", build)
+        w = ClickSegWidget(viewer, models={"disk": DiskModel}, allow_untrained=True, synchronous=True,
+                           predictor_kwargs=FAST)
+        viewer.window.add_dock_widget(w)
+        assert w.add_click(30, 30, True) and w.commit() == 1
+    finally:
+        gc.enable()

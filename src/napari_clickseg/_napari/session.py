@@ -75,6 +75,22 @@ def _labels_digest(labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _object_digests(labels: np.ndarray, ids: Iterable[int]) -> dict[str, str]:
+    """Per object id: a hash of where its pixels are (dtype and other objects aside), so a
+    load can tell the objects an edit elsewhere left alone from those it changed."""
+    flat = np.ravel(labels)
+    where = np.flatnonzero(np.isin(flat, np.fromiter(ids, dtype=np.int64)))
+    values = flat[where]
+    order = np.argsort(values, kind="stable")
+    where, values = where[order], values[order]
+    found, starts = np.unique(values, return_index=True)
+    ends = [*starts[1:], len(values)] if len(starts) else []
+    return {
+        str(int(v)): hashlib.blake2b(where[a:b].astype("<i8").tobytes(), digest_size=8).hexdigest()
+        for v, a, b in zip(found, starts, ends, strict=True)
+    }
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -565,6 +581,7 @@ class AnnotationSession:
             "labels_shape": list(self._labels.shape),
             "labels_dtype": str(self._labels.dtype),
             "labels_digest": _labels_digest(self._labels),  # tells labels edited elsewhere apart
+            "object_digests": _object_digests(self._labels, self.records),  # and which objects it changed
             "image": image or {},
             "objects": [self.records[k].to_json() for k in sorted(self.records)],
         }
@@ -705,10 +722,15 @@ class AnnotationSession:
                             f"object {r.id}: recorded plane does not fit the labels; dropped it"
                         )
                         r = replace(r, plane=None, clicks=())
-                if edited and not self._clicks_on_object(data, r):
-                    r = replace(r, plane=None, clicks=())  # renumbered or removed in the other program
-                    dropped.append(r.id)
                 records[r.id] = r
+            if edited:  # an object renumbered or removed in the other program keeps no clicks
+                saved_objects = doc.get("object_digests")
+                now = _object_digests(data, records) if isinstance(saved_objects, dict) else {}
+                for oid, r in records.items():
+                    same = now.get(str(oid)) is not None and saved_objects.get(str(oid)) == now[str(oid)]
+                    if not same and not self._clicks_on_object(data, r):
+                        records[oid] = replace(r, plane=None, clicks=())
+                        dropped.append(oid)
             if dropped:
                 warnings.append(
                     f"object(s) {', '.join(map(str, dropped))}: recorded clicks no longer lie on their "

@@ -365,7 +365,8 @@ class ClickSegWidget(Container):
         """
         if self.__dict__.get("_closed", True):  # closed, or already torn down by the garbage collector
             return
-        self.finetune.shutdown()
+        if (finetune := self.__dict__.get("finetune")) is not None:  # None: __init__ failed in _build
+            finetune.shutdown()
         v = self.viewer
         try:
             if self._on_mouse in v.mouse_drag_callbacks:
