@@ -201,6 +201,35 @@ def test_a_stop_signal_during_a_step_finishes_that_step_first(data, tmp_path, mo
     assert signal.getsignal(sig) is before and _log_steps(out) == [1, 2]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_in_the_last_validation_keeps_the_steps(data, tmp_path, monkeypatch, sig):
+    # regression (lab-data audit, session 29): the last validation ran after the signal handlers
+    # were put back, so Ctrl-C there left the checkpoint of iteration 0 and --resume started over
+    import napari_clickseg.training.trainer as trainer
+
+    real_validate, calls = trainer.validate, []
+
+    def validate_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the last validation (none before: from scratch, val_every 0)
+            os.kill(os.getpid(), sig)
+        return real_validate(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(trainer, "validate", validate_then_signal)
+    before = signal.getsignal(sig)
+    cfg = dict(iterations=3, val_every=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, out, **cfg), log=lambda m: None)
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 3 and not state["finished"] and signal.getsignal(sig) is before
+    monkeypatch.setattr(trainer, "validate", real_validate)
+    s = train(_cfg(data, out, **cfg), resume=True, log=lambda m: None)
+    assert s["finished"] and s["steps"] == 3 and _log_steps(out) == [1, 2, 3]
+    with open(out / "log.csv", newline="") as f:
+        assert [r["step"] for r in csv.DictReader(f) if r["val_noc@90"]] == ["3"]
+
+
 @pytest.mark.parametrize("when", ["best", "first checkpoint"])
 def test_a_stop_signal_while_a_file_is_written_still_checkpoints(data, tmp_path, monkeypatch, when):
     # regression (audit 21): SIGTERM (the dock's Cancel) during the write of best.safetensors
@@ -801,3 +830,14 @@ def test_resume_takes_runs_of_older_versions_and_moved_folders(data, tmp_path):
     shutil.move(old, moved)
     assert train(_cfg(data, moved, iterations=4), resume=True, log=lambda m: None)["steps"] == 4
     assert TrainConfig.load(moved / "config.json").out == str(moved)
+
+
+def test_validation_on_the_training_folder_is_warned_about(data, tmp_path):
+    # (lab-data audit, session 29) best.safetensors chosen on objects the model trains on
+    logged: list[str] = []
+    train(_cfg(data, tmp_path / "run", iterations=1, val_every=0), log=logged.append)
+    assert any("is also training data" in m for m in logged)
+    other = _folder(tmp_path / "val", n=2, seed=1)
+    logged.clear()
+    train(_cfg(data, tmp_path / "run2", iterations=1, val_every=0, val_dirs=[str(other)]), log=logged.append)
+    assert not any("is also training data" in m for m in logged)

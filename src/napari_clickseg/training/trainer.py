@@ -150,6 +150,14 @@ def _hardware(device: torch.device, threads: int, world: int) -> dict[str, Any]:
     return hw
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name one folder (through links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _init_weights_file(cfg: TrainConfig) -> tuple[Path, str | None]:
     """The weights file ``cfg.init`` names ("default": the shipped weights of ``cfg.model``)."""
     from ..weights import WeightsError, resolve_weights
@@ -600,6 +608,9 @@ def _train(
     for ds in datasets + val_sets:
         desc = ds.describe()
         log(f"{desc['path']}: {desc['images']} images, {desc['objects']} objects ({desc['kind']})")
+    if shared := sorted({str(v.root) for v in val_sets for d in datasets if _same_folder(v.root, d.root)}):
+        log(f"warning: --val {', '.join(shared)} is also training data: best.safetensors is then chosen on "
+            "objects the model trains on; hold some images out in a folder of their own")
 
     inputs = model.inputs
     normalization = {k: tuple(v) for k, v in model.normalization.items()}
@@ -826,15 +837,21 @@ def _train(
     except (KeyboardInterrupt, _Stop):
         interrupted = True
         log(f"interrupted at iteration {step}: writing a checkpoint (continue with --resume)")
+    try:  # the stop signals stay caught until the last checkpoint is written
+        done = not interrupted and (stop_after is None or steps_this_call < stop_after)
+        if win_n and dist.main:  # the steps since the last log line (a short run has no other)
+            log_window()
+        if done and vsets and last_val["step"] != step:
+            try:
+                run_validation()
+            except (KeyboardInterrupt, _Stop):  # the steps are kept; --resume validates them
+                interrupted, done = True, False
+                log(f"interrupted in the last validation: writing a checkpoint (--resume validates iteration {step})")
+        in_step = True  # a signal from here on waits for the checkpoint
+        checkpoint(finished=done)
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
-    done = not interrupted and (stop_after is None or steps_this_call < stop_after)
-    if win_n and dist.main:  # the steps since the last log line (a short run has no other)
-        log_window()
-    if done and vsets and last_val["step"] != step:
-        run_validation()
-    checkpoint(finished=done)
     _barrier(dist)
     summary = {
         "steps": step,
