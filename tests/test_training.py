@@ -841,3 +841,28 @@ def test_validation_on_the_training_folder_is_warned_about(data, tmp_path):
     logged.clear()
     train(_cfg(data, tmp_path / "run2", iterations=1, val_every=0, val_dirs=[str(other)]), log=logged.append)
     assert not any("is also training data" in m for m in logged)
+
+
+def test_a_validation_cut_short_is_run_on_resume(data, tmp_path, monkeypatch):
+    # regression (lab-data audit, session 29): a run stopped in the validation of iteration 2 was
+    # never scored there after --resume, so those weights could not become best.safetensors
+    import napari_clickseg.training.trainer as trainer
+
+    real_validate, calls = trainer.validate, []
+
+    def validate_then_signal(*args, **kwargs):
+        calls.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_validate(*args, **kwargs)
+
+    out = tmp_path / "run"
+    logged: list[str] = []
+    monkeypatch.setattr(trainer, "validate", validate_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, out, iterations=4, val_every=2), log=logged.append)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+    assert any("no validation finished" in m for m in logged)
+    monkeypatch.setattr(trainer, "validate", real_validate)
+    train(_cfg(data, out, iterations=4, val_every=2), resume=True, log=lambda m: None)
+    with open(out / "log.csv", newline="") as f:
+        assert [r["step"] for r in csv.DictReader(f) if r["val_noc@90"]] == ["2", "4"]

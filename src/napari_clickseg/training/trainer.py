@@ -806,6 +806,12 @@ def _train(
             if dist.main:
                 run_validation()
             _barrier(dist)
+        validated = {int(r["step"]) for r in rows if r.get("val_noc@90") not in (None, "")}
+        if step > 0 and cfg.val_dirs and cfg.val_every and step % cfg.val_every == 0 and step not in validated:
+            # resumed where a validation was due, or cut short: those weights are a candidate too
+            if dist.main:
+                run_validation()
+            _barrier(dist)
         while True:
             elapsed, progress = sync_progress()
             if progress >= 1.0 or (stop_after is not None and steps_this_call >= stop_after):
@@ -864,7 +870,8 @@ def _train(
     if dist.main:
         best_msg = (
             f"best validation NoC@90 {best['noc@90']:.2f} at iteration {best['step']}"
-            if "noc@90" in best else "no validation (give --val DIR to keep best.safetensors)"
+            if "noc@90" in best
+            else "no validation finished" if vsets else "no validation (give --val DIR to keep best.safetensors)"
         )
         log(f"{'finished' if done else 'stopped'} at iteration {step} after {_fmt_time(elapsed_now())}; "
             f"{best_msg}; files in {out}")
