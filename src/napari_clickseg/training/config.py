@@ -58,6 +58,11 @@ _CLI_FIELDS = {
 }
 
 
+def _as_dict(x: Any) -> dict:
+    """``x`` if it is a dict, else an empty one (metadata read from a file may be anything)."""
+    return x if isinstance(x, dict) else {}
+
+
 def recorded_recipe(init: str, model: str) -> dict[str, str]:
     """The loss and click schedule that the weights ``init`` names were last trained with.
 
@@ -74,12 +79,9 @@ def recorded_recipe(init: str, model: str) -> dict[str, str]:
         meta = read_metadata(resolve_weights(model if init == "default" else init)[0])
     except (WeightsError, OSError):
         return {}
-    def as_dict(x: Any) -> dict:
-        return x if isinstance(x, dict) else {}
-
-    training = as_dict(meta.get("training"))
+    training = _as_dict(meta.get("training"))
     members = training.get("averaged") if isinstance(training.get("averaged"), list) else []
-    configs = [as_dict(as_dict(m).get("training")).get("config") for m in members] or [training.get("config")]
+    configs = [_as_dict(_as_dict(m).get("training")).get("config") for m in members] or [training.get("config")]
     known = {"loss": set(LOSSES), "click_schedule": set(CLICK_SCHEDULES)}
     recipe = {}
     for key, valid in known.items():
