@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import tifffile
 from PIL import Image
 
 from napari_clickseg.data.augment import AugmentConfig, object_crop
-from napari_clickseg.data.folder import IGNORE_LABEL, FolderDataset
+from napari_clickseg.data.folder import IGNORE_LABEL, FolderDataset, MaskInLabels
 from napari_clickseg.data.io import DataError, PagesReadAsChannels, read_array
 
 
@@ -126,6 +127,19 @@ def test_masks_folder_refuses_instance_maps(tmp_path):
     tifffile.imwrite(root / "masks" / "m0.tif", (lab > 0).astype(np.uint16))
     assert len(FolderDataset(root)) == 1
     assert len(FolderDataset(make_masks_folder(tmp_path / "band"), ignore_value=None)) == 2
+
+
+def test_mask_with_ignore_band_in_labels_warns(tmp_path):
+    # a GrabCut-style mask (0, 128 band, 255) saved in labels/ made the band an object, silently
+    root = make_masks_folder(tmp_path / "m")
+    (root / "masks").rename(root / "labels")
+    with pytest.warns(MaskInLabels, match=r"labels/m\d\.png and 1 more: holds only 0, 128 and one other.*masks/"):
+        ds = FolderDataset(root)
+    assert len(ds) == 4  # still read as asked: band and object of each file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FolderDataset(root, ignore_value=None)  # no ignore value: nothing looks like a band
+        FolderDataset(make_masks_folder(tmp_path / "ok"))  # in masks/: as it should be
 
 
 def test_errors_name_the_file(tmp_path):

@@ -139,6 +139,25 @@ def test_resume_continues_exactly(data, tmp_path):
     assert read_metadata(split / "last.safetensors")["training"]["iterations"] == 4
 
 
+def test_resume_warns_when_the_data_files_changed(tmp_path):
+    # only the folders' paths were compared: a resume after files were added or replaced went on silently
+    train_dir, val_dir = _folder(tmp_path / "train"), _folder(tmp_path / "val", n=2, seed=1)
+    out = tmp_path / "run"
+    train(_cfg(train_dir, out, val_dirs=[str(val_dir)], iterations=4), log=lambda m: None, stop_after=1)
+    quiet: list[str] = []
+    train(_cfg(train_dir, out, val_dirs=[str(val_dir)], iterations=4), resume=True, log=quiet.append, stop_after=1)
+    assert not [m for m in quiet if "changed" in m]
+    _folder(tmp_path / "more", n=4, seed=2)
+    (tmp_path / "more" / "images" / "s3.png").rename(train_dir / "images" / "s3.png")
+    (tmp_path / "more" / "masks" / "s3.png").rename(train_dir / "masks" / "s3.png")
+    shutil.copy(train_dir / "images" / "s0.png", val_dir / "images" / "s1.png")  # same name, new content
+    msgs: list[str] = []
+    train(_cfg(train_dir, out, val_dirs=[str(val_dir)], iterations=4), resume=True, log=msgs.append)
+    warned = [m for m in msgs if "changed since the run's last checkpoint" in m]
+    assert len(warned) == 2 and str(train_dir) in warned[0] and str(val_dir) in warned[1], msgs
+    assert "trains on what they hold now" in warned[0] and "not comparable" in warned[1]
+
+
 def test_a_run_killed_before_its_first_step_resumes(data, tmp_path, monkeypatch):
     import napari_clickseg.training.trainer as trainer
 

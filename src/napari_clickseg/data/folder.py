@@ -6,7 +6,9 @@ dataset is built, so a broken folder fails before training starts, with an
 error naming the file.
 
 - ``labels/``: instance maps, 0 = background, every other value one object;
-  each object of at least ``min_object_px`` pixels is one sample.
+  each object of at least ``min_object_px`` pixels is one sample (a file holding
+  only 0, ``ignore_value`` and one other value, a mask put in the wrong folder,
+  gets a ``MaskInLabels`` warning).
 - ``masks/``: one object per file; ``ignore_value`` (default 128, GrabCut's
   unlabelled band) marks pixels excluded from losses and scores; the one other
   non-zero value is the object (a file with several, e.g. an instance map, is
@@ -21,7 +23,9 @@ the napari dock would.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +37,11 @@ from scipy import ndimage
 from ..engine.image import Normalizer, sample_box, validate_image
 from .io import IMAGE_SUFFIXES, MIN_OBJECT_PX, DataError, available_cpus, read_array
 
-__all__ = ["FolderDataset", "ObjectRef", "MIN_OBJECT_PX", "IGNORE_LABEL"]
+__all__ = ["FolderDataset", "ObjectRef", "MaskInLabels", "MIN_OBJECT_PX", "IGNORE_LABEL"]
+
+
+class MaskInLabels(UserWarning):
+    """A file in ``labels/`` looks like a mask with an ignore band (0, 128 and one other value)."""
 
 #: value of ignored pixels in the cached target maps
 IGNORE_LABEL = -1
@@ -137,11 +145,14 @@ class FolderDataset:
             raise DataError(f"{gts[orphans[0]]} has no matching image in {img_dir}")
 
         self.names: list[str] = sorted(images)
+        self._files = [(images[n], gts[n]) for n in self.names]
         self.images: list[np.ndarray] = []
         self.normalizers: list[Normalizer] = []
         self.targets: list[np.ndarray] = []
         self.objects: list[ObjectRef] = []
         self.skipped_small = 0
+        self._mask_like: list[int] = []
+
         def load(stem: str) -> tuple[np.ndarray, Normalizer, np.ndarray]:
             img_path, gt_path = images[stem], gts[stem]
             raw = read_array(img_path, palette_colours=True)
@@ -180,6 +191,15 @@ class FolderDataset:
                 self.normalizers.append(normalizer)
                 self.targets.append(target)
                 self._add_objects(i, target)
+        if mask_like := [self.names[i] for i in self._mask_like]:
+            more = f" and {len(mask_like) - 1} more" if len(mask_like) > 1 else ""
+            warnings.warn(
+                f"{gts[mask_like[0]]}{more}: holds only 0, {self.ignore_value} and one other value, like a "
+                f"mask whose {self.ignore_value} band means 'ignore'; in labels/ every non-zero value is an "
+                f"object, so that band is scored and trained on as one: put such files in masks/",
+                MaskInLabels,
+                stacklevel=2,
+            )
         if not self.objects:
             hint = ""
             if self.kind == "masks" and self.ignore_value is not None and any((t == IGNORE_LABEL).any() for t in self.targets):
@@ -217,6 +237,9 @@ class FolderDataset:
         """
         values, inverse = np.unique(target, return_inverse=True)
         is_object = values > 0  # 0 is background, IGNORE_LABEL is negative
+        if self.kind == "labels" and self.ignore_value is not None and len(values) == 3 and values[0] == 0:
+            if self.ignore_value in values[1:]:
+                self._mask_like.append(index)
         lut = (np.cumsum(is_object) * is_object).astype(np.int32)
         compact = lut[inverse.reshape(target.shape)]
         slices = ndimage.find_objects(compact)
@@ -241,6 +264,14 @@ class FolderDataset:
         obj = self.objects[k]
         t = self.targets[obj.image]
         return self.image(obj.image), t == obj.label, t == IGNORE_LABEL
+
+    def fingerprint(self) -> str:
+        """A digest of the folder's file names and sizes (cheap: nothing is read again), to
+        notice a folder whose files changed between two uses."""
+        h = hashlib.sha256()
+        for img, gt in self._files:
+            h.update(f"{img.name}\0{img.stat().st_size}\0{gt.name}\0{gt.stat().st_size}\n".encode())
+        return h.hexdigest()[:16]
 
     def describe(self) -> dict:
         """Short description for training metadata."""

@@ -608,6 +608,15 @@ def _train(
     for ds in datasets + val_sets:
         desc = ds.describe()
         log(f"{desc['path']}: {desc['images']} images, {desc['objects']} objects ({desc['kind']})")
+    data_prints = {"train": [ds.fingerprint() for ds in datasets], "val": [ds.fingerprint() for ds in val_sets]}
+    if state is not None and (then := state.get("data_fingerprints")) is not None:
+        for kind, sets in (("train", datasets), ("val", val_sets)):
+            changed = [str(ds.root) for ds, a, b in zip(sets, then.get(kind, []), data_prints[kind]) if a != b]
+            if changed:
+                what = ("the rest of the run trains on what they hold now" if kind == "train" else
+                        "validation scores before and after the resume are not comparable, and best.safetensors "
+                        "was chosen on the old files")
+                log(f"warning: the files in {', '.join(changed)} changed since the run's last checkpoint: {what}")
     if shared := sorted({str(v.root) for v in val_sets for d in datasets if _same_folder(v.root, d.root)}):
         log(f"warning: --val {', '.join(shared)} is also training data: best.safetensors is then chosen on "
             "objects the model trains on; hold some images out in a folder of their own")
@@ -710,6 +719,7 @@ def _train(
             "earlier_stages": earlier_stages,
             "engine": engine,
             "finished": finished,  # resuming a finished run is a no-op
+            "data_fingerprints": data_prints,  # a resume notices folders whose files changed
         })
         _write_log(out / "log.csv", rows)
         from ..weights import save_weights
