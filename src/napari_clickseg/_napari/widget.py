@@ -135,13 +135,66 @@ def _image_identity(layer: Any) -> str | None:
 _DEFAULT_COMMITTED_NAME = re.compile(re.escape(LAYER_NAMES["committed"]) + r"( \[\d+\])?")
 
 #: image layer events that move it in the world
-_TRANSFORM_EVENTS = ("scale", "translate", "rotate", "shear", "affine")
+_TRANSFORM_EVENTS = ("scale", "translate", "rotate", "shear", "affine", "units")
 
 
 def _apply_transform(layer: Any, transform: dict[str, Any]) -> None:
-    """Set ``layer``'s scale, translate, affine (and rotate, shear) as ``transform`` says."""
+    """Set ``layer``'s scale, translate, affine, units (and rotate, shear) as ``transform`` says."""
     for name, value in transform.items():
         setattr(layer, name, value)
+
+
+def _placed_as(layer: Any, transform: dict[str, Any]) -> bool:
+    """Whether ``layer`` already has ``transform`` (see ``_apply_transform``)."""
+    for name, value in transform.items():
+        have = getattr(layer, name)
+        if name == "units":
+            if tuple(have) != tuple(value):
+                return False
+        elif name == "affine":
+            if not np.allclose(have.affine_matrix, value.affine_matrix):
+                return False
+        elif np.shape(have) != np.shape(value) or not np.allclose(have, value):
+            return False
+    return True
+
+
+def _keeps_axis(img: Any, axis: int) -> bool:
+    """Whether ``img``'s rotate and shear leave data axis ``axis`` alone (turn only the others)."""
+    from napari.utils.transforms import Affine
+
+    lin = Affine(rotate=img.rotate, shear=img.shear, ndim=img.ndim).linear_matrix
+    unit = np.eye(img.ndim)[axis]
+    return bool(np.allclose(lin[axis], unit) and np.allclose(lin[:, axis], unit))
+
+
+def _unit_factors(layer: Any, world_units: Any, ndim: int) -> np.ndarray:
+    """Per world axis, how many of ``layer``'s units one world unit is (1 where none are set)."""
+    out = np.ones(ndim)
+    units = getattr(layer, "units", None)
+    if world_units is not None and units is not None and 0 < len(units) <= len(world_units) <= ndim:
+        import pint
+
+        reg = pint.get_application_registry()
+        n = len(units)
+        out[-n:] = [reg.get_base_units(w)[0] / reg.get_base_units(u)[0] for w, u in zip(world_units[-n:], units)]
+    return out
+
+
+def _data_to_world(layer: Any, pos: Any, world_units: Any) -> np.ndarray:
+    """The inverse of ``_world_to_data``."""
+    world = np.asarray(layer.data_to_world(np.asarray(pos, dtype=float)), dtype=float)
+    return world / _unit_factors(layer, world_units, len(world))
+
+
+def _world_to_data(layer: Any, world: Any, world_units: Any) -> np.ndarray:
+    """``layer.world_to_data`` of a point given in the viewer's world units.
+
+    napari draws a layer whose units differ from the world's (mm in a um world) scaled to them,
+    but ``world_to_data`` ignores units: the point is converted to the layer's units first.
+    """
+    world = np.asarray(world, dtype=float)
+    return np.asarray(layer.world_to_data(world * _unit_factors(layer, world_units, len(world))), dtype=float)
 
 
 def _in_viewer(layer: Any, viewer: Any) -> bool:
@@ -229,6 +282,7 @@ class ClickSegWidget(Container):
         self._removed_parked: list[Any] = []  # layers with unsaved objects removed in this Qt turn
         self._pending: PredictionRequest | None = None
         self._syncing = False
+        self._placing = False  # the dock itself is placing its layers (see _on_own_layer_moved)
         self._points_seen: tuple[int, int] = (-1, -1)  # points layers' sizes at the last sync
         self._writing_committed = False
         self._order = 0
@@ -652,9 +706,13 @@ class ClickSegWidget(Container):
         if self.image_layer is None or self.geometry is None or self._closed:
             return
         transform = self._transform(self.image_layer, self.geometry)
-        for layer in self.layers.values():
-            if _in_viewer(layer, self.viewer):
-                _apply_transform(layer, transform)
+        self._placing = True  # not a user moving our layers
+        try:
+            for layer in self.layers.values():
+                if _in_viewer(layer, self.viewer):
+                    _apply_transform(layer, transform)
+        finally:
+            self._placing = False
 
     def _on_image_data(self, event: Any) -> None:
         """The bound image changed: rebind on a new shape, else re-predict if its pixels did.
@@ -753,8 +811,9 @@ class ClickSegWidget(Container):
     def _transform(self, img: Any, g: ImageGeometry) -> dict[str, Any]:
         """Layer kwargs placing annotation layers of geometry ``g`` over image ``img``."""
         scale, translate = g.annotation_transform(img.scale, img.translate)
-        common = {"scale": scale, "translate": translate, "affine": img.affine}
-        if g.channel_axis is None:  # rotations/shears mixing in a stretched channel axis: skip
+        common = {"scale": scale, "translate": translate, "affine": img.affine, "units": img.units}
+        if g.channel_axis is None or _keeps_axis(img, g.channel_axis):
+            # (a rotation or shear mixing in the stretched channel axis cannot be matched: skipped)
             common.update(rotate=img.rotate, shear=img.shear)
         return common
 
@@ -793,6 +852,7 @@ class ClickSegWidget(Container):
                 pts = kept.get(key)
                 if pts is not None:
                     pts.visible, pts.name = True, LAYER_NAMES[key]  # as a new layer would be
+                    pts.selected_data = set()  # napari keeps a selection past its points
                     pts.data = np.empty((0, g.layer_ndim))
                     pts.current_size = size
                     _apply_transform(pts, common)
@@ -812,6 +872,7 @@ class ClickSegWidget(Container):
                     )
                     pts.events.data.connect(self._on_points_data)
                     pts.events.set_data.connect(self._on_points_set_data)
+                    self._hook_placement(pts)
                 self.layers[key] = pts
             layer = kept.get("preview")
             if layer is not None:
@@ -830,6 +891,7 @@ class ClickSegWidget(Container):
                     **common,
                 )
                 layer.events.paint.connect(self._on_preview_paint)
+                self._hook_placement(layer)
             self.layers["preview"] = layer
         finally:
             self._syncing = syncing
@@ -853,6 +915,8 @@ class ClickSegWidget(Container):
             if committed.name.startswith(LAYER_NAMES["committed"] + " ("):
                 committed.name = LAYER_NAMES["committed"]
             _apply_transform(committed, common)  # the image may have moved meanwhile
+            if v.layers.index(committed) < v.layers.index(img):  # back with its image: drawn above it
+                v.layers.move(v.layers.index(committed), v.layers.index(img) + 1)
             self._hook_committed(committed)  # a layer made by a dock that was closed
         self.session = session
         self.layers["committed"] = committed
@@ -887,11 +951,36 @@ class ClickSegWidget(Container):
         return layer
 
     def _hook_committed(self, layer: Any) -> None:
-        """Follow a committed layer's label selection and data (once)."""
+        """Follow a committed layer's label selection, data and placement (once)."""
         layer.events.selected_label.connect(self._on_selected_label)
         layer.events.data.connect(self._on_committed_data)
         layer.events.mode.connect(self._on_committed_mode)
         layer.events.paint.connect(self._on_committed_paint)
+        self._hook_placement(layer)
+
+    def _hook_placement(self, layer: Any) -> None:
+        for name in _TRANSFORM_EVENTS:
+            getattr(layer.events, name).connect(self._on_own_layer_moved)
+
+    def _on_own_layer_moved(self, event: Any) -> None:
+        """One of the dock's layers was moved off its image (napari's transform mode, or its
+        scale set by hand): it is put back, as clicks and objects are written under the image's
+        pixels and must be drawn, and hand-painted, there."""
+        layer = getattr(event, "source", None)
+        if self._placing or self._closed or self.image_layer is None or self.geometry is None:
+            return
+        if not any(_same(layer, la) for la in self.layers.values()):
+            return  # a parked layer of another image: it follows that image, not ours
+        transform = self._transform(self.image_layer, self.geometry)
+        if _placed_as(layer, transform):
+            return
+        self._placing = True
+        try:
+            _apply_transform(layer, transform)
+        finally:
+            self._placing = False
+        self._status(f"{layer.name!r} stays over {self.image_layer.name!r}: move the image instead, its "
+                     "annotation layers follow it")
 
     def annotated_images(self) -> tuple[list[AnnotatedImage], list[str]]:
         """Every image with committed objects (the bound image first, even with its layer
@@ -999,6 +1088,8 @@ class ClickSegWidget(Container):
             for other in self.viewer.layers
         ):
             layer.metadata = {k: v for k, v in layer.metadata.items() if k not in _OUR_KEYS}
+            if np.may_share_memory(np.asarray(layer.data), session.labels):  # a deleted layer put back
+                layer.data = np.array(layer.data)  # its pixels are its own from now on
             self._status(f"{layer.name!r} is a copy: a plain labels layer, not annotated by the dock")
 
     def _park(self, layer: Any) -> None:
@@ -1163,7 +1254,7 @@ class ClickSegWidget(Container):
         img, dims = self.image_layer, self.viewer.dims
         offset = dims.ndim - img.ndim
         disp = [d - offset for d in dims.displayed if d >= offset]
-        pos = img.world_to_data(dims.point)
+        pos = _world_to_data(img, dims.point, dims.units)
         g = self.geometry
         for a in g.spatial_axes:  # napari shows nothing of the image on a slice it lacks
             if a not in disp and not 0 <= int(np.round(float(pos[a]))) < g.data_shape[a]:
@@ -1235,7 +1326,7 @@ class ClickSegWidget(Container):
         except ValueError as e:
             self._status(str(e))
             return False
-        pos = self.image_layer.world_to_data(np.asarray(world_position, dtype=float))
+        pos = _world_to_data(self.image_layer, world_position, self.viewer.dims.units)
         rows_ax, cols_ax = (self.geometry.spatial_axes[a] for a in plane.displayed)
         return self.add_click(float(pos[rows_ax]), float(pos[cols_ax]), positive, plane)
 
@@ -1744,10 +1835,10 @@ class ClickSegWidget(Container):
         shown = [g.spatial_axes[d] + offset for d in plane.displayed]
         if dims.ndisplay == 2 and set(dims.displayed) != set(shown):  # e.g. committed on an XZ view
             dims.order = tuple([a for a in dims.order if a not in shown] + shown)
-        pos = np.asarray(img.world_to_data(self.viewer.dims.point), dtype=float)
+        pos = _world_to_data(img, dims.point, dims.units)
         for s_axis, idx in plane.index:
             pos[g.spatial_axes[s_axis]] = idx
-        world = img.data_to_world(pos)
+        world = _data_to_world(img, pos, dims.units)
         offset = self.viewer.dims.ndim - img.ndim
         for a, val in enumerate(world):
             if a not in (g.spatial_axes[d] for d in plane.displayed):
