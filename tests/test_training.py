@@ -704,6 +704,54 @@ def test_distributed_two_processes(data, tmp_path):
     assert _log_steps(out) == [1, 2]
 
 
+@pytest.mark.slow
+def test_a_stop_signal_to_one_process_stops_them_all_with_a_checkpoint(data, tmp_path):
+    # regression (audit 30): SIGTERM to rank 1 alone stopped only it; rank 0 then waited for it in
+    # the clock broadcast until gloo's 30-minute timeout, holding the run lock, and no checkpoint
+    # was written
+    import time
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "napari_clickseg.cli", "train",
+           "--data", str(data), "--model", "early", "--out", str(out), "--init", "scratch",
+           "--iterations", "100000", "--batch-size", "2", "--crop-size", "64", "--threads", "1",
+           "--workers", "0", "--set", "model_kwargs={\"decoder_width\": 8}", "--set", "log_every=1"]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        rank1 = None
+        while time.monotonic() < deadline and rank1 is None:
+            time.sleep(0.5)
+            assert launcher.poll() is None, launcher.stdout.read()[-3000:]
+            if not (out / "log.csv").is_file() and not (out / "checkpoint.pt").is_file():
+                continue
+            for child in Path("/proc").glob("[0-9]*"):
+                try:
+                    environ = (child / "environ").read_bytes().split(b"\0")
+                    parent = int((child / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if parent == launcher.pid and b"RANK=1" in environ:
+                    rank1 = int(child.name)
+        assert rank1 is not None, "rank 1 not found"
+        time.sleep(3)  # a few steps in
+        os.kill(rank1, signal.SIGTERM)
+        text = launcher.communicate(timeout=180)[0]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert "interrupted at iteration" in text, text[-3000:]
+    step = load_checkpoint(out / "checkpoint.pt")["step"]
+    assert step > 0 and _log_steps(out)[-1] == step
+    r = subprocess.run(cmd[:cmd.index("--iterations")] + ["--iterations", str(step + 2), "--resume", "--workers", "0"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {out} at iteration {step}" in r.stderr
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 2
+
+
 def test_rank_device_shares_gpus_over_gloo():
     cpu = torch.device("cpu")
     assert rank_device(cpu, 1, 2, 0) == (cpu, "gloo")

@@ -652,6 +652,10 @@ def _train(
             old_best.rename(out / "best_crop_validation.safetensors")
             log(f"{old_best} was chosen by the older crop validation: kept as best_crop_validation.safetensors")
         rows = _read_log(out / "log.csv", step, log)
+        if (then := state.get("processes")) is not None and int(then) != dist.world:
+            log(f"warning: this run was trained with {then} process(es) and resumes with {dist.world}: each step "
+                f"now takes {cfg.batch_size} x {dist.world} samples instead of {cfg.batch_size} x {then}, "
+                "and the samples drawn from here on follow the new count (some are seen again, some skipped)")
         log(f"resuming {out} at iteration {step} ({_fmt_time(elapsed_before)} done)")
     if dist.main:  # the folder was made before the lock was taken
         cfg.save(out / "config.json")
@@ -720,6 +724,7 @@ def _train(
             "engine": engine,
             "finished": finished,  # resuming a finished run is a no-op
             "data_fingerprints": data_prints,  # a resume notices folders whose files changed
+            "processes": dist.world,  # and another number of processes
         })
         _write_log(out / "log.csv", rows)
         from ..weights import save_weights
@@ -760,13 +765,17 @@ def _train(
             save_weights(model, out / "best.safetensors", training=training_meta(step), metrics=metrics, engine=engine)
 
     def sync_progress() -> tuple[float, float]:
+        """Rank 0's clock and the progress it gives; with several processes also whether any
+        of them was asked to stop (all then stop at this same step)."""
+        nonlocal stop_requested
         e = elapsed_now()
         if dist.world > 1:
             import torch.distributed as tdist
 
-            t = torch.tensor([e], dtype=torch.float64)
-            tdist.broadcast(t, 0)
-            e = float(t.item())
+            # the maximum of rank 0's clock (the others give 0) and of every rank's stop flag
+            t = torch.tensor([e if dist.main else 0.0, float(stop_requested)], dtype=torch.float64)
+            tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+            e, stop_requested = float(t[0]), bool(t[1])
         return e, _progress(cfg, step, e)
 
     def log_window() -> None:
@@ -790,7 +799,10 @@ def _train(
 
     def on_stop_signal(signum, frame):  # noqa: ARG001
         nonlocal stop_requested
-        if in_step:  # finish it: a checkpoint never holds half a step (weights ahead of the counter)
+        # finish a step: a checkpoint never holds half a step (weights ahead of the counter); with
+        # several processes every one stops at the next step together (see sync_progress), as one
+        # leaving alone would leave the others waiting for it in a collective
+        if in_step or dist.world > 1:
             stop_requested = True
         else:
             raise _Stop()
@@ -803,7 +815,7 @@ def _train(
     last_ckpt = elapsed_before
     win_loss, win_n, win_t0, win_steps = 0.0, 0, time.monotonic(), 0
     steps_this_call = 0
-    interrupted = False
+    interrupted = peer_lost = False
     log(
         f"training {cfg.model} ({cfg.loss} loss, {cfg.click_schedule} clicks) on {device.type}"
         f" x{dist.world}, {threads} threads, batch {cfg.batch_size}, crop {cfg.crop_size}"
@@ -823,7 +835,16 @@ def _train(
                 run_validation()
             _barrier(dist)
         while True:
-            elapsed, progress = sync_progress()
+            try:
+                elapsed, progress = sync_progress()
+            except RuntimeError as e:  # another process died (gloo/nccl): keep what this one has
+                if dist.world == 1:
+                    raise
+                peer_lost = True
+                log(f"lost contact with another process ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+                raise _Stop() from None
+            if stop_requested:
+                raise _Stop()
             if progress >= 1.0 or (stop_after is not None and steps_this_call >= stop_after):
                 break
             for g in optimizer.param_groups:
@@ -838,10 +859,11 @@ def _train(
             win_n += 1
             win_steps += 1
             in_step = False
-            if stop_requested:
+            if stop_requested and dist.world == 1:
                 raise _Stop()
             if step % cfg.log_every == 0 and dist.main:
                 log_window()
+            paused = time.monotonic()
             if cfg.val_every and step % cfg.val_every == 0:
                 if dist.main:
                     run_validation()
@@ -850,6 +872,7 @@ def _train(
                 checkpoint()
                 last_ckpt = elapsed
                 _barrier(dist)
+            win_t0 += time.monotonic() - paused  # the speed logged is the training's own
     except (KeyboardInterrupt, _Stop):
         interrupted = True
         log(f"interrupted at iteration {step}: writing a checkpoint (continue with --resume)")
@@ -868,7 +891,8 @@ def _train(
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
-    _barrier(dist)
+    if not peer_lost:
+        _barrier(dist)
     summary = {
         "steps": step,
         "elapsed_s": elapsed_now(),
