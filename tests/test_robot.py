@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_clickseg.clicks import Click
-from napari_clickseg.robot import error_distances, next_click, robot_clicks
+from napari_clickseg.evaluation.runner import run_object
+from napari_clickseg.robot import error_distances, next_click
 
 
 def ref_padded_edt(mask: np.ndarray) -> np.ndarray:
@@ -141,11 +142,19 @@ def test_rejects_bad_shapes(gt_shape, pred_shape):
         next_click(np.zeros(gt_shape, bool), np.zeros(pred_shape, bool))
 
 
-def test_robot_clicks_stops_when_correct():
+def test_robot_loop_stops_when_correct():
     gt = disk((30, 30), (15, 15), 8)
-    preds = [np.zeros_like(gt), gt & ~disk((30, 30), (15, 9), 2), gt.copy(), np.zeros_like(gt)]
-    clicks = robot_clicks(gt, preds)
-    assert len(clicks) == 2
+    preds = [gt & ~disk((30, 30), (15, 9), 2), gt.copy(), np.zeros_like(gt)]
+    seen = []
+
+    def predict(clicks):  # the prediction after each click in turn
+        seen.append(list(clicks))
+        return preds[len(clicks) - 1].astype(np.float32)
+
+    rec = run_object(predict, gt, None, max_clicks=4, corrective=False)
+    clicks = seen[-1]
+    assert len(seen) == 2 and rec["stopped"] == "no_error"
+    assert len(clicks) == 2 and rec["clicks"] == [[c.row, c.col, c.positive] for c in clicks]
     assert [c.order for c in clicks] == [0, 1]
     assert clicks[0] == Click(15.0, 15.0, True, 0)
     assert clicks[1].positive and abs(clicks[1].row - 15) <= 1 and abs(clicks[1].col - 9) <= 1

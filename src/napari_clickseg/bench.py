@@ -217,24 +217,14 @@ def sample_image(
 
 # --------------------------------------------------------------------------- one case
 def _robot_clicks_rw(image: np.ndarray, gt: np.ndarray, n: int) -> tuple[list, list[float]]:
-    """Robot clicks against the random walker, and its per-click seconds."""
+    """Robot clicks (``[row, col, positive]``) against the random walker, and its per-click seconds."""
     from .evaluation.baseline import RandomWalkerPredictor
-    from .robot import next_click
+    from .evaluation.runner import run_object
 
     rw = RandomWalkerPredictor()
     rw.set_image(image)
-    pred = np.zeros(gt.shape, bool)
-    clicks, secs = [], []
-    for k in range(n):
-        c = next_click(gt, pred, order=k)
-        if c is None:
-            break
-        clicks.append(c)
-        t0 = time.perf_counter()
-        prob = rw.predict(clicks)
-        secs.append(time.perf_counter() - t0)
-        pred = prob >= 0.5
-    return clicks, secs
+    rec = run_object(rw.predict, gt, None, n, corrective=False)
+    return rec["clicks"], rec["seconds"]
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +245,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         out["rss_loaded_mb"] = rss_mb()
         image, gt = read_sample()
         clicks, secs = _robot_clicks_rw(image, gt, case["n_clicks"])
-        out["clicks"] = [[c.row, c.col, c.positive] for c in clicks]
+        out["clicks"] = clicks
         out["click_s"] = time_stats(secs)
         out["peak_rss_mb"] = peak_rss_mb()
         return out

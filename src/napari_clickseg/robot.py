@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from .clicks import Click
 
-__all__ = ["error_distances", "next_click", "robot_clicks"]
+__all__ = ["error_distances", "next_click"]
 
 
 def _padded_edt(mask: np.ndarray) -> np.ndarray:
@@ -59,13 +59,3 @@ def next_click(
     r, c = np.unravel_index(int(np.argmax(dt)), dt.shape)
     return Click(float(r), float(c), bool(positive), order)
 
-
-def robot_clicks(gt: np.ndarray, predictions: list[np.ndarray], ignore: np.ndarray | None = None) -> list[Click]:
-    """Clicks the robot would make after each prediction in turn (helper for tests)."""
-    out = []
-    for i, pred in enumerate(predictions):
-        c = next_click(gt, pred, ignore, order=i)
-        if c is None:
-            break
-        out.append(c)
-    return out
