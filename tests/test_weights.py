@@ -11,8 +11,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from napari_clickseg.engine import Predictor
 from napari_clickseg.models import ClickSegModel, create_model, list_models
 from napari_clickseg.weights import (
+    ENGINE_SETTINGS,
     ENV_WEIGHTS_DIR,
     META_KEY,
     WeightsError,
@@ -362,14 +364,26 @@ def test_engine_settings_round_trip(model, tmp_path):
     assert "engine" not in read_metadata(plain)
 
 
+def test_engine_settings_take_any_value_the_predictor_takes(model, tmp_path):
+    # regression (review, audit 30): the file's own bounds ([0.1, 64], [1, 4], [1, 4096]) refused
+    # settings a Predictor runs with; both now check against checks.ENGINE_LIMITS
+    p = Predictor(model, device="cpu", min_crop_size=5000, max_upscale=100.0, expansion=5.0)
+    tuned = {name: getattr(p, name) for name in ENGINE_SETTINGS}
+    f = tmp_path / "tuned.safetensors"
+    save_weights(model, f)
+    set_engine_settings(f, tuned)
+    assert read_metadata(f)["engine"] == tuned == {"min_crop_size": 5000, "max_upscale": 100.0, "expansion": 5.0}
+
+
 @pytest.mark.parametrize("engine, match", [
     ({"zoom": 2}, "unknown setting 'zoom'"),
     ({"min_crop_size": 40.5}, "min_crop_size must be an integer"),
     ({"min_crop_size": True}, "must be an integer"),
-    ({"max_upscale": "2"}, "max_upscale must be a number"),
-    ({"max_upscale": 0}, r"max_upscale must be in \[0.1, 64\]"),
-    ({"min_crop_size": 0}, "min_crop_size must be in"),
-    ({"expansion": 0.5}, r"expansion must be in \[1, 4\]"),
+    ({"max_upscale": "2"}, "max_upscale must be a finite number"),
+    ({"max_upscale": 0}, "max_upscale must be a finite number > 0, got 0"),
+    ({"max_upscale": float("nan")}, "max_upscale must be a finite number > 0"),
+    ({"min_crop_size": 0}, "min_crop_size must be an integer >= 1, got 0"),
+    ({"expansion": 0.5}, "expansion must be a finite number >= 1, got 0.5"),
     ([80], "expected a dict"),
 ])
 def test_bad_engine_settings(model, saved, tmp_path, engine, match):

@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checks import ENGINE_LIMITS, check_number
 from .files import replacing
 
 if TYPE_CHECKING:
@@ -34,12 +35,9 @@ if TYPE_CHECKING:
 META_KEY = "napari_clickseg"
 FORMAT_VERSION = 1
 ENV_WEIGHTS_DIR = "NAPARI_CLICKSEG_WEIGHTS"
-#: Predictor settings a weights file may carry (``engine``): name -> (type, smallest, largest)
-ENGINE_SETTINGS: dict[str, tuple[type, float, float]] = {
-    "min_crop_size": (int, 1, 4096),
-    "max_upscale": (float, 0.1, 64.0),
-    "expansion": (float, 1.0, 4.0),
-}
+#: Predictor settings a weights file may carry (``engine``), checked against the Predictor's own
+#: bounds (``checks.ENGINE_LIMITS``) so that any value a Predictor runs with can be saved
+ENGINE_SETTINGS = ("min_crop_size", "max_upscale", "expansion")
 
 
 class WeightsError(ValueError):
@@ -67,12 +65,10 @@ def check_engine_settings(engine: Any, where: str = "engine settings") -> dict[s
     for key, value in engine.items():
         if key not in ENGINE_SETTINGS:
             raise WeightsError(f"{where}: unknown setting {key!r}; known: {', '.join(ENGINE_SETTINGS)}")
-        kind, lo, hi = ENGINE_SETTINGS[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise WeightsError(f"{where}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-        if not lo <= value <= hi:
-            raise WeightsError(f"{where}: {key} must be in [{lo:g}, {hi:g}], got {value!r}")
-        out[key] = kind(value)
+        try:
+            out[key] = check_number(key, value, *ENGINE_LIMITS[key])
+        except ValueError as e:
+            raise WeightsError(f"{where}: {e}") from None
     return out
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import numbers
 import os
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import ENGINE_LIMITS, check_number
 from ..clicks import Click, ClickLike, as_clicks, encode_clicks, validate_clicks
 from ..models.base import ClickSegModel
 from . import postprocess
@@ -40,25 +40,6 @@ _Key = tuple[tuple[float, float, bool], ...]
 #: attributes a state depends on besides the clicks: changing one is never answered from history
 _SETTINGS = ("zoom_in", "target_size", "min_crop_size", "first_window", "expansion", "max_upscale",
              "full_max_side", "brs_max_evals", "brs_time_cap")
-
-#: numeric settings, checked whenever one is set: name -> (type, bound, whether the bound is excluded)
-_LIMITS: dict[str, tuple[type, float, bool]] = {
-    "target_size": (int, 32, False), "first_window": (int, 32, False), "full_max_side": (int, 32, False),
-    "min_crop_size": (int, 1, False), "expansion": (float, 1.0, False), "max_upscale": (float, 0.0, True),
-    "click_radius": (float, 0.0, False), "brs_max_evals": (int, 1, False), "brs_time_cap": (float, 0.0, True),
-}
-
-
-def _checked_setting(name: str, value: Any) -> int | float:
-    """``value`` of the setting ``name`` cast to its type, or ValueError naming it."""
-    kind, bound, excluded = _LIMITS[name]
-    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-          and (value > bound if excluded else value >= bound) and (kind is float or value == int(value)))
-    if not ok:
-        what = "an integer" if kind is int else "a finite number"
-        raise ValueError(f"{name} must be {what} {'>' if excluded else '>='} {bound:g}, got {value!r}")
-    return kind(value)
-
 
 #: the first click gets a second, zoomed pass when the object it found is small (its long
 #: side under this fraction of ``target_size``) and the zoom magnifies at least this much more
@@ -288,8 +269,9 @@ class Predictor:
         }
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LIMITS:
-            value = _checked_setting(name, value)
+        if name in ENGINE_LIMITS:  # numeric settings are checked whenever one is set
+            kind, low, strict = ENGINE_LIMITS[name]
+            value = check_number(name, value, kind, low, strict)
         super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ image
