@@ -105,7 +105,6 @@ def test_declared_attributes(name, eval_models):
     assert model.arch_name == name and model.arch_kwargs == {}
     assert isinstance(model.inputs, ModelInputs)
     assert model.inputs.click_channels == encoding_channels(model.inputs.encoding, model.inputs.first_click)
-    assert model.in_channels == 3
     assert SIZE % model.size_divisor == 0
     norm = model.normalization
     assert len(norm["mean"]) == 3 and len(norm["std"]) == 3

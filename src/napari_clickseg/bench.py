@@ -333,15 +333,13 @@ def training_throughput(
     random_init: bool, device: str | None, crop_size: int = 320, threads: int | None = None,
 ) -> dict[str, Any]:
     """Samples/s of a few fine-tuning iterations (``napari_clickseg.training``), or n/a."""
-    try:
-        from .training.config import TrainConfig
-        from .training.trainer import train
-    except ImportError as e:
-        return {"samples_per_s": None, "note": f"n/a: napari_clickseg.training not available ({e})"}
     import csv
 
     import tifffile
     from PIL import Image
+
+    from .training.config import TrainConfig
+    from .training.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="clickseg-bench-") as tmp:
         root = Path(tmp) / "data"

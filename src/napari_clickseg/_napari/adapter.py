@@ -56,21 +56,18 @@ class ModelChoice:
             ``"custom"`` (a model object given to the widget, e.g. from a notebook) or
             ``"untrained"`` (a random initialisation of a registered architecture).
         source: the shipped name, the file path, or the architecture name.
-        kwargs: constructor kwargs for untrained models.
         model: the model object (or a callable returning it) of a custom entry.
     """
 
     label: str
     kind: str
     source: str
-    kwargs: tuple[tuple[str, Any], ...] = ()
     model: Any = field(default=None, compare=False, repr=False)
 
 
 def available_choices(
     allow_untrained: bool = False,
     files: Sequence[str] = (),
-    untrained_kwargs: dict | None = None,
     custom: dict[str, Any] | None = None,
 ) -> list[ModelChoice]:
     """Dropdown entries: shipped models, loaded files, custom models, then (only if
@@ -96,11 +93,8 @@ def available_choices(
     if allow_untrained:
         from ..models import list_models
 
-        kw = tuple(sorted((untrained_kwargs or {}).items()))
         out += [
-            ModelChoice(
-                f"{UNTRAINED_PREFIX}{arch} (random weights, testing only)", "untrained", arch, kw
-            )
+            ModelChoice(f"{UNTRAINED_PREFIX}{arch} (random weights, testing only)", "untrained", arch)
             for arch in list_models()
         ]
     return out
@@ -150,18 +144,16 @@ def load_model(choice: ModelChoice, **predictor_kwargs: Any) -> EngineHandle:
         ValueError: unknown architecture.
     """
     from ..engine import Predictor
-    from ..weights import resolve_weights, sha256_file
 
     kw = {k: v for k, v in predictor_kwargs.items() if v is not None}
     if choice.kind == "untrained":
         from ..models import create_model
 
-        model = create_model(choice.source, **dict(choice.kwargs))
+        model = create_model(choice.source)
         predictor = Predictor(model, **kw)
         prov = {
             "name": choice.label,
             "arch": choice.source,
-            "kwargs": dict(choice.kwargs),
             "weights_sha256": None,
             "trained": False,
         }
@@ -180,14 +172,10 @@ def load_model(choice: ModelChoice, **predictor_kwargs: Any) -> EngineHandle:
         return EngineHandle(predictor, choice, prov)
     predictor = Predictor.from_pretrained(choice.source, **kw)
     info = dict(getattr(predictor, "info", {}) or {})
-    sha = info.get("sha256") or info.get("weights_sha256")
-    if sha is None:
-        path, expected = resolve_weights(choice.source)
-        sha = expected or sha256_file(path)
     prov = {
         "name": choice.source if choice.kind == "shipped" else os.path.basename(choice.source),
         "arch": info.get("arch", getattr(getattr(predictor, "model", None), "arch_name", None)),
-        "weights_sha256": sha,
+        "weights_sha256": info["weights_sha256"],  # from_pretrained always has it
         "trained": True,
     }
     if choice.kind == "file":

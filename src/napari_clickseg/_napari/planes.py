@@ -53,10 +53,6 @@ class Plane:
         """Number of spatial axes of the arrays this plane lies in."""
         return 2 + len(self.index)
 
-    def key(self) -> tuple[int, ...]:
-        """Indices of the non-displayed axes, in axis order (for messages and caches)."""
-        return tuple(i for _, i in self.index)
-
     def check(self, shape: Sequence[int]) -> None:
         """Raise ValueError unless this plane lies in an array of ``shape``.
 

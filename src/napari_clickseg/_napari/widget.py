@@ -233,7 +233,6 @@ class ClickSegWidget(Container):
         synchronous: predict, and read a fine-tune's output for the whole run, in the GUI
             thread instead of worker threads (tests, debugging); default from
             ``NAPARI_CLICKSEG_SYNC``.
-        untrained_kwargs: constructor kwargs of untrained models.
         predictor_kwargs: passed to the engine's ``Predictor`` (device, dtype,
             target_size, ...); default: the engine's choices.
         models: extra models for the dropdown, ``{name: ClickSegModel or factory}``
@@ -248,7 +247,6 @@ class ClickSegWidget(Container):
         *,
         allow_untrained: bool | None = None,
         synchronous: bool | None = None,
-        untrained_kwargs: dict | None = None,
         predictor_kwargs: dict | None = None,
         models: dict[str, Any] | None = None,
     ) -> None:
@@ -262,7 +260,6 @@ class ClickSegWidget(Container):
             if synchronous is None
             else synchronous
         )
-        self._untrained_kwargs = untrained_kwargs or {}
         self._predictor_kwargs = dict(predictor_kwargs or {})
         self._custom_models = dict(models or {})
 
@@ -1847,9 +1844,7 @@ class ClickSegWidget(Container):
     # --- models --------------------------------------------------------------------------
 
     def _refresh_model_choices(self) -> None:
-        choices = available_choices(
-            self.allow_untrained, self._files, self._untrained_kwargs, self._custom_models
-        )
+        choices = available_choices(self.allow_untrained, self._files, self._custom_models)
         self._choices = {c.label: c for c in choices}
         self._syncing = True
         try:

@@ -45,6 +45,8 @@ _SETTINGS = ("zoom_in", "target_size", "min_crop_size", "first_window", "expansi
 #: side under this fraction of ``target_size``) and the zoom magnifies at least this much more
 _SMALL_OBJECT = 0.25
 _FIRST_ZOOM_GAIN = 1.25
+#: image features (and network inputs) kept for this many zoom boxes, most recent first
+_FEATURE_CACHE = 4
 
 
 def _float32(x: Any) -> Any:
@@ -187,7 +189,6 @@ class Predictor:
         weights_meta: dict | None = None,
         max_history: int = 256,
         max_history_bytes: int = 512 << 20,
-        feature_cache_size: int = 4,
     ) -> None:
         if not isinstance(model, ClickSegModel):
             raise ValueError(f"model must be a ClickSegModel, got {type(model).__name__}")
@@ -214,7 +215,6 @@ class Predictor:
         self.weights_meta = dict(weights_meta or {})
         self._history = _History(max_history, max_history_bytes)
         self._features: OrderedDict[tuple, tuple[torch.Tensor, dict]] = OrderedDict()
-        self._feature_cache_size = max(1, int(feature_cache_size))
         self._lock = threading.RLock()
         self._image: Any = None  # validated (H, W, C) numpy view or LazyImage
         self._normalizer: Normalizer | None = None
@@ -434,7 +434,7 @@ class Predictor:
             with autocast(self.device, self.dtype):
                 feats = self.model.encode_image(image)
         self._features[tr.key] = (image, feats)
-        while len(self._features) > self._feature_cache_size:
+        while len(self._features) > _FEATURE_CACHE:
             self._features.popitem(last=False)
         return image, feats
 

@@ -164,7 +164,6 @@ def brs(
     threshold: float = 0.5,
     time_cap: float = 10.0,
     lam: float = LAMBDA,
-    amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> RefineResult:
     """Backpropagating refinement of the click maps (see module docstring).
 
@@ -176,19 +175,18 @@ def brs(
         time_cap: cap on wall time in seconds.
         threshold: a click is satisfied when its probability is on its side of this (>= for positive).
         lam: weight of the L2 penalty on the correction.
-        amp: factory of the autocast context.
     """
     t0 = time.perf_counter()
     ys, xs = _points(points, image.device)
     target = torch.tensor([float(v) for v in labels], device=image.device)
-    with torch.no_grad(), amp():
+    with torch.no_grad():
         logits0 = _logits(model.decode(model.encode(image, image_feats, click_maps, prev_mask), image))
     if _satisfied(torch.sigmoid(_sample(logits0, ys, xs)), target, threshold):
         return RefineResult(logits0, 0, True, time.perf_counter() - t0)
     dz = torch.zeros(click_maps.shape, device=click_maps.device, requires_grad=True)
 
     def energy() -> tuple[Tensor, Tensor, Tensor]:
-        with torch.enable_grad(), amp():
+        with torch.enable_grad():
             maps = click_maps + dz
             logits = _logits(model.decode(model.encode(image, image_feats, maps, prev_mask), image))
         p = torch.sigmoid(_sample(logits, ys, xs))
@@ -224,13 +222,12 @@ def fbrs(
     time_cap: float = 5.0,
     lam: float = LAMBDA,
     inertia: float = INERTIA,
-    amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> RefineResult:
     """Feature backpropagating refinement (scale and bias of ``enc["x"]``), see module docstring."""
     t0 = time.perf_counter()
     ys, xs = _points(points, image.device)
     target = torch.tensor([float(v) for v in labels], device=image.device)
-    with torch.no_grad(), amp():
+    with torch.no_grad():
         enc = model.encode(image, image_feats, click_maps, prev_mask)
         logits0 = _logits(model.decode(enc, image))
     if _satisfied(torch.sigmoid(_sample(logits0, ys, xs)), target, threshold):
@@ -244,7 +241,7 @@ def fbrs(
     patch_target = target[idx]
 
     def energy() -> tuple[Tensor, Tensor, Tensor]:
-        with torch.enable_grad(), amp():
+        with torch.enable_grad():
             xm = x * (1 + s).view(1, c, 1, 1).to(x.dtype) + b.view(1, c, 1, 1).to(x.dtype)
             logits = _logits(model.decode({**enc, "x": xm}, image))
         p_patch = torch.sigmoid(logits[0, 0, py, px])

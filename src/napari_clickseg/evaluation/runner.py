@@ -311,7 +311,6 @@ def run_object(
     max_clicks: int = 20,
     stop_iou: float | None = None,
     corrective: bool = True,
-    di_at: Sequence[int] = DI_AT,
 ) -> dict:
     """Robot-user clicks on one object; returns its IoU curve, clicks, times and extras."""
     gt = np.asarray(gt, dtype=bool)
@@ -340,7 +339,7 @@ def run_object(
         ious.append(M.iou(new, gt, ignore))
         if corrective:
             corr.append(M.corrective_accuracy(pred, new, gt, int(click.row), int(click.col), ignore))
-        if k + 1 in di_at:
+        if k + 1 in DI_AT:
             di[str(k + 1)] = M.decidability_index(prob, clicks, gt, ignore=ignore)
         pred = new
         if stop_iou is not None and ious[-1] >= stop_iou:

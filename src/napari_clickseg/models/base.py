@@ -54,7 +54,6 @@ class ClickSegModel(nn.Module):
     caches_image_features: ClassVar[bool] = False
     #: Height and width of inputs must be multiples of this.
     size_divisor: ClassVar[int] = 32
-    in_channels: ClassVar[int] = 3
 
     arch_kwargs: dict[str, Any]
     #: Channels of ``encode(...)["x"]`` (what f-BRS scales and shifts); set in ``__init__``.

@@ -714,7 +714,6 @@ def _train(
             "model": model.state_dict(),
             "arch_kwargs": dict(model.arch_kwargs),
             "optimizer": optimizer.state_dict(),
-            "scheduler": {"kind": cfg.lr_schedule, "factor": lr_factor(cfg, step, _progress(cfg, step, elapsed_now()))},
             "step": step,
             "elapsed": elapsed_now(),
             "best": best,
