@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -153,7 +152,7 @@ class ZoomTransform:
     """Crop ``box``, resize it to ``size`` (H, W), pad bottom/right to ``padded``.
 
     Pixel centres map as ``(p - box_origin + 0.5) * scale - 0.5`` (the convention
-    of bilinear resizing with ``align_corners=False``); ``inverse_*`` undo it.
+    of bilinear resizing with ``align_corners=False``); ``inverse`` undoes it.
     """
 
     box: Box
@@ -182,15 +181,6 @@ class ZoomTransform:
         sy, sx = self.scale
         return [
             Click((c.row - self.box.y0 + 0.5) * sy - 0.5, (c.col - self.box.x0 + 0.5) * sx - 0.5,
-                  c.positive, c.order)
-            for c in clicks
-        ]
-
-    def inverse_clicks(self, clicks: Sequence[Click]) -> list[Click]:
-        """Clicks from crop back to image coordinates."""
-        sy, sx = self.scale
-        return [
-            Click((c.row + 0.5) / sy - 0.5 + self.box.y0, (c.col + 0.5) / sx - 0.5 + self.box.x0,
                   c.positive, c.order)
             for c in clicks
         ]
@@ -230,15 +220,3 @@ class ZoomTransform:
         if tuple(x.shape[-2:]) != target:
             x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
         return x
-
-    def forward_array(self, region: np.ndarray, pad_value: float = 0.0) -> np.ndarray:
-        """``forward`` for a (box_h, box_w) or (box_h, box_w, C) numpy array (float32 result)."""
-        t = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32))
-        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
-        out = self.forward(t, pad_value)[0]
-        return (out[0] if region.ndim == 2 else out.permute(1, 2, 0)).numpy()
-
-    def inverse_array(self, crop: np.ndarray) -> np.ndarray:
-        """``inverse`` for a (padded_h, padded_w) numpy array (float32 result)."""
-        t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None, None]
-        return self.inverse(t)[0, 0].numpy()

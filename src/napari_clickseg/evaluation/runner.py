@@ -114,22 +114,20 @@ def _sample(items: list, max_objects: int | None, seed: int) -> tuple[list, bool
 
 def _from_folder(ds: Any, max_objects: int | None, seed: int) -> EvalSet:
     """EvalSet over a ``napari_clickseg.data.folder.FolderDataset``."""
-    from ..data.folder import IGNORE_LABEL
-
     root = Path(ds.root).resolve()
     # named as given ("." and ".." spelled out, symlinks kept): resolve() would name a link's target
     name, split = _dataset_name(Path(os.path.abspath(ds.root)))
     objs = list(range(len(ds.objects)))
     chosen, sampled = _sample(objs, max_objects, seed)
     items = [(ds.objects[k].image, ds.names[ds.objects[k].image], ds.objects[k].label) for k in chosen]
+    index = {(o.image, o.label): k for k, o in enumerate(ds.objects)}  # items name the files' own labels
 
     def get_image(i: int) -> np.ndarray:
         return ds.images[i]  # as read, (H, W, C): the pixels the napari dock would get
 
     def get_object(i: int, label: int) -> tuple[np.ndarray, np.ndarray | None]:
-        t = ds.targets[i]
-        ignore = t == IGNORE_LABEL
-        return t == label, (ignore if ignore.any() else None)
+        _, mask, ignore = ds.object_masks(index[(i, label)])
+        return mask, (ignore if ignore.any() else None)
 
     return EvalSet(
         name=name,
@@ -217,7 +215,7 @@ def load_eval_set(
         from ..data.folder import FolderDataset
 
         dataset = FolderDataset(dataset, min_object_px=min_object_px, progress=progress)
-    if hasattr(dataset, "objects") and hasattr(dataset, "targets") and hasattr(dataset, "images"):
+    if hasattr(dataset, "objects") and hasattr(dataset, "object_masks") and hasattr(dataset, "images"):
         return _from_folder(dataset, max_objects, seed)
     if isinstance(dataset, Sequence):
         return _from_arrays(dataset, max_objects, seed, min_object_px)

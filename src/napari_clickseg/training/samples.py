@@ -15,7 +15,7 @@ import torch
 
 from ..clicks import encode_clicks
 from ..data.augment import AugmentConfig, object_crop
-from ..data.folder import IGNORE_LABEL, FolderDataset
+from ..data.folder import FolderDataset
 from ..engine.image import standardize
 from .sampling import ClickSamplingConfig, clicks_to_array, sample_clicks
 
@@ -63,12 +63,10 @@ class ClickSamples(torch.utils.data.Dataset):
         d, k = pick_object(self.datasets, rng, self.balance)
         ds = self.datasets[d]
         obj = ds.objects[k]
-        target = ds.targets[obj.image]
-        mask = target == obj.label
-        ignore = target == IGNORE_LABEL
+        view, mask, ignore = ds.object_masks(k)
         # other instances: Xu et al.'s negative clicks on neighbouring objects
-        others = (target > 0) & ~mask if ds.kind == "labels" else None
-        img, m, ign, oth, inside = object_crop(ds.image(obj.image), mask, ignore, obj.bbox, self.aug, rng, others=others)
+        others = (ds.targets[obj.image] > 0) & ~mask if ds.kind == "labels" else None
+        img, m, ign, oth, inside = object_crop(view, mask, ignore, obj.bbox, self.aug, rng, others=others)
         no_click = ign | ~inside  # ignored pixels and the crop's padding: the loss still sees the padding
         clicks = sample_clicks(m, no_click, rng, self.clicks, oth)
         maps = encode_clicks(clicks, m.shape, self.encoding, self.first_click)
