@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from napari_clickseg.files import replacing
+from napari_clickseg.files import replacing, same_file
 
 
 def test_the_new_file_replaces_the_old_only_when_written(tmp_path):
@@ -89,3 +89,12 @@ def test_the_flush_to_disk_uses_a_handle_open_for_writing(tmp_path, monkeypatch)
         tmp.write_text("{}")
     assert (tmp_path / "a.json").read_text() == "{}"
 
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_same_file_follows_links_and_is_false_for_missing_paths(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert same_file(tmp_path / "a", tmp_path / "link")
+    assert not same_file(tmp_path / "a", tmp_path)
+    assert not same_file(tmp_path / "a", tmp_path / "missing")

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.io import MIN_OBJECT_PX
 from .evaluation.command import check_out, removed_if_left_empty
 from .evaluation.metrics import time_stats
 
@@ -186,10 +187,10 @@ def sample_image(
         img = img[..., :3]
     h, w = lab.shape
     ids, counts = np.unique(lab[lab > 0], return_counts=True)
-    keep = counts >= 30
+    keep = counts >= MIN_OBJECT_PX
     ids, counts = ids[keep], counts[keep]
     if ids.size == 0:
-        raise ValueError(f"{src}: no object of at least 30 px in the labels")
+        raise ValueError(f"{src}: no object of at least {MIN_OBJECT_PX} px in the labels")
     from scipy import ndimage
 
     centres = np.array(ndimage.center_of_mass(np.ones_like(lab), lab, ids))

@@ -1,8 +1,10 @@
-"""Range checks of numeric settings, and the bounds of the engine's (torch-free).
+"""The engine's settings as torch-free code needs them, and the range check of numbers.
 
 ``Predictor`` checks its settings with ``ENGINE_LIMITS`` whenever one is set, and
 a weights file's ``engine`` metadata (``weights.ENGINE_SETTINGS``) is checked
 against the same bounds, so any setting a Predictor runs with can be saved.
+``BRS_MODES`` are the values of ``Predictor.predict(brs=...)``, which the command
+lines offer without importing torch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["ENGINE_LIMITS", "check_number"]
+__all__ = ["BRS_MODES", "ENGINE_LIMITS", "check_number"]
+
+#: test-time refinements (``engine.refine``): none, BRS, f-BRS
+BRS_MODES = ("off", "brs", "fbrs")
 
 #: numeric Predictor settings: name -> (type, lower bound, whether the bound is excluded). There
 #: is no upper bound: zoom boxes are clipped to the image and the zoom's scale is at most

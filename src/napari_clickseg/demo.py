@@ -110,9 +110,11 @@ def _load_handle(args: argparse.Namespace):
 
 
 def _pick_objects(gt, n: int) -> list[int]:
-    """``n`` objects nearest the image centre (at least 30 px each)."""
+    """``n`` objects nearest the image centre (at least ``MIN_OBJECT_PX`` pixels each)."""
     import numpy as np
     from scipy import ndimage
+
+    from .data.io import MIN_OBJECT_PX
 
     ids = np.unique(gt)
     ids = ids[ids != 0]
@@ -121,7 +123,7 @@ def _pick_objects(gt, n: int) -> list[int]:
     sizes = ndimage.sum_labels(np.ones_like(gt), gt, ids)
     centres = np.asarray(ndimage.center_of_mass(np.ones_like(gt), gt, ids)).reshape(-1, 2)
     dist = np.linalg.norm(centres - np.asarray(gt.shape) / 2, axis=1)
-    order = [int(ids[i]) for i in np.argsort(dist) if sizes[i] >= 30]
+    order = [int(ids[i]) for i in np.argsort(dist) if sizes[i] >= MIN_OBJECT_PX]
     return order[:n]
 
 

@@ -16,10 +16,10 @@ from scipy import ndimage
 
 from .clicks import Click
 
-__all__ = ["error_distances", "next_click"]
+__all__ = ["error_distances", "next_click", "padded_edt"]
 
 
-def _padded_edt(mask: np.ndarray) -> np.ndarray:
+def padded_edt(mask: np.ndarray) -> np.ndarray:
     """Distance of every pixel in ``mask`` to the nearest pixel outside it or the border."""
     padded = np.pad(mask, 1, mode="constant", constant_values=False)
     return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
@@ -36,7 +36,7 @@ def error_distances(
     valid = np.ones_like(gt) if ignore is None else ~np.asarray(ignore, dtype=bool)
     fn = gt & ~pred & valid
     fp = ~gt & pred & valid
-    return _padded_edt(fn), _padded_edt(fp)
+    return padded_edt(fn), padded_edt(fp)
 
 
 def next_click(

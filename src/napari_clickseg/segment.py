@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import BRS_MODES
 from .files import replacing
 
 __all__ = ["add_arguments", "file_channel_axis", "output_path", "parse_click", "read_image", "run"]
@@ -118,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--model", default="default",
                         help="shipped model name, 'default', or a .safetensors weights file")
-    parser.add_argument("--brs", choices=["off", "brs", "fbrs"], default="off", help="test-time refinement")
+    parser.add_argument("--brs", choices=BRS_MODES, default="off", help="test-time refinement")
     parser.add_argument("--no-zoom-in", action="store_true", help="predict on the whole image at every click")
     parser.add_argument("--no-structural-integrity", action="store_true",
                         help="keep foreground not connected to a positive click")

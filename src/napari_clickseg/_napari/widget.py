@@ -35,6 +35,7 @@ from magicgui.widgets import (
 )
 
 from ..clicks import Click
+from ..files import same_file
 from . import workers
 from .adapter import (
     LOAD_FILE,
@@ -88,14 +89,6 @@ _DATA_DONE = ("added", "removed", "changed")
 def _unwrap(obj: Any) -> Any:
     """The object behind napari's PublicOnlyProxy (plugins receive proxied viewers)."""
     return getattr(obj, "__wrapped__", obj)
-
-
-def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """Whether two paths name one file (through links; False if either is missing)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -2032,7 +2025,7 @@ class ClickSegWidget(Container):
             self._status(f"could not save: {e}")
             return None
         source = getattr(getattr(self.image_layer, "source", None), "path", None)
-        if source and _same_file(tif, source):
+        if source and same_file(tif, source):
             self._status(f"not saved: {tif} is the image's own file; choose another name")
             return None
         info = {
@@ -2073,7 +2066,7 @@ class ClickSegWidget(Container):
             self._status(f"labels file not found: {tif}")
             return False
         source = getattr(getattr(self.image_layer, "source", None), "path", None)
-        if source and _same_file(tif, source):
+        if source and same_file(tif, source):
             self._status(f"not loaded: {tif} is the image's own file, not its annotations")
             return False
         if s.unsaved and not discard_unsaved:

@@ -41,11 +41,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checks import BRS_MODES
 from ..models.base import ClickSegModel
 
 __all__ = ["BRS_MODES", "RefineResult", "brs", "fbrs", "refine"]
 
-BRS_MODES = ("off", "brs", "fbrs")
 LAMBDA = 1e-3
 #: weight of f-BRS's penalty on changing the map away from the clicks (module docstring)
 INERTIA = 100.0

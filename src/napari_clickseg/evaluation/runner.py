@@ -34,13 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import BRS_MODES
 from ..clicks import Click
+from ..data.io import MIN_OBJECT_PX
 from ..robot import next_click
 from . import metrics as M
 
 __all__ = ["BRS_MODES", "EvalSet", "evaluate", "load_eval_set", "load_predictor"]
 
-BRS_MODES = ("off", "brs", "fbrs")
 #: clicks at which the decidability index is recorded
 DI_AT = (1, 5, 10)
 
@@ -196,7 +197,7 @@ def load_eval_set(
     dataset: Any,
     max_objects: int | None = None,
     seed: int = 0,
-    min_object_px: int = 30,
+    min_object_px: int = MIN_OBJECT_PX,
     progress: Callable[[str], None] | None = None,
 ) -> EvalSet:
     """Turn a dataset into an ``EvalSet``.

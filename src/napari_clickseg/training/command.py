@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .config import CLICK_SCHEDULES, TrainConfig
 
 __all__ = ["add_arguments", "run"]
 
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-size", type=int, help="training crop side, a multiple of 32 (default: 320)")
     p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 from ImageNet, 1e-4 fine-tuning)")
     p.add_argument("--loss", help="loss name (default: the one the --init weights were trained with, else the model's paper's)")
-    p.add_argument("--click-schedule", choices=["iterative", "click_by_click"],
+    p.add_argument("--click-schedule", choices=CLICK_SCHEDULES,
                    help="click simulation (default: click_by_click for hires, else iterative)")
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")

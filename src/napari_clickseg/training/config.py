@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..data.io import MIN_OBJECT_PX
 from ..files import replacing
 
 __all__ = ["TrainConfig", "CLICK_SCHEDULES", "DEFAULT_SCHEDULE", "option_name", "resolve_model_name"]
@@ -174,7 +175,7 @@ class TrainConfig:
     max_upscale: float = 3.0
     balance: str = "dataset"  # "dataset": each folder equally often; "object": every object equally
     ignore_value: int | None = 128
-    min_object_px: int = 30
+    min_object_px: int = MIN_OBJECT_PX
     seed: int = 0
     device: str = "auto"
     bf16: bool = False

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..clicks import Click
+from ..robot import padded_edt
 
 __all__ = ["ClickSamplingConfig", "first_click", "sample_clicks"]
 
@@ -59,11 +60,6 @@ def _draw_count(lo: int, hi: int, decay: float, rng: np.random.Generator) -> int
     return int(rng.choice(n, p=p / p.sum()))
 
 
-def _edt(mask: np.ndarray) -> np.ndarray:
-    """Distance of pixels in ``mask`` to the nearest pixel outside it (image border counts)."""
-    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-
-
 def _pick_spread(
     candidates: np.ndarray, n: int, min_dist: float, taken: list[np.ndarray], rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -94,7 +90,7 @@ def first_click(
     them where the object has any.
     """
     if inner is None:
-        inner = _edt(mask)
+        inner = padded_edt(mask)
     allowed = mask & valid if valid is not None and (mask & valid).any() else mask
     u = rng.random()
     if u < cfg.first_central_prob:
@@ -139,7 +135,7 @@ def sample_clicks(
     if not mask.any():
         raise ValueError("cannot sample clicks on an empty mask")
     valid = np.ones_like(mask) if ignore is None else ~np.asarray(ignore, dtype=bool)
-    inner = _edt(mask)
+    inner = padded_edt(mask)
     first = first_click(mask, rng, cfg, inner, valid)
     clicks = [first]
 

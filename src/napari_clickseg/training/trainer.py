@@ -36,7 +36,7 @@ from ..clicks import encode_clicks
 from ..data.augment import AugmentConfig
 from ..data.folder import FolderDataset
 from ..data.io import available_cpus
-from ..files import replacing
+from ..files import replacing, same_file
 from ..models import ClickSegModel, create_model
 from ..robot import next_click
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -148,14 +148,6 @@ def _hardware(device: torch.device, threads: int, world: int) -> dict[str, Any]:
     if device.type == "cuda":
         hw["gpu"] = torch.cuda.get_device_name(device)
     return hw
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    """Whether two paths name one folder (through links)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _init_weights_file(cfg: TrainConfig) -> tuple[Path, str | None]:
@@ -617,7 +609,7 @@ def _train(
                         "validation scores before and after the resume are not comparable, and best.safetensors "
                         "was chosen on the old files")
                 log(f"warning: the files in {', '.join(changed)} changed since the run's last checkpoint: {what}")
-    if shared := sorted({str(v.root) for v in val_sets for d in datasets if _same_folder(v.root, d.root)}):
+    if shared := sorted({str(v.root) for v in val_sets for d in datasets if same_file(v.root, d.root)}):
         log(f"warning: --val {', '.join(shared)} is also training data: best.safetensors is then chosen on "
             "objects the model trains on; hold some images out in a folder of their own")
 
