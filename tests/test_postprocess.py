@@ -90,6 +90,20 @@ def test_graph_cut_respects_clicks_and_smoothness():
         graph_cut(noisy, image[:10])
 
 
+def test_graph_cut_takes_the_callers_threshold():
+    # regression (audit 30): the cut always labelled at 0.5, so at threshold 0.3 an object the
+    # network gives p = 0.4 collapsed to its clicked pixel
+    disk, image, _ = disk_case(3)
+    faint = np.where(disk, 0.4, 0.05).astype(np.float32)
+    clicks = [Click(30, 34, True)]
+    assert iou(graph_cut(faint, image, clicks, threshold=0.3) >= 0.5, disk) > 0.95
+    assert graph_cut(faint, image, clicks).sum() < 0.1 * disk.sum()  # at 0.5 it is background
+    raw = graph_cut(faint, image, smoothness=0.0, threshold=0.3)
+    np.testing.assert_array_equal(raw, (faint >= 0.3).astype(np.float32))
+    with pytest.raises(ValueError, match="threshold must be in"):
+        graph_cut(faint, image, threshold=1.0)
+
+
 def test_graph_cut_refuses_nan_smoothness_and_probabilities():
     # regression: smoothness=nan passed the check and maxflow never returned
     disk, image, noisy = disk_case(2)

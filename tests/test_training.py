@@ -745,10 +745,13 @@ def test_a_stop_signal_to_one_process_stops_them_all_with_a_checkpoint(data, tmp
     assert "interrupted at iteration" in text, text[-3000:]
     step = load_checkpoint(out / "checkpoint.pt")["step"]
     assert step > 0 and _log_steps(out)[-1] == step
-    r = subprocess.run(cmd[:cmd.index("--iterations")] + ["--iterations", str(step + 2), "--resume", "--workers", "0"],
+    # resumed as one process: it goes on, and says what the other process count changes
+    one = [sys.executable, "-m", "napari_clickseg.cli", "train", "--data", str(data), "--out", str(out)]
+    r = subprocess.run(one + ["--iterations", str(step + 2), "--resume", "--workers", "0"],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming {out} at iteration {step}" in r.stderr
+    assert "trained with 2 process(es) and resumes with 1" in r.stderr
     assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 2
 
 

@@ -10,7 +10,7 @@
 - ``structural_integrity`` (FCA-Net): keep a foreground pixel only if an
   8-connected path of foreground pixels joins it to a positive click.
 - ``graph_cut`` (iFCN / FCTSFN): a min-cut over the pixel grid with unary terms
-  ``-log p`` / ``-log(1 - p)`` and contrast-sensitive pairwise terms
+  ``-log p`` / ``-log(1 - p)`` (shifted to the caller's threshold) and contrast-sensitive pairwise terms
   ``w * exp(-|I_p - I_q|^2 / (2 sigma^2)) / dist(p, q)`` on the 8-neighbourhood,
   clicked pixels fixed to their labels. Needs PyMaxflow (``import maxflow``). The cut
   runs over the band where the map is unsure (``SURE < p < 1 - SURE``, and the clicked
@@ -159,6 +159,7 @@ def graph_cut(
     *,
     smoothness: float = 2.0,
     eps: float = 1e-4,
+    threshold: float = 0.5,
 ) -> np.ndarray:
     """Min-cut refinement of a probability map (see module docstring).
 
@@ -168,6 +169,8 @@ def graph_cut(
         clicks: clicks in the map's pixels; clicked pixels are fixed to their labels.
         smoothness: weight of the pairwise term relative to the unary term.
         eps: probability floor inside the logarithms.
+        threshold: the probability where either label costs the same (as ``prob >= threshold``
+            labels pixels without the cut): the unary terms get the prior ``log t / (1 - t)``.
 
     Returns:
         float32 (H, W) map of 1.0 (foreground) and 0.0 (background).
@@ -186,10 +189,12 @@ def graph_cut(
         raise ValueError(f"image shape {img.shape[:2]} does not match prob shape {prob.shape}")
     if not smoothness >= 0:  # NaN too: maxflow would never return
         raise ValueError(f"smoothness must be a number >= 0, got {smoothness}")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if not np.isfinite(prob).all():
         raise ValueError("prob holds NaN or infinite values")
     p = np.clip(prob.astype(np.float64), eps, 1.0 - eps)
-    out = (p >= 0.5).astype(np.float32)
+    out = (prob >= threshold).astype(np.float32)
     unsure = (p > SURE) & (p < 1.0 - SURE)
     pixels = click_pixels(as_clicks(clicks), prob.shape)
     for r, c, _ in pixels:
@@ -207,8 +212,11 @@ def graph_cut(
     ids = np.full(band.shape, -1, dtype=np.int64)
     ids[band] = np.arange(n)
     pb = p[y0:y1, x0:x1][band]
-    cost_fg = -np.log(pb)  # paid when the pixel is labelled foreground
-    cost_bg = -np.log1p(-pb)  # paid when labelled background
+    # -log p + log t (paid when labelled foreground) against -log(1 - p) + log(1 - t): only their
+    # difference matters, kept as one non-negative capacity
+    excess = np.log(pb / (1.0 - pb)) - np.log(threshold / (1.0 - threshold))
+    cost_fg = np.maximum(-excess, 0.0)  # paid when the pixel is labelled foreground
+    cost_bg = np.maximum(excess, 0.0)  # paid when labelled background
     g = maxflow.Graph[float]()
     g.add_nodes(n)
     for dy, dx in _FORWARD:

@@ -520,7 +520,7 @@ class Predictor:
                 patch, local, self.click_radius / min(state.transform.scale), threshold
             )
         if graph_cut:
-            patch = postprocess.graph_cut(patch, self._region(state.box), local)
+            patch = postprocess.graph_cut(patch, self._region(state.box), local, threshold=threshold)
         if structural:
             patch = postprocess.structural_integrity(patch, local, threshold)
         return patch
