@@ -133,13 +133,17 @@ def test_mask_with_ignore_band_in_labels_warns(tmp_path):
     # a GrabCut-style mask (0, 128 band, 255) saved in labels/ made the band an object, silently
     root = make_masks_folder(tmp_path / "m")
     (root / "masks").rename(root / "labels")
-    with pytest.warns(MaskInLabels, match=r"labels/m\d\.png and 1 more: holds only 0, 128 and one other.*masks/"):
+    with pytest.warns(MaskInLabels, match=r"labels/m\d\.png and 1 more: holds only 0, 128 and 255.*masks/"):
         ds = FolderDataset(root)
     assert len(ds) == 4  # still read as asked: band and object of each file
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FolderDataset(root, ignore_value=None)  # no ignore value: nothing looks like a band
         FolderDataset(make_masks_folder(tmp_path / "ok"))  # in masks/: as it should be
+        inst = make_labels_folder(tmp_path / "inst")  # an instance map with ids 3 and 128: no mask
+        lab = tifffile.imread(inst / "labels" / "im0.tif")
+        tifffile.imwrite(inst / "labels" / "im0.tif", np.where(lab == 7, 128, np.where(lab == 9, 0, lab)).astype(np.uint16))
+        assert len(FolderDataset(inst)) == 4
 
 
 def test_errors_name_the_file(tmp_path):

@@ -330,6 +330,41 @@ def test_dense_images_keep_the_percentile_window():
     np.testing.assert_allclose((nz.lo, nz.hi), np.percentile(x.astype(np.float32), PERCENTILES), rtol=1e-5)
 
 
+def test_dim_dense_cells_keep_their_contrast_beside_one_bright_blob():
+    # regression (review, audit 30): cells a few sigmas over the background are dense, so the
+    # 99.5th percentile is on them already; one small bright bead must not stretch the window
+    from scipy import ndimage
+
+    from napari_clickseg.engine.image import prepare_image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:512, :512]
+    cells = np.zeros((512, 512), bool)
+    for r, c in rng.integers(20, 492, (60, 2)):
+        cells |= (yy - r) ** 2 + (xx - c) ** 2 < 144
+    img = np.where(cells, 350.0, 200.0)
+    img[(yy - 40) ** 2 + (xx - 470) ** 2 < 16] = 5000.0
+    img = np.clip(ndimage.gaussian_filter(img, 1.0) + rng.normal(0, 40, img.shape), 0, None).astype(np.uint16)
+    out = prepare_image(img)[..., 0]
+    far = ~ndimage.binary_dilation(cells, iterations=3)
+    assert out[cells].mean() - out[far].mean() > 0.3
+
+
+def test_float16_and_one_channel_rgb_images_normalise():
+    from napari_clickseg.engine.image import prepare_image
+
+    # float16: scipy's filters have no float16 (the sparse rule crashed on it)
+    x, disk = _sparse_field(300)
+    out = prepare_image(x.astype(np.float16))[..., 0]
+    assert out[disk].mean() - out[~disk].mean() > 0.8
+    # regression (review, audit 30): the statistics' sample stepped over interleaved values, so
+    # a 1024x1024 RGB image (step 3) was judged on its red channel alone: all black here
+    rgb = np.zeros((1024, 1024, 3), np.uint8)
+    rgb[300:400, 300:400, 1] = 200
+    out = prepare_image(rgb)
+    assert out[350, 350, 1] == 1.0 and out[0, 0].max() == 0.0
+
+
 def test_a_sparse_nucleus_is_segmented_at_its_size():
     # the same regression end to end: the mask came out about 45 % too large (IoU 0.68)
     p = Predictor.from_pretrained("default", device="cpu", dtype="float32")

@@ -104,3 +104,28 @@ def test_the_dock_layers_stay_over_their_image(open_dock, fluo):
     w.image_layer.translate = (3.0, 4.0)  # the image itself moves: its layers follow, quietly
     np.testing.assert_allclose(w.layers["committed"].translate, (3.0, 4.0))
     assert "stays over" not in w.last_status
+
+
+@pytest.mark.parametrize("extra_4d", [False, True])
+def test_reopen_goes_back_to_the_slice_across_units(open_dock, fluo, extra_4d):
+    # regression (review, audit 30): with an image of fewer dims than the world, the way back
+    # from pixels to the world skipped the unit conversion and the slider went to 0.005 um
+    import pint
+
+    stack = np.stack([np.roll(fluo, 3 * z, axis=1) for z in range(8)]).astype(np.uint16) * 200
+    viewer, w = open_dock(stack, scale=(0.001, 0.001, 0.001), units=("mm", "mm", "mm"))  # 1 um per pixel
+    img = w.image_layer
+    if extra_4d:  # a 4D layer in um: the world has 4 dims in um, the image 3 in mm
+        viewer.add_image(np.zeros((2, 8, 64, 64), np.uint8), name="t", units=("um",) * 4)
+        w.bind(img)
+    off = viewer.dims.ndim - 3
+    z5 = (0.005 * pint.get_application_registry().mm).to(viewer.dims.units[off]).magnitude
+    viewer.dims.set_point(off, z5)
+    plane = w.current_plane()
+    assert plane.index == ((0, 5),), plane
+    w.add_click(30, 30, True)
+    oid = w.commit()
+    viewer.dims.set_point(off, 0.0)
+    assert w.current_plane().index == ((0, 0),)
+    assert w.reopen(oid)
+    assert w.current_plane() == plane, viewer.dims.point

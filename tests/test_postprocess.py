@@ -101,7 +101,11 @@ def test_graph_cut_takes_the_callers_threshold():
     raw = graph_cut(faint, image, smoothness=0.0, threshold=0.3)
     np.testing.assert_array_equal(raw, (faint >= 0.3).astype(np.float32))
     with pytest.raises(ValueError, match="threshold must be in"):
-        graph_cut(faint, image, threshold=1.0)
+        graph_cut(faint, image, threshold=1.5)
+    # extreme thresholds (predict accepts 0 and 1) act as the sure bounds, not as a collapse
+    sure = np.where(disk, 0.999999, 1e-6).astype(np.float32)
+    for t in (1.0, 0.99995, 1e-5, 0.0):
+        np.testing.assert_array_equal(graph_cut(sure, image, clicks, threshold=t), disk.astype(np.float32))
 
 
 def test_graph_cut_refuses_nan_smoothness_and_probabilities():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -718,7 +719,8 @@ def test_a_stop_signal_to_one_process_stops_them_all_with_a_checkpoint(data, tmp
            "--data", str(data), "--model", "early", "--out", str(out), "--init", "scratch",
            "--iterations", "100000", "--batch-size", "2", "--crop-size", "64", "--threads", "1",
            "--workers", "0", "--set", "model_kwargs={\"decoder_width\": 8}", "--set", "log_every=1"]
-    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)  # its workers go with it if the test fails
     try:
         deadline = time.monotonic() + 300
         rank1 = None
@@ -740,8 +742,9 @@ def test_a_stop_signal_to_one_process_stops_them_all_with_a_checkpoint(data, tmp
         os.kill(rank1, signal.SIGTERM)
         text = launcher.communicate(timeout=180)[0]
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)  # torchrun and its workers, whatever is left
+        launcher.wait()
     assert "interrupted at iteration" in text, text[-3000:]
     step = load_checkpoint(out / "checkpoint.pt")["step"]
     assert step > 0 and _log_steps(out)[-1] == step

@@ -165,7 +165,7 @@ def _unit_factors(layer: Any, world_units: Any, ndim: int) -> np.ndarray:
     """Per world axis, how many of ``layer``'s units one world unit is (1 where none are set)."""
     out = np.ones(ndim)
     units = getattr(layer, "units", None)
-    if world_units is not None and units is not None and 0 < len(units) <= len(world_units) <= ndim:
+    if world_units is not None and units is not None and 0 < len(units) <= min(len(world_units), ndim):
         import pint
 
         reg = pint.get_application_registry()

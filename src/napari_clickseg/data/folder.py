@@ -7,7 +7,7 @@ error naming the file.
 
 - ``labels/``: instance maps, 0 = background, every other value one object;
   each object of at least ``min_object_px`` pixels is one sample (a file holding
-  only 0, ``ignore_value`` and one other value, a mask put in the wrong folder,
+  only 0, ``ignore_value`` and 255, a mask put in the wrong folder,
   gets a ``MaskInLabels`` warning).
 - ``masks/``: one object per file; ``ignore_value`` (default 128, GrabCut's
   unlabelled band) marks pixels excluded from losses and scores; the one other
@@ -194,7 +194,7 @@ class FolderDataset:
         if mask_like := [self.names[i] for i in self._mask_like]:
             more = f" and {len(mask_like) - 1} more" if len(mask_like) > 1 else ""
             warnings.warn(
-                f"{gts[mask_like[0]]}{more}: holds only 0, {self.ignore_value} and one other value, like a "
+                f"{gts[mask_like[0]]}{more}: holds only 0, {self.ignore_value} and 255 (or 65535), like a "
                 f"mask whose {self.ignore_value} band means 'ignore'; in labels/ every non-zero value is an "
                 f"object, so that band is scored and trained on as one: put such files in masks/",
                 MaskInLabels,
@@ -238,7 +238,10 @@ class FolderDataset:
         values, inverse = np.unique(target, return_inverse=True)
         is_object = values > 0  # 0 is background, IGNORE_LABEL is negative
         if self.kind == "labels" and self.ignore_value is not None and len(values) == 3 and values[0] == 0:
-            if self.ignore_value in values[1:]:
+            # 0, the ignore value and a mask's full value (an instance map with ids 128 and 255 is unlikely)
+            if sorted({self.ignore_value, 255}) == sorted(values[1:].tolist()) or (
+                sorted({self.ignore_value, 65535}) == sorted(values[1:].tolist())
+            ):
                 self._mask_like.append(index)
         lut = (np.cumsum(is_object) * is_object).astype(np.int32)
         compact = lut[inverse.reshape(target.shape)]

@@ -265,9 +265,9 @@ class Normalizer:
 
 def _percentile_window(x: np.ndarray) -> tuple[float, float, float]:
     """(peak, lo, hi): robust joint percentiles of ``x``'s values (see ``_widen_sparse``)."""
-    flat = x.reshape(-1)
-    step = max(1, flat.size // _MAX_SAMPLES)
-    sample = flat[::step].astype(np.float64)
+    pixels = x.reshape(-1, x.shape[-1])
+    step = max(1, pixels.size // _MAX_SAMPLES)  # whole pixels: a step over values could keep one channel
+    sample = pixels[::step].reshape(-1).astype(np.float64)
     peak = float(np.abs(sample).max())
     if peak > _F32_SAFE:
         sample = sample / peak
@@ -292,7 +292,8 @@ def _widen_sparse(
     neighbourhood lies ``SPARSE_SIGMAS`` robust standard deviations beyond the background
     (so isolated noise and hot pixels do not count). Where they cover under 0.5 % of the
     pixels, ``hi`` rises to their 90th percentile (it never falls); likewise ``lo`` for sparse
-    dark objects. Images with denser objects keep the percentile window.
+    dark objects. Images with denser objects, bright or faint (3x3 means 3 standard deviations
+    out on 0.5 % of the pixels away from the bright ones), keep the percentile window.
 
     Args:
         planes: a callable giving the (h, w) or (h, w, k) values the window applies to
@@ -312,17 +313,29 @@ def _widen_sparse(
     if v.dtype.kind in "iub":
         sigma = max(sigma, 1.0)  # quantised values: at least one step
     margin = SPARSE_SIGMAS * sigma
+    if v.dtype == np.float16:  # scipy.ndimage has no float16 filters
+        v = v.astype(np.float32)
     new_lo, new_hi = lo, hi
-    if extremes[1] > hi:
-        core = np.stack([ndimage.minimum_filter(v[..., c], 3) for c in range(v.shape[-1])], -1)
-        bright = core[core > median + margin]
-        if 0 < bright.size < 0.005 * core.size:
-            new_hi = max(hi, float(np.percentile(bright, 90)))
-    if extremes[0] < lo:
-        core = np.stack([ndimage.maximum_filter(v[..., c], 3) for c in range(v.shape[-1])], -1)
-        dark = core[core < median - margin]
-        if 0 < dark.size < 0.005 * core.size:
-            new_lo = min(lo, float(np.percentile(dark, 10)))
+    for side in (1.0, -1.0):  # the bright end, then the dark one
+        if (extremes[1] <= hi) if side > 0 else (extremes[0] >= lo):
+            continue
+        # objects: pixels whose 3x3 neighbourhood lies wholly beyond the margin
+        core = np.stack([(ndimage.minimum_filter if side > 0 else ndimage.maximum_filter)(v[..., c], 3)
+                         for c in range(v.shape[-1])], -1)
+        objects = core > median + margin if side > 0 else core < median - margin
+        if not 0 < objects.sum() < 0.005 * objects.size:
+            continue
+        # fainter content (3x3 means 3 sigmas out) covering 0.5 % away from those objects is dense
+        # enough for the percentile to lie on it already (dim cells beside one bright bead)
+        means = np.stack([ndimage.uniform_filter(v[..., c].astype(np.float32), 3) for c in range(v.shape[-1])], -1)
+        faint = means > median + 3 * sigma if side > 0 else means < median - 3 * sigma
+        faint &= ~ndimage.binary_dilation(objects.any(-1), iterations=3)[..., None]
+        if faint.mean() >= 0.005:
+            continue
+        if side > 0:
+            new_hi = max(hi, float(np.percentile(core[objects], 90)))
+        else:
+            new_lo = min(lo, float(np.percentile(core[objects], 10)))
     return new_lo, new_hi
 
 

@@ -170,7 +170,8 @@ def graph_cut(
         smoothness: weight of the pairwise term relative to the unary term.
         eps: probability floor inside the logarithms.
         threshold: the probability where either label costs the same (as ``prob >= threshold``
-            labels pixels without the cut): the unary terms get the prior ``log t / (1 - t)``.
+            labels pixels without the cut): the unary terms get the prior ``log t / (1 - t)``;
+            taken as ``SURE`` or ``1 - SURE`` beyond those.
 
     Returns:
         float32 (H, W) map of 1.0 (foreground) and 0.0 (background).
@@ -189,8 +190,9 @@ def graph_cut(
         raise ValueError(f"image shape {img.shape[:2]} does not match prob shape {prob.shape}")
     if not smoothness >= 0:  # NaN too: maxflow would never return
         raise ValueError(f"smoothness must be a number >= 0, got {smoothness}")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    threshold = min(max(threshold, SURE), 1.0 - SURE)  # beyond, the map counts as sure: no cut
     if not np.isfinite(prob).all():
         raise ValueError("prob holds NaN or infinite values")
     p = np.clip(prob.astype(np.float64), eps, 1.0 - eps)

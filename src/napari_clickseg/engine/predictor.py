@@ -337,8 +337,8 @@ class Predictor:
             brs: "off", "brs" or "fbrs" (test-time refinement at every click).
             structural_integrity: drop foreground not 8-connected to a positive click.
             graph_cut: refine the output with a min-cut (result is 0/1).
-            threshold: the foreground threshold the caller will apply; click honouring
-                and structural integrity judge foreground by it.
+            threshold: the foreground threshold the caller will apply; click honouring,
+                structural integrity and the graph cut (within 0.01-0.99) judge foreground by it.
 
         Returns:
             A new float32 (H, W) array in [0, 1]. Post-processing (click honouring,

@@ -755,19 +755,18 @@ def _train(
 
             save_weights(model, out / "best.safetensors", training=training_meta(step), metrics=metrics, engine=engine)
 
-    def sync_progress() -> tuple[float, float]:
+    def sync_progress() -> tuple[float, float, bool]:
         """Rank 0's clock and the progress it gives; with several processes also whether any
         of them was asked to stop (all then stop at this same step)."""
-        nonlocal stop_requested
-        e = elapsed_now()
+        e, stop_all = elapsed_now(), stop_requested
         if dist.world > 1:
             import torch.distributed as tdist
 
             # the maximum of rank 0's clock (the others give 0) and of every rank's stop flag
             t = torch.tensor([e if dist.main else 0.0, float(stop_requested)], dtype=torch.float64)
             tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-            e, stop_requested = float(t[0]), bool(t[1])
-        return e, _progress(cfg, step, e)
+            e, stop_all = float(t[0]), bool(t[1])  # a signal during the all-reduce stays pending
+        return e, _progress(cfg, step, e), stop_all
 
     def log_window() -> None:
         """Log the mean loss and speed of the steps since the last log line."""
@@ -827,14 +826,14 @@ def _train(
             _barrier(dist)
         while True:
             try:
-                elapsed, progress = sync_progress()
+                elapsed, progress, stop_all = sync_progress()
             except RuntimeError as e:  # another process died (gloo/nccl): keep what this one has
                 if dist.world == 1:
                     raise
                 peer_lost = True
                 log(f"lost contact with another process ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
                 raise _Stop() from None
-            if stop_requested:
+            if stop_all:
                 raise _Stop()
             if progress >= 1.0 or (stop_after is not None and steps_this_call >= stop_after):
                 break
@@ -842,8 +841,20 @@ def _train(
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(cfg, step, progress)
             batch = next(it)
             in_step = True
-            loss_value = _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, device, amp, step, dist)
-            loss_value = _mean_over_ranks(loss_value, dist)  # the log's loss is every rank's
+            stepped = False
+            try:
+                loss_value = _train_step(cfg, train_model, model, inputs, batch, loss_fn, optimizer, device, amp,
+                                         step, dist)
+                stepped = True
+                loss_value = _mean_over_ranks(loss_value, dist)  # the log's loss is every rank's
+            except RuntimeError as e:  # with several processes, most likely one died in a collective
+                if dist.world == 1:
+                    raise
+                peer_lost = True
+                step += stepped  # the checkpoint's counter matches its weights
+                log(f"lost contact with another process in iteration {step + 1 - stepped} "
+                    f"({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+                raise _Stop() from None
             step += 1
             steps_this_call += 1
             win_loss += loss_value
