@@ -758,6 +758,19 @@ def test_a_stop_signal_to_one_process_stops_them_all_with_a_checkpoint(data, tmp
     assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 2
 
 
+def test_only_a_failed_collective_counts_as_a_lost_process():
+    # (second review, audit 30) a bug or an out-of-memory error on rank 0 was reported as a lost
+    # peer, with a checkpoint and no traceback, and the user told to resume into the same error
+    from torch.distributed import DistError
+
+    from napari_clickseg.training.trainer import _peer_lost
+
+    assert _peer_lost(DistError("anything"))
+    assert _peer_lost(RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [::1]:1234"))
+    assert not _peer_lost(RuntimeError("The size of tensor a (64) must match the size of tensor b (32)"))
+    assert not _peer_lost(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+
+
 def test_rank_device_shares_gpus_over_gloo():
     cpu = torch.device("cpu")
     assert rank_device(cpu, 1, 2, 0) == (cpu, "gloo")

@@ -828,7 +828,7 @@ def _train(
             try:
                 elapsed, progress, stop_all = sync_progress()
             except RuntimeError as e:  # another process died (gloo/nccl): keep what this one has
-                if dist.world == 1:
+                if dist.world == 1 or not _peer_lost(e):
                     raise
                 peer_lost = True
                 log(f"lost contact with another process ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
@@ -847,8 +847,8 @@ def _train(
                                          step, dist)
                 stepped = True
                 loss_value = _mean_over_ranks(loss_value, dist)  # the log's loss is every rank's
-            except RuntimeError as e:  # with several processes, most likely one died in a collective
-                if dist.world == 1:
+            except RuntimeError as e:  # a process that died in a collective; anything else is a bug
+                if dist.world == 1 or not _peer_lost(e):
                     raise
                 peer_lost = True
                 step += stepped  # the checkpoint's counter matches its weights
@@ -985,6 +985,18 @@ class NonFiniteLoss(FloatingPointError, ValueError):
 def _check_finite(loss: torch.Tensor, step: int) -> None:
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"non-finite loss at iteration {step}; lower --lr or disable bf16")
+
+
+def _peer_lost(error: BaseException) -> bool:
+    """Whether ``error`` says another process of the run is gone (a collective failed), rather
+    than a bug or an out-of-memory error of this one."""
+    import torch.distributed as tdist
+
+    if isinstance(error, getattr(tdist, "DistError", ())):
+        return True
+    text = str(error).lower()
+    return any(k in text for k in ("gloo", "nccl", "connection closed", "connection reset", "broken pipe",
+                                   "timed out", "socket"))
 
 
 def _mean_over_ranks(value: float, dist: _Dist) -> float:
