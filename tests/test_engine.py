@@ -330,6 +330,15 @@ def test_dense_images_keep_the_percentile_window():
     np.testing.assert_allclose((nz.lo, nz.hi), np.percentile(x.astype(np.float32), PERCENTILES), rtol=1e-5)
 
 
+def _random_disks(rng: np.random.Generator, side: int, n: int, radius: int) -> np.ndarray:
+    """A (side, side) mask of ``n`` disks of ``radius`` at random centres (off the border)."""
+    yy, xx = np.mgrid[:side, :side]
+    mask = np.zeros((side, side), bool)
+    for r, c in rng.integers(radius + 8, side - radius - 8, (n, 2)):
+        mask |= (yy - r) ** 2 + (xx - c) ** 2 < radius**2
+    return mask
+
+
 def test_dim_dense_cells_keep_their_contrast_beside_one_bright_blob():
     # regression (review, audit 30): cells a few sigmas over the background are dense, so the
     # 99.5th percentile is on them already; one small bright bead must not stretch the window
@@ -338,11 +347,9 @@ def test_dim_dense_cells_keep_their_contrast_beside_one_bright_blob():
     from napari_clickseg.engine.image import prepare_image
 
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:512, :512]
-    cells = np.zeros((512, 512), bool)
-    for r, c in rng.integers(20, 492, (60, 2)):
-        cells |= (yy - r) ** 2 + (xx - c) ** 2 < 144
+    cells = _random_disks(rng, 512, 60, 12)
     img = np.where(cells, 350.0, 200.0)
+    yy, xx = np.mgrid[:512, :512]
     img[(yy - 40) ** 2 + (xx - 470) ** 2 < 16] = 5000.0
     img = np.clip(ndimage.gaussian_filter(img, 1.0) + rng.normal(0, 40, img.shape), 0, None).astype(np.uint16)
     out = prepare_image(img)[..., 0]
@@ -359,11 +366,9 @@ def test_a_glow_around_sparse_nuclei_is_theirs_and_wide_types_keep_the_rule():
     from napari_clickseg.engine.image import Normalizer
 
     rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[:1024, :1024]
-    disk = np.zeros((1024, 1024), bool)
-    for r, c in rng.integers(40, 984, (20, 2)):
-        disk |= (yy - r) ** 2 + (xx - c) ** 2 < 64
-    ring = (ndimage.distance_transform_edt(~disk) > 0) & (ndimage.distance_transform_edt(~disk) <= 6)
+    disk = _random_disks(rng, 1024, 20, 8)
+    dist = ndimage.distance_transform_edt(~disk)
+    ring = (dist > 0) & (dist <= 6)
     img = np.clip(np.where(disk, 3000.0, 200.0) + ring * 100.0 + rng.normal(0, 20, disk.shape), 0, None)
     nz = Normalizer.fit(img.astype(np.uint16)[..., None])
     assert nz.hi > 2500  # on the nuclei, not in their glow
