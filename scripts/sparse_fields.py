@@ -3,14 +3,14 @@
 For 20 fluorescence images of dsb2018/val: a 160-px crop around a random nucleus (``OUT/crop``),
 and the same crop set into a 1600-px field of iid samples of the image's own background pixels
 more than 6 px from any nucleus (``OUT/field``), so the nuclei cover well under 0.5 % of it.
-Both are folder datasets (images/ + labels/) for ``napari-clickseg evaluate``.
+Both are folder datasets (images/ + labels/) for ``napari-clickseg evaluate``. OUT must be new or
+empty (nothing is replaced).
 
 Usage: python scripts/sparse_fields.py OUT [DATA]   (DATA: ../shared/data beside the checkout)
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,13 +23,17 @@ CROP, FIELD, IMAGES, BACKGROUND_GAP = 160, 1600, 20, 6
 
 
 def main(out: Path, data: Path) -> None:
+    source = data / "dsb2018" / "val" / "images"
+    if not source.is_dir():
+        sys.exit(f"error: {source} not found (give the data folder as DATA)")
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"error: {out} exists and is not empty; choose a new folder")
     rng = np.random.default_rng(0)
-    shutil.rmtree(out, ignore_errors=True)
     for kind in ("crop", "field"):
-        (out / kind / "images").mkdir(parents=True)
+        (out / kind / "images").mkdir(parents=True, exist_ok=True)
         (out / kind / "labels").mkdir()
     n = 0
-    for f in sorted((data / "dsb2018" / "val" / "images").glob("*.png")):
+    for f in sorted(source.glob("*.png")):
         img = np.asarray(Image.open(f))
         lab = tifffile.imread(f.parent.parent / "labels" / f"{f.stem}.tif")
         gray = img[..., 0] if img.ndim == 3 else img
